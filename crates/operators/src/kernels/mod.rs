@@ -1,0 +1,23 @@
+//! CPU kernels, one module per op family. Each module has a `register` function that adds its
+//! ops to the registry with the opset range each implementation covers.
+
+pub mod elementwise;
+pub mod linalg;
+pub mod nn;
+pub mod reduce;
+pub mod sequence;
+pub mod shape;
+pub mod string;
+
+use crate::OpRegistry;
+
+/// Registers every CPU kernel.
+pub fn register_all(registry: &mut OpRegistry) {
+    elementwise::register(registry);
+    linalg::register(registry);
+    nn::register(registry);
+    reduce::register(registry);
+    sequence::register(registry);
+    shape::register(registry);
+    string::register(registry);
+}
