@@ -14,6 +14,7 @@ mod error;
 mod fact;
 pub mod kernels;
 mod registry;
+mod unimplemented;
 mod value;
 
 pub use attrs::{Attribute, Attributes, Subgraph};
@@ -21,6 +22,7 @@ pub use ctx::{EvalCtx, HeapTensorAlloc, ParallelFor, SerialParallelFor, TensorAl
 pub use error::{OpError, OpResult};
 pub use fact::{Dim, Fact};
 pub use registry::{BuildCtx, OpBuilder, OpRegistry, RegisteredOp, LATEST_OPSET};
+pub use unimplemented::Unimplemented;
 pub use value::{Inputs, Value};
 
 use std::any::Any;
