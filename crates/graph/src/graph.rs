@@ -101,7 +101,12 @@ impl Graph {
             .nodes
             .iter()
             .map(|n| {
-                let mut deps: Vec<NodeId> = n.inputs.iter().flatten().filter_map(|&v| producers[v]).collect();
+                let mut deps: Vec<NodeId> = n
+                    .inputs
+                    .iter()
+                    .flatten()
+                    .filter_map(|&v| producers[v])
+                    .collect();
                 deps.sort_unstable();
                 deps.dedup();
                 deps.len()
@@ -109,14 +114,22 @@ impl Graph {
             .collect();
         let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); self.nodes.len()];
         for (id, n) in self.nodes.iter().enumerate() {
-            let mut deps: Vec<NodeId> = n.inputs.iter().flatten().filter_map(|&v| producers[v]).collect();
+            let mut deps: Vec<NodeId> = n
+                .inputs
+                .iter()
+                .flatten()
+                .filter_map(|&v| producers[v])
+                .collect();
             deps.sort_unstable();
             deps.dedup();
             for d in deps {
                 dependents[d].push(id);
             }
         }
-        let mut ready: Vec<NodeId> = (0..self.nodes.len()).filter(|&n| pending[n] == 0).rev().collect();
+        let mut ready: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&n| pending[n] == 0)
+            .rev()
+            .collect();
         let mut order = Vec::with_capacity(self.nodes.len());
         while let Some(n) = ready.pop() {
             order.push(n);

@@ -66,7 +66,10 @@ impl ConstantFolding {
                 None => values.push(None),
             }
         }
-        let outputs = node.op.eval(&EvalCtx::default(), Inputs::new(values)).ok()?;
+        let outputs = node
+            .op
+            .eval(&EvalCtx::default(), Inputs::new(values))
+            .ok()?;
         let mut folded = Vec::new();
         for (slot, value) in node.outputs.iter().zip(outputs) {
             if let Some(v) = slot {
@@ -124,7 +127,8 @@ impl Pass for IdentityElimination {
                 "Dropout" => node.outputs.iter().skip(1).all(Option::is_none),
                 _ => false,
             };
-            let (Some(Some(src)), Some(Some(dst))) = (node.inputs.first(), node.outputs.first()) else {
+            let (Some(Some(src)), Some(Some(dst))) = (node.inputs.first(), node.outputs.first())
+            else {
                 continue;
             };
             if !passthrough || !node.domain.is_empty() || graph.outputs.contains(dst) {

@@ -34,7 +34,12 @@ impl ExecutionPlan {
         let mut dependents = vec![Vec::new(); graph.nodes.len()];
         let mut dependency_count = vec![0; graph.nodes.len()];
         for (id, node) in graph.nodes.iter().enumerate() {
-            let mut deps: Vec<NodeId> = node.inputs.iter().flatten().filter_map(|&v| producers[v]).collect();
+            let mut deps: Vec<NodeId> = node
+                .inputs
+                .iter()
+                .flatten()
+                .filter_map(|&v| producers[v])
+                .collect();
             deps.sort_unstable();
             deps.dedup();
             dependency_count[id] = deps.len();
@@ -44,7 +49,14 @@ impl ExecutionPlan {
         }
 
         let mut planned = vec![false; graph.values.len()];
-        let mut lifetimes = vec![ValueLifetime { first: 0, last: 0, bytes: 0 }; graph.values.len()];
+        let mut lifetimes = vec![
+            ValueLifetime {
+                first: 0,
+                last: 0,
+                bytes: 0
+            };
+            graph.values.len()
+        ];
         for (v, producer) in producers.iter().enumerate() {
             if let Some(n) = producer {
                 planned[v] = !graph.outputs.contains(&v);
@@ -53,7 +65,11 @@ impl ExecutionPlan {
                     (Some(d), Some(s)) => s.iter().product::<usize>() * d.size_of(),
                     _ => 0,
                 };
-                lifetimes[v] = ValueLifetime { first: step_of[*n], last: step_of[*n], bytes };
+                lifetimes[v] = ValueLifetime {
+                    first: step_of[*n],
+                    last: step_of[*n],
+                    bytes,
+                };
             }
         }
         let mut release_after = vec![Vec::new(); order.len()];

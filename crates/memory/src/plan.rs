@@ -75,7 +75,12 @@ mod tests {
     #[test]
     fn chain_needs_two_slots() {
         // a -> b -> c -> d: each value dies when the next is computed from it.
-        let lifetimes = [life(0, 1, 10), life(1, 2, 10), life(2, 3, 10), life(3, 3, 10)];
+        let lifetimes = [
+            life(0, 1, 10),
+            life(1, 2, 10),
+            life(2, 3, 10),
+            life(3, 3, 10),
+        ];
         let plan = plan_slots(&lifetimes);
         assert_eq!(plan.slot_count(), 2);
         assert_ne!(plan.slot_of[0], plan.slot_of[1]);

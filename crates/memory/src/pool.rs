@@ -122,7 +122,10 @@ mod tests {
         let pool = BufferPool::with_limit(1024);
         assert!(matches!(
             pool.allocate(4096),
-            Err(MemoryError::LimitExceeded { requested: 4096, .. })
+            Err(MemoryError::LimitExceeded {
+                requested: 4096,
+                ..
+            })
         ));
     }
 }

@@ -151,7 +151,10 @@ impl Attributes {
             None => Ok(None),
             Some(Attribute::Strings(v)) => v
                 .iter()
-                .map(|s| String::from_utf8(s.clone()).map_err(|_| OpError::attribute(name, "not valid UTF-8")))
+                .map(|s| {
+                    String::from_utf8(s.clone())
+                        .map_err(|_| OpError::attribute(name, "not valid UTF-8"))
+                })
                 .collect::<OpResult<Vec<_>>>()
                 .map(Some),
             Some(other) => Err(OpError::attribute(
@@ -175,6 +178,9 @@ mod tests {
         assert_eq!(a.int_or("missing", 7).unwrap(), 7);
         assert_eq!(a.string_or("mode", "x").unwrap(), "constant");
         let err = a.float("axis").unwrap_err().to_string();
-        assert!(err.contains("'axis'") && err.contains("expected float"), "{err}");
+        assert!(
+            err.contains("'axis'") && err.contains("expected float"),
+            "{err}"
+        );
     }
 }

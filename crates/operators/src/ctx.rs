@@ -33,6 +33,10 @@ impl ParallelFor for SerialParallelFor {
 pub trait TensorAlloc: Sync + fmt::Debug {
     /// A zero-filled host buffer of `bytes` bytes.
     fn buffer(&self, bytes: usize) -> OpResult<AlignedBuffer>;
+    /// Takes back a buffer whose tensor is no longer needed (the default drops it).
+    fn release(&self, buffer: AlignedBuffer) {
+        drop(buffer);
+    }
 }
 
 /// Allocates every buffer from the heap.
@@ -70,10 +74,14 @@ impl EvalCtx<'_> {
             return Ok(Tensor::zeros(dtype, shape)?);
         }
         let n = strata_tensor::element_count(shape)?;
-        let bytes = n.checked_mul(dtype.size_of()).ok_or_else(|| {
-            crate::OpError::Shape(format!("output shape {shape:?} is too large"))
-        })?;
-        Ok(Tensor::from_buffer(dtype, shape, self.alloc.buffer(bytes)?)?)
+        let bytes = n
+            .checked_mul(dtype.size_of())
+            .ok_or_else(|| crate::OpError::Shape(format!("output shape {shape:?} is too large")))?;
+        Ok(Tensor::from_buffer(
+            dtype,
+            shape,
+            self.alloc.buffer(bytes)?,
+        )?)
     }
 
     /// Number of threads available to data-parallel kernels.
@@ -91,7 +99,9 @@ impl EvalCtx<'_> {
     ) {
         let chunk_len = chunk_len.max(1);
         if self.threads() == 1 || data.len() <= chunk_len {
-            data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+            data.chunks_mut(chunk_len)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c));
             return;
         }
         let chunks: Vec<Mutex<&mut [T]>> = data.chunks_mut(chunk_len).map(Mutex::new).collect();

@@ -107,7 +107,11 @@ impl OpRegistry {
             Some(r) => (r.builder)(ctx),
             None => Err(OpError::Unsupported(format!(
                 "no kernel for op {}{} at opset {}",
-                if ctx.domain.is_empty() { String::new() } else { format!("{}.", ctx.domain) },
+                if ctx.domain.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}.", ctx.domain)
+                },
                 ctx.op_type,
                 ctx.opset
             ))),

@@ -66,7 +66,10 @@ impl Inputs {
     /// Inputs that are all present tensors (tests and constant folding).
     pub fn from_tensors(tensors: impl IntoIterator<Item = Tensor>) -> Self {
         Inputs {
-            values: tensors.into_iter().map(|t| Some(Value::Tensor(t))).collect(),
+            values: tensors
+                .into_iter()
+                .map(|t| Some(Value::Tensor(t)))
+                .collect(),
         }
     }
 

@@ -8,8 +8,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Shape> {
     let rank = a.len().max(b.len());
     let mut out = Shape::with_capacity(rank);
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -58,9 +66,15 @@ mod tests {
 
     #[test]
     fn numpy_rules() {
-        assert_eq!(broadcast_shapes(&[2, 1, 4], &[3, 1]).unwrap().as_slice(), &[2, 3, 4]);
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 4], &[3, 1]).unwrap().as_slice(),
+            &[2, 3, 4]
+        );
         assert_eq!(broadcast_shapes(&[], &[5]).unwrap().as_slice(), &[5]);
-        assert_eq!(broadcast_shapes(&[0, 1], &[1, 3]).unwrap().as_slice(), &[0, 3]);
+        assert_eq!(
+            broadcast_shapes(&[0, 1], &[1, 3]).unwrap().as_slice(),
+            &[0, 3]
+        );
         assert!(broadcast_shapes(&[2, 3], &[4, 3]).is_err());
     }
 

@@ -14,7 +14,11 @@ fn format_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "INF".into() } else { "-INF".into() }
+        if v > 0.0 {
+            "INF".into()
+        } else {
+            "-INF".into()
+        }
     } else {
         format!("{v}")
     }
@@ -81,9 +85,15 @@ mod tests {
     #[test]
     fn float_to_int_truncates_and_int_wraps() {
         let t = Tensor::from_vec(vec![1.7f32, -2.5, 300.0], &[3]).unwrap();
-        assert_eq!(t.cast(DType::I32).unwrap().as_slice::<i32>().unwrap(), &[1, -2, 300]);
+        assert_eq!(
+            t.cast(DType::I32).unwrap().as_slice::<i32>().unwrap(),
+            &[1, -2, 300]
+        );
         let i = Tensor::from_vec(vec![300i32, -1], &[2]).unwrap();
-        assert_eq!(i.cast(DType::U8).unwrap().as_slice::<u8>().unwrap(), &[44, 255]);
+        assert_eq!(
+            i.cast(DType::U8).unwrap().as_slice::<u8>().unwrap(),
+            &[44, 255]
+        );
     }
 
     #[test]
@@ -91,7 +101,10 @@ mod tests {
         let t = Tensor::from_vec(vec![0.0f32, 2.0], &[2]).unwrap();
         let b = t.cast(DType::Bool).unwrap();
         assert_eq!(b.as_bool_slice().unwrap(), &[0, 1]);
-        assert_eq!(b.cast(DType::F64).unwrap().as_slice::<f64>().unwrap(), &[0.0, 1.0]);
+        assert_eq!(
+            b.cast(DType::F64).unwrap().as_slice::<f64>().unwrap(),
+            &[0.0, 1.0]
+        );
         let s = Tensor::from_strings(vec!["1.5".into(), "-inf".into()], &[2]).unwrap();
         let f = s.cast(DType::F32).unwrap();
         assert_eq!(f.as_slice::<f32>().unwrap(), &[1.5, f32::NEG_INFINITY]);

@@ -274,18 +274,66 @@ half_element!(f16 => F16, bf16 => BF16);
 macro_rules! dispatch_numeric {
     ($dtype:expr, $T:ident => $body:expr, $fallback:expr) => {{
         match $dtype {
-            $crate::DType::F32 => { #[allow(dead_code)] type $T = f32; $body }
-            $crate::DType::F64 => { #[allow(dead_code)] type $T = f64; $body }
-            $crate::DType::F16 => { #[allow(dead_code)] type $T = $crate::half::f16; $body }
-            $crate::DType::BF16 => { #[allow(dead_code)] type $T = $crate::half::bf16; $body }
-            $crate::DType::I8 => { #[allow(dead_code)] type $T = i8; $body }
-            $crate::DType::I16 => { #[allow(dead_code)] type $T = i16; $body }
-            $crate::DType::I32 => { #[allow(dead_code)] type $T = i32; $body }
-            $crate::DType::I64 => { #[allow(dead_code)] type $T = i64; $body }
-            $crate::DType::U8 => { #[allow(dead_code)] type $T = u8; $body }
-            $crate::DType::U16 => { #[allow(dead_code)] type $T = u16; $body }
-            $crate::DType::U32 => { #[allow(dead_code)] type $T = u32; $body }
-            $crate::DType::U64 => { #[allow(dead_code)] type $T = u64; $body }
+            $crate::DType::F32 => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            $crate::DType::F16 => {
+                #[allow(dead_code)]
+                type $T = $crate::half::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                #[allow(dead_code)]
+                type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::DType::I8 => {
+                #[allow(dead_code)]
+                type $T = i8;
+                $body
+            }
+            $crate::DType::I16 => {
+                #[allow(dead_code)]
+                type $T = i16;
+                $body
+            }
+            $crate::DType::I32 => {
+                #[allow(dead_code)]
+                type $T = i32;
+                $body
+            }
+            $crate::DType::I64 => {
+                #[allow(dead_code)]
+                type $T = i64;
+                $body
+            }
+            $crate::DType::U8 => {
+                #[allow(dead_code)]
+                type $T = u8;
+                $body
+            }
+            $crate::DType::U16 => {
+                #[allow(dead_code)]
+                type $T = u16;
+                $body
+            }
+            $crate::DType::U32 => {
+                #[allow(dead_code)]
+                type $T = u32;
+                $body
+            }
+            $crate::DType::U64 => {
+                #[allow(dead_code)]
+                type $T = u64;
+                $body
+            }
             #[allow(unreachable_patterns)]
             _ => $fallback,
         }
@@ -297,10 +345,26 @@ macro_rules! dispatch_numeric {
 macro_rules! dispatch_float {
     ($dtype:expr, $T:ident => $body:expr, $fallback:expr) => {{
         match $dtype {
-            $crate::DType::F32 => { #[allow(dead_code)] type $T = f32; $body }
-            $crate::DType::F64 => { #[allow(dead_code)] type $T = f64; $body }
-            $crate::DType::F16 => { #[allow(dead_code)] type $T = $crate::half::f16; $body }
-            $crate::DType::BF16 => { #[allow(dead_code)] type $T = $crate::half::bf16; $body }
+            $crate::DType::F32 => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            $crate::DType::F16 => {
+                #[allow(dead_code)]
+                type $T = $crate::half::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                #[allow(dead_code)]
+                type $T = $crate::half::bf16;
+                $body
+            }
             #[allow(unreachable_patterns)]
             _ => $fallback,
         }
@@ -314,11 +378,31 @@ macro_rules! dispatch_float {
 macro_rules! dispatch_storage {
     ($dtype:expr, $T:ident => $body:expr, $fallback:expr) => {{
         match $dtype.size_of() {
-            1 => { #[allow(dead_code)] type $T = u8; $body }
-            2 => { #[allow(dead_code)] type $T = u16; $body }
-            4 => { #[allow(dead_code)] type $T = u32; $body }
-            8 => { #[allow(dead_code)] type $T = u64; $body }
-            16 => { #[allow(dead_code)] type $T = [u64; 2]; $body }
+            1 => {
+                #[allow(dead_code)]
+                type $T = u8;
+                $body
+            }
+            2 => {
+                #[allow(dead_code)]
+                type $T = u16;
+                $body
+            }
+            4 => {
+                #[allow(dead_code)]
+                type $T = u32;
+                $body
+            }
+            8 => {
+                #[allow(dead_code)]
+                type $T = u64;
+                $body
+            }
+            16 => {
+                #[allow(dead_code)]
+                type $T = [u64; 2];
+                $body
+            }
             _ => $fallback,
         }
     }};

@@ -19,11 +19,20 @@ impl Tensor {
         let all: &[T] = match &**self.storage() {
             crate::Storage::Host(b) => bytemuck::cast_slice(b.as_bytes()),
             crate::Storage::Device(d) => return Err(TensorError::OnDevice { device: d.device() }),
-            crate::Storage::Strings(_) => return Err(TensorError::DTypeMismatch { expected: T::DTYPE, found: self.dtype() }),
+            crate::Storage::Strings(_) => {
+                return Err(TensorError::DTypeMismatch {
+                    expected: T::DTYPE,
+                    found: self.dtype(),
+                })
+            }
         };
         let strides: Vec<usize> = self.strides().iter().map(|&s| s as usize).collect();
         let shape = IxDyn(self.shape()).strides(IxDyn(&strides));
-        let data = if self.is_empty() { &all[..0] } else { &all[self.offset()..] };
+        let data = if self.is_empty() {
+            &all[..0]
+        } else {
+            &all[self.offset()..]
+        };
         ArrayViewD::from_shape(shape, data).map_err(|_| TensorError::NotContiguous)
     }
 
@@ -72,6 +81,9 @@ mod tests {
         let s = t.slice_axis(1, 1, 3, 1).unwrap();
         assert_eq!(s.view_ndarray::<f32>().unwrap()[[1, 0]], 5.0);
         let transposed = Tensor::from_ndarray(&v);
-        assert_eq!(transposed.to_vec::<f32>().unwrap(), vec![1., 4., 2., 5., 3., 6.]);
+        assert_eq!(
+            transposed.to_vec::<f32>().unwrap(),
+            vec![1., 4., 2., 5., 3., 6.]
+        );
     }
 }

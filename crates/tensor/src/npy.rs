@@ -28,9 +28,10 @@ fn descr(dtype: DType) -> Option<&'static str> {
 
 fn dtype_of(descr: &str) -> Option<DType> {
     let d = descr.replace('=', "<");
-    DType::ALL.iter().copied().find(|&t| {
-        descr_of_alternatives(t).contains(&d.as_str())
-    })
+    DType::ALL
+        .iter()
+        .copied()
+        .find(|&t| descr_of_alternatives(t).contains(&d.as_str()))
 }
 
 fn descr_of_alternatives(t: DType) -> Vec<&'static str> {
@@ -82,7 +83,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
         .strip_prefix('\'')
         .and_then(|s| s.split('\'').next())
         .ok_or_else(|| bad("malformed 'descr'"))?;
-    let dtype = dtype_of(descr_str).ok_or_else(|| bad(format!("unsupported dtype '{descr_str}'")))?;
+    let dtype =
+        dtype_of(descr_str).ok_or_else(|| bad(format!("unsupported dtype '{descr_str}'")))?;
     let fortran = header_field(header, "fortran_order")
         .map(|v| v.starts_with("True"))
         .ok_or_else(|| bad("header lacks 'fortran_order'"))?;
@@ -95,7 +97,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad(format!("bad dimension '{s}'"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad(format!("bad dimension '{s}'")))
+        })
         .collect::<Result<_>>()?;
 
     let n = element_count(&shape)?;
@@ -105,7 +110,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
     let data = bytes
         .get(data_start..)
         .filter(|d| d.len() >= nbytes)
-        .ok_or_else(|| bad(format!("data holds fewer than the {nbytes} bytes shape {shape:?} needs")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "data holds fewer than the {nbytes} bytes shape {shape:?} needs"
+            ))
+        })?;
     if fortran {
         let reversed: Vec<usize> = shape.iter().rev().copied().collect();
         let t = Tensor::from_raw_bytes(dtype, &reversed, &data[..nbytes])?;
@@ -118,12 +127,16 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
 
 /// Serializes a tensor as a version 1.0 `.npy` image.
 pub fn to_bytes(tensor: &Tensor) -> Result<Vec<u8>> {
-    let d = descr(tensor.dtype()).ok_or_else(|| bad(format!("cannot store {} in .npy", tensor.dtype())))?;
+    let d = descr(tensor.dtype())
+        .ok_or_else(|| bad(format!("cannot store {} in .npy", tensor.dtype())))?;
     let shape = match tensor.shape() {
         [one] => format!("({one},)"),
         dims => format!(
             "({})",
-            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '{d}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -163,12 +176,18 @@ mod tests {
         assert_eq!((bytes.len() - t.len() * 4) % 64, 0);
         let back = from_bytes(&bytes).unwrap();
         assert_eq!(back.shape(), &[2, 3]);
-        assert_eq!(back.as_slice::<f32>().unwrap(), t.as_slice::<f32>().unwrap());
+        assert_eq!(
+            back.as_slice::<f32>().unwrap(),
+            t.as_slice::<f32>().unwrap()
+        );
         let b = Tensor::from_bools(&[true, false], &[2]).unwrap();
         let back = from_bytes(&to_bytes(&b).unwrap()).unwrap();
         assert_eq!(back.dtype(), DType::Bool);
         let s = Tensor::scalar(7i64);
-        assert_eq!(from_bytes(&to_bytes(&s).unwrap()).unwrap().shape(), &[] as &[usize]);
+        assert_eq!(
+            from_bytes(&to_bytes(&s).unwrap()).unwrap().shape(),
+            &[] as &[usize]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Where a tensor's elements live: a host byte buffer, a list of strings, or a device.
 
-use strata_memory::AlignedBuffer;
 use std::fmt;
+use strata_memory::AlignedBuffer;
 
 /// Memory owned by a device backend (GPU). Backends implement this; the tensor only needs to
 /// name the device and copy the bytes back.

@@ -150,11 +150,19 @@ impl Tensor {
                 found: data.len(),
             });
         }
-        Ok(Self::from_parts(DType::String, shape, Storage::Strings(data)))
+        Ok(Self::from_parts(
+            DType::String,
+            shape,
+            Storage::Strings(data),
+        ))
     }
 
     /// A tensor whose elements live on a device.
-    pub fn from_device(dtype: DType, shape: &[usize], storage: Box<dyn crate::DeviceStorage>) -> Tensor {
+    pub fn from_device(
+        dtype: DType,
+        shape: &[usize],
+        storage: Box<dyn crate::DeviceStorage>,
+    ) -> Tensor {
         Self::from_parts(dtype, shape, Storage::Device(storage))
     }
 
@@ -204,7 +212,11 @@ impl Tensor {
     pub fn is_contiguous(&self) -> bool {
         self.shape
             .iter()
-            .zip(self.strides.iter().zip(contiguous_strides(&self.shape).iter()))
+            .zip(
+                self.strides
+                    .iter()
+                    .zip(contiguous_strides(&self.shape).iter()),
+            )
             .all(|(&d, (&s, &c))| d <= 1 || s == c)
     }
 
@@ -345,7 +357,12 @@ impl Tensor {
             });
         }
         if self.dtype == DType::Bool {
-            return Ok(self.contiguous().as_bool_slice()?.iter().map(|&b| b as i64).collect());
+            return Ok(self
+                .contiguous()
+                .as_bool_slice()?
+                .iter()
+                .map(|&b| b as i64)
+                .collect());
         }
         crate::dispatch_numeric!(self.dtype, T => Ok(self.to_vec::<T>()?.into_iter().map(|v| v.to_i128() as i64).collect()),
             Err(TensorError::DTypeMismatch { expected: DType::I64, found: self.dtype }))
@@ -473,7 +490,11 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != rank
+            || perm
+                .iter()
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
             return Err(TensorError::Permutation {
                 perm: perm.to_vec(),
                 rank,
@@ -496,11 +517,18 @@ impl Tensor {
             });
         }
         if step == 0 {
-            return Err(TensorError::Axis { axis: axis as i64, rank: self.rank() });
+            return Err(TensorError::Axis {
+                axis: axis as i64,
+                rank: self.rank(),
+            });
         }
         let s = start as isize;
         let count = if step > 0 {
-            if end > s { (end - s + step - 1) / step } else { 0 }
+            if end > s {
+                (end - s + step - 1) / step
+            } else {
+                0
+            }
         } else if s > end {
             (s - end + (-step) - 1) / (-step)
         } else {
@@ -509,7 +537,10 @@ impl Tensor {
         let mut t = self.clone();
         if count > 0 {
             if start >= self.shape[axis] {
-                return Err(TensorError::Axis { axis: axis as i64, rank: self.rank() });
+                return Err(TensorError::Axis {
+                    axis: axis as i64,
+                    rank: self.rank(),
+                });
             }
             t.offset = (self.offset as isize + s * self.strides[axis]) as usize;
         }
@@ -530,11 +561,17 @@ impl Tensor {
     /// A view with a new axis of length 1 inserted at `axis`.
     pub fn insert_axis(&self, axis: usize) -> Result<Tensor> {
         if axis > self.rank() {
-            return Err(TensorError::Axis { axis: axis as i64, rank: self.rank() });
+            return Err(TensorError::Axis {
+                axis: axis as i64,
+                rank: self.rank(),
+            });
         }
         let mut t = self.clone();
         t.shape.insert(axis, 1);
-        let stride = self.strides.get(axis).map_or(1, |&s| s * self.shape[axis] as isize);
+        let stride = self
+            .strides
+            .get(axis)
+            .map_or(1, |&s| s * self.shape[axis] as isize);
         t.strides.insert(axis, stride);
         Ok(t)
     }
@@ -578,7 +615,10 @@ mod tests {
         assert!(!p.is_contiguous());
         assert!(Arc::ptr_eq(p.storage(), t.storage()));
         assert_eq!(p.to_vec::<f32>().unwrap(), vec![0., 3., 1., 4., 2., 5.]);
-        assert_eq!(p.contiguous().as_slice::<f32>().unwrap(), &[0., 3., 1., 4., 2., 5.]);
+        assert_eq!(
+            p.contiguous().as_slice::<f32>().unwrap(),
+            &[0., 3., 1., 4., 2., 5.]
+        );
         assert!(t.permute(&[0, 0]).is_err());
     }
 
@@ -597,7 +637,10 @@ mod tests {
     fn mutation_requires_unique_storage() {
         let mut t = arange(4, &[4]);
         let view = t.clone();
-        assert!(matches!(t.as_slice_mut::<f32>(), Err(TensorError::SharedStorage)));
+        assert!(matches!(
+            t.as_slice_mut::<f32>(),
+            Err(TensorError::SharedStorage)
+        ));
         drop(view);
         t.as_slice_mut::<f32>().unwrap()[0] = 7.0;
         assert_eq!(t.as_slice::<f32>().unwrap()[0], 7.0);

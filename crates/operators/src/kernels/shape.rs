@@ -19,8 +19,9 @@ impl Operator for Identity {
     }
 
     fn eval(&self, _ctx: &EvalCtx<'_>, mut inputs: Inputs) -> OpResult<Vec<Value>> {
-        let v = inputs.take(0).ok_or(crate::OpError::MissingInput { index: 0 })?;
+        let v = inputs
+            .take(0)
+            .ok_or(crate::OpError::MissingInput { index: 0 })?;
         Ok(vec![v])
     }
 }
-

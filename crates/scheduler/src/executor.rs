@@ -1,0 +1,282 @@
+//! Running an execution plan.
+
+use crate::ThreadPool;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use strata_graph::{ExecutionPlan, Graph, NodeId, ValueId};
+use strata_ops::{EvalCtx, Inputs, OpError, TensorAlloc, Value};
+
+/// Why a run failed; names the node and op.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// A kernel failed.
+    #[error("node '{node}' ({op}): {source}")]
+    Node {
+        /// The node's label.
+        node: String,
+        /// Its op type.
+        op: String,
+        /// The kernel's error.
+        #[source]
+        source: OpError,
+    },
+    /// A kernel returned fewer outputs than the graph reads.
+    #[error("node '{node}' ({op}) produced {produced} outputs but output {missing} is used")]
+    MissingOutput {
+        /// The node's label.
+        node: String,
+        /// Its op type.
+        op: String,
+        /// How many it produced.
+        produced: usize,
+        /// The first missing position.
+        missing: usize,
+    },
+    /// A graph input was not provided.
+    #[error("graph value '{0}' has no value at run time")]
+    Unbound(String),
+}
+
+/// The graph outputs of one run, in `graph.outputs` order.
+pub type RunOutputs = Vec<Value>;
+
+/// Runs one plan over one graph with a given pool and output allocator.
+#[derive(Debug, Clone, Copy)]
+pub struct Executor<'a> {
+    graph: &'a Graph,
+    plan: &'a ExecutionPlan,
+    pool: &'a ThreadPool,
+    alloc: &'a dyn TensorAlloc,
+}
+
+impl<'a> Executor<'a> {
+    /// An executor for `graph` following `plan`.
+    pub fn new(
+        graph: &'a Graph,
+        plan: &'a ExecutionPlan,
+        pool: &'a ThreadPool,
+        alloc: &'a dyn TensorAlloc,
+    ) -> Self {
+        Executor {
+            graph,
+            plan,
+            pool,
+            alloc,
+        }
+    }
+
+    fn initial_values(&self, inputs: Vec<(ValueId, Value)>) -> Vec<Option<Value>> {
+        let mut values: Vec<Option<Value>> = vec![None; self.graph.values.len()];
+        for (&v, t) in &self.graph.constants {
+            values[v] = Some(Value::Tensor(t.clone()));
+        }
+        for (v, value) in inputs {
+            values[v] = Some(value);
+        }
+        values
+    }
+
+    fn node_inputs(&self, node: NodeId, values: &[Option<Value>]) -> Result<Inputs, ExecError> {
+        let n = &self.graph.nodes[node];
+        let mut list = Vec::with_capacity(n.inputs.len());
+        for input in &n.inputs {
+            match input {
+                None => list.push(None),
+                Some(v) => match &values[*v] {
+                    Some(value) => list.push(Some(value.clone())),
+                    None => return Err(ExecError::Unbound(self.graph.values[*v].name.clone())),
+                },
+            }
+        }
+        Ok(Inputs::new(list))
+    }
+
+    fn eval_node(&self, node: NodeId, inputs: Inputs) -> Result<Vec<Value>, ExecError> {
+        let n = &self.graph.nodes[node];
+        let ctx = EvalCtx {
+            parallel: self.pool,
+            alloc: self.alloc,
+        };
+        let outputs = n.op.eval(&ctx, inputs).map_err(|source| ExecError::Node {
+            node: self.graph.node_label(node),
+            op: n.op_type.clone(),
+            source,
+        })?;
+        if let Some(missing) = n
+            .outputs
+            .iter()
+            .enumerate()
+            .skip(outputs.len())
+            .find(|(_, o)| o.is_some())
+            .map(|(i, _)| i)
+        {
+            return Err(ExecError::MissingOutput {
+                node: self.graph.node_label(node),
+                op: n.op_type.clone(),
+                produced: outputs.len(),
+                missing,
+            });
+        }
+        Ok(outputs)
+    }
+
+    fn store(&self, node: NodeId, outputs: Vec<Value>, values: &mut [Option<Value>]) {
+        for (slot, value) in self.graph.nodes[node].outputs.iter().zip(outputs) {
+            if let Some(v) = slot {
+                values[*v] = Some(value);
+            }
+        }
+    }
+
+    fn release(&self, value: Option<Value>) {
+        if let Some(Value::Tensor(t)) = value {
+            if let Some(buffer) = t.into_buffer() {
+                self.alloc.release(buffer);
+            }
+        }
+    }
+
+    fn collect_outputs(&self, values: &mut [Option<Value>]) -> Result<RunOutputs, ExecError> {
+        self.graph
+            .outputs
+            .iter()
+            .map(|&v| {
+                values[v]
+                    .clone()
+                    .ok_or_else(|| ExecError::Unbound(self.graph.values[v].name.clone()))
+            })
+            .collect()
+    }
+
+    /// Runs the plan with the given graph-input values and returns the graph outputs.
+    pub fn run(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
+        if self.pool.threads() > 1 && self.has_parallel_branches() {
+            self.run_parallel(inputs)
+        } else {
+            self.run_sequential(inputs)
+        }
+    }
+
+    /// Whether some node has more than one dependent that could run beside another.
+    fn has_parallel_branches(&self) -> bool {
+        self.plan.dependents.iter().any(|d| d.len() > 1)
+    }
+
+    /// Walks the plan in order on the calling thread (kernels still use the pool).
+    pub fn run_sequential(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
+        let mut values = self.initial_values(inputs);
+        for (step, &node) in self.plan.order.iter().enumerate() {
+            let node_inputs = self.node_inputs(node, &values)?;
+            let outputs = self.eval_node(node, node_inputs)?;
+            self.store(node, outputs, &mut values);
+            for &v in &self.plan.release_after[step] {
+                self.release(values[v].take());
+            }
+        }
+        self.collect_outputs(&mut values)
+    }
+
+    /// Runs nodes as soon as their producers finish, on all the pool's threads.
+    pub fn run_parallel(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
+        let consumers = self.graph.consumers();
+        let state = Mutex::new(ParallelState {
+            values: self.initial_values(inputs),
+            pending: self.plan.dependency_count.clone(),
+            readers_left: consumers.iter().map(Vec::len).collect(),
+            ready: self
+                .plan
+                .order
+                .iter()
+                .copied()
+                .filter(|&n| self.plan.dependency_count[n] == 0)
+                .collect(),
+            remaining: self.plan.order.len(),
+            error: None,
+        });
+        let wake = Condvar::new();
+        self.pool.broadcast(self.pool.threads(), &|_| {
+            self.parallel_worker(&state, &wake)
+        });
+        let mut state = state.into_inner();
+        if let Some(error) = state.error.take() {
+            return Err(error);
+        }
+        self.collect_outputs(&mut state.values)
+    }
+
+    /// Takes ready nodes until the run is complete or failed.
+    fn parallel_worker(&self, state: &Mutex<ParallelState>, wake: &Condvar) {
+        loop {
+            let (node, inputs) = {
+                let mut s = state.lock();
+                let node = loop {
+                    if s.remaining == 0 || s.error.is_some() {
+                        return;
+                    }
+                    if let Some(n) = s.ready.pop_front() {
+                        break n;
+                    }
+                    wake.wait(&mut s);
+                };
+                match self.node_inputs(node, &s.values) {
+                    Ok(inputs) => (node, inputs),
+                    Err(e) => {
+                        s.error.get_or_insert(e);
+                        wake.notify_all();
+                        return;
+                    }
+                }
+            };
+            let result = self.eval_node(node, inputs);
+            let mut s = state.lock();
+            match result {
+                Err(e) => {
+                    s.error.get_or_insert(e);
+                    wake.notify_all();
+                    return;
+                }
+                Ok(outputs) => self.finish_node(node, outputs, &mut s),
+            }
+            wake.notify_all();
+        }
+    }
+
+    /// Stores a finished node's outputs, frees values nobody will read again and marks the
+    /// node's dependents that became ready.
+    fn finish_node(&self, node: NodeId, outputs: Vec<Value>, s: &mut ParallelState) {
+        self.store(node, outputs, &mut s.values);
+        let n = &self.graph.nodes[node];
+        let mut read: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+        read.sort_unstable();
+        read.dedup();
+        for v in read {
+            s.readers_left[v] -= 1;
+            if s.readers_left[v] == 0 && self.plan.planned[v] {
+                self.release(s.values[v].take());
+            }
+        }
+        for &v in n.outputs.iter().flatten() {
+            if s.readers_left[v] == 0 && self.plan.planned[v] {
+                self.release(s.values[v].take());
+            }
+        }
+        for &d in &self.plan.dependents[node] {
+            s.pending[d] -= 1;
+            if s.pending[d] == 0 {
+                s.ready.push_back(d);
+            }
+        }
+        s.remaining -= 1;
+    }
+}
+
+/// Shared state of a parallel run.
+struct ParallelState {
+    values: Vec<Option<Value>>,
+    pending: Vec<usize>,
+    readers_left: Vec<usize>,
+    ready: VecDeque<NodeId>,
+    remaining: usize,
+    error: Option<ExecError>,
+}

@@ -1,0 +1,399 @@
+//! Model loading: `ModelProto` bytes to a validated [`Graph`] plus metadata.
+
+use crate::proto::tensor_from_proto;
+use crate::{OnnxError, Result};
+use prost::Message;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use strata_graph::{Graph, GraphBuilder, GraphError};
+use strata_ops::{
+    Attribute, Attributes, BuildCtx, Dim, Fact, OpError, OpRegistry, Operator, Subgraph,
+    Unimplemented,
+};
+use strata_tensor::DType;
+use tract_onnx::pb;
+
+/// What kind of value a graph input or output carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A tensor.
+    Tensor,
+    /// A sequence of tensors.
+    Sequence,
+    /// An optional value.
+    Optional,
+    /// A map (not supported by the engine yet).
+    Map,
+    /// A sparse tensor (not supported by the engine yet).
+    SparseTensor,
+    /// Not declared.
+    Unknown,
+}
+
+/// Model-level information from the `ModelProto`.
+#[derive(Debug, Clone, Default)]
+pub struct ModelMetadata {
+    /// ONNX IR version.
+    pub ir_version: i64,
+    /// Operator sets by domain ("" is the default ONNX domain).
+    pub opsets: BTreeMap<String, i64>,
+    /// Producer name (e.g. `pytorch`).
+    pub producer_name: String,
+    /// Producer version.
+    pub producer_version: String,
+    /// Model domain.
+    pub domain: String,
+    /// Model version.
+    pub model_version: i64,
+    /// Model documentation.
+    pub doc_string: String,
+    /// Graph name.
+    pub graph_name: String,
+    /// Graph documentation.
+    pub graph_doc_string: String,
+    /// Free-form metadata properties in file order.
+    pub metadata_props: Vec<(String, String)>,
+}
+
+/// A loaded model: its graph and metadata.
+#[derive(Debug, Clone)]
+pub struct OnnxModel {
+    /// The graph (validated; unimplemented ops appear as [`Unimplemented`] nodes).
+    pub graph: Graph,
+    /// Model-level information.
+    pub metadata: ModelMetadata,
+    /// Kind of each graph input, in `graph.inputs` order.
+    pub input_kinds: Vec<ValueKind>,
+    /// Kind of each graph output, in `graph.outputs` order.
+    pub output_kinds: Vec<ValueKind>,
+}
+
+/// A nested graph as found in an attribute; converted by control-flow ops when they run.
+#[derive(Debug, Clone)]
+pub struct OnnxSubgraph {
+    /// The serialized `GraphProto`.
+    pub graph_proto: Vec<u8>,
+    /// The enclosing model's opsets.
+    pub opsets: BTreeMap<String, i64>,
+}
+
+// Minimal views of the type protos, to learn whether values are sequences or optionals:
+// tract's `TypeProto` only models tensor types.
+#[derive(Clone, PartialEq, Message)]
+struct TypeLite {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    tensor_type: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    sequence_type: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    map_type: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "8")]
+    sparse_tensor_type: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "9")]
+    optional_type: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ValueInfoLite {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    r#type: Option<TypeLite>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GraphLite {
+    #[prost(message, repeated, tag = "11")]
+    input: Vec<ValueInfoLite>,
+    #[prost(message, repeated, tag = "12")]
+    output: Vec<ValueInfoLite>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ModelLite {
+    #[prost(message, optional, tag = "7")]
+    graph: Option<GraphLite>,
+}
+
+fn kind_of(t: &Option<TypeLite>) -> ValueKind {
+    match t {
+        Some(t) if t.sequence_type.is_some() => ValueKind::Sequence,
+        Some(t) if t.optional_type.is_some() => ValueKind::Optional,
+        Some(t) if t.map_type.is_some() => ValueKind::Map,
+        Some(t) if t.sparse_tensor_type.is_some() => ValueKind::SparseTensor,
+        Some(t) if t.tensor_type.is_some() => ValueKind::Tensor,
+        _ => ValueKind::Unknown,
+    }
+}
+
+/// Loads a model file; external data is resolved relative to its folder.
+pub fn load_path(path: impl AsRef<Path>, registry: &OpRegistry) -> Result<OnnxModel> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_bytes(&bytes, path.parent(), registry)
+}
+
+/// Loads a model from bytes. `base_dir` is where external data files are looked up.
+pub fn load_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    registry: &OpRegistry,
+) -> Result<OnnxModel> {
+    let model = pb::ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
+        what: "model",
+        reason: e.to_string(),
+    })?;
+    let lite = ModelLite::decode(bytes).unwrap_or_default();
+    let metadata = metadata(&model);
+    let graph_proto = model.graph.as_ref().ok_or(OnnxError::NoGraph)?;
+    let graph = convert_graph(graph_proto, &metadata.opsets, base_dir, registry)?;
+
+    let lite_graph = lite.graph.unwrap_or_default();
+    let kind_by_name = |list: &[ValueInfoLite], name: &str| {
+        list.iter()
+            .find(|v| v.name == name)
+            .map_or(ValueKind::Tensor, |v| match kind_of(&v.r#type) {
+                ValueKind::Unknown => ValueKind::Tensor,
+                k => k,
+            })
+    };
+    let input_kinds = graph
+        .inputs
+        .iter()
+        .map(|&v| kind_by_name(&lite_graph.input, &graph.values[v].name))
+        .collect();
+    let output_kinds = graph
+        .outputs
+        .iter()
+        .map(|&v| kind_by_name(&lite_graph.output, &graph.values[v].name))
+        .collect();
+    Ok(OnnxModel {
+        graph,
+        metadata,
+        input_kinds,
+        output_kinds,
+    })
+}
+
+fn metadata(model: &pb::ModelProto) -> ModelMetadata {
+    let mut opsets = BTreeMap::new();
+    for o in &model.opset_import {
+        let domain = if o.domain == "ai.onnx" {
+            String::new()
+        } else {
+            o.domain.clone()
+        };
+        opsets.insert(domain, o.version);
+    }
+    let graph = model.graph.as_ref();
+    ModelMetadata {
+        ir_version: model.ir_version,
+        opsets,
+        producer_name: model.producer_name.clone(),
+        producer_version: model.producer_version.clone(),
+        domain: model.domain.clone(),
+        model_version: model.model_version,
+        doc_string: model.doc_string.clone(),
+        graph_name: graph.map(|g| g.name.clone()).unwrap_or_default(),
+        graph_doc_string: graph.map(|g| g.doc_string.clone()).unwrap_or_default(),
+        metadata_props: model
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect(),
+    }
+}
+
+/// The fact a `ValueInfoProto` declares.
+fn fact_of(info: &pb::ValueInfoProto) -> Fact {
+    let Some(pb::type_proto::Value::TensorType(t)) =
+        info.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Fact::default();
+    };
+    let shape = t.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match &d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if *n >= 0 => {
+                    Dim::Known(*n as usize)
+                }
+                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
+                    Dim::Symbol(p.clone())
+                }
+                _ => Dim::Symbol(format!("{}_dim{i}", info.name)),
+            })
+            .collect()
+    });
+    Fact {
+        dtype: DType::from_onnx_code(t.elem_type),
+        shape,
+        value: None,
+    }
+}
+
+fn convert_graph(
+    g: &pb::GraphProto,
+    opsets: &BTreeMap<String, i64>,
+    base_dir: Option<&Path>,
+    registry: &OpRegistry,
+) -> Result<Graph> {
+    let mut builder = GraphBuilder::new();
+    let mut initializer_names = HashSet::new();
+    for init in &g.initializer {
+        let tensor = tensor_from_proto(init, base_dir)?;
+        builder.constant(&init.name, tensor);
+        initializer_names.insert(init.name.as_str());
+    }
+    for input in &g.input {
+        if !initializer_names.contains(input.name.as_str()) {
+            builder.input(&input.name, fact_of(input));
+        }
+    }
+    for info in g.value_info.iter().chain(&g.output) {
+        builder.declare(&info.name, fact_of(info));
+    }
+    for (index, node) in g.node.iter().enumerate() {
+        let op = build_op(node, index, opsets, registry)?;
+        let inputs: Vec<&str> = node.input.iter().map(String::as_str).collect();
+        let outputs: Vec<&str> = node.output.iter().map(String::as_str).collect();
+        builder.node(
+            &node.name,
+            &node.op_type,
+            &node.domain,
+            op,
+            &inputs,
+            &outputs,
+        );
+    }
+    let outputs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+    builder.outputs(&outputs);
+    Ok(builder.build()?)
+}
+
+fn node_label(node: &pb::NodeProto, index: usize) -> String {
+    if node.name.is_empty() {
+        format!("#{index} ({})", node.op_type)
+    } else {
+        node.name.clone()
+    }
+}
+
+fn build_op(
+    node: &pb::NodeProto,
+    index: usize,
+    opsets: &BTreeMap<String, i64>,
+    registry: &OpRegistry,
+) -> Result<Arc<dyn Operator>> {
+    let domain = if node.domain == "ai.onnx" {
+        ""
+    } else {
+        node.domain.as_str()
+    };
+    let opset = opsets
+        .get(domain)
+        .copied()
+        .unwrap_or(strata_ops::LATEST_OPSET);
+    let attrs = convert_attributes(node, index, opsets)?;
+    let ctx = BuildCtx {
+        node_name: &node.name,
+        op_type: &node.op_type,
+        domain,
+        opset,
+        attrs: &attrs,
+        input_count: node.input.len(),
+        output_count: node.output.len(),
+    };
+    match registry.build(&ctx) {
+        Ok(op) => Ok(Arc::from(op)),
+        Err(OpError::Unsupported(reason)) => Ok(Arc::new(Unimplemented {
+            op_type: node.op_type.clone(),
+            domain: domain.to_string(),
+            opset,
+            reason,
+        })),
+        Err(source) => Err(GraphError::Op {
+            node: node_label(node, index),
+            op: node.op_type.clone(),
+            source,
+        }
+        .into()),
+    }
+}
+
+fn convert_attributes(
+    node: &pb::NodeProto,
+    index: usize,
+    opsets: &BTreeMap<String, i64>,
+) -> Result<Attributes> {
+    use pb::attribute_proto::AttributeType as T;
+    let mut attrs = Attributes::new();
+    for a in &node.attribute {
+        let err = |reason: String| OnnxError::BadAttribute {
+            node: node_label(node, index),
+            op: node.op_type.clone(),
+            attribute: a.name.clone(),
+            reason,
+        };
+        let tensor =
+            |t: &pb::TensorProto| tensor_from_proto(t, None).map_err(|e| err(e.to_string()));
+        let subgraph = |g: &pb::GraphProto| {
+            Subgraph(Arc::new(OnnxSubgraph {
+                graph_proto: g.encode_to_vec(),
+                opsets: opsets.clone(),
+            }))
+        };
+        let kind = T::try_from(a.r#type).unwrap_or(T::Undefined);
+        let value = match kind {
+            T::Float => Attribute::Float(a.f),
+            T::Int => Attribute::Int(a.i),
+            T::String => Attribute::String(a.s.clone()),
+            T::Tensor => Attribute::Tensor(tensor(
+                a.t.as_ref()
+                    .ok_or_else(|| err("TENSOR attribute without a tensor".into()))?,
+            )?),
+            T::Graph => Attribute::Graph(subgraph(
+                a.g.as_ref()
+                    .ok_or_else(|| err("GRAPH attribute without a graph".into()))?,
+            )),
+            T::Floats => Attribute::Floats(a.floats.clone()),
+            T::Ints => Attribute::Ints(a.ints.clone()),
+            T::Strings => Attribute::Strings(a.strings.clone()),
+            T::Tensors => Attribute::Tensors(a.tensors.iter().map(tensor).collect::<Result<_>>()?),
+            T::Graphs => Attribute::Graphs(a.graphs.iter().map(subgraph).collect()),
+            T::Undefined => guess_attribute(a).map_err(|r| err(r.to_string()))?,
+            other => {
+                return Err(err(format!(
+                    "attribute type {} is not supported",
+                    other.as_str_name()
+                )))
+            }
+        };
+        attrs.insert(&a.name, value);
+    }
+    Ok(attrs)
+}
+
+/// Attributes from IR versions before the type field was mandatory: pick the populated field.
+fn guess_attribute(a: &pb::AttributeProto) -> std::result::Result<Attribute, &'static str> {
+    Ok(if !a.floats.is_empty() {
+        Attribute::Floats(a.floats.clone())
+    } else if !a.ints.is_empty() {
+        Attribute::Ints(a.ints.clone())
+    } else if !a.strings.is_empty() {
+        Attribute::Strings(a.strings.clone())
+    } else if let Some(t) = &a.t {
+        Attribute::Tensor(tensor_from_proto(t, None).map_err(|_| "malformed tensor")?)
+    } else if !a.s.is_empty() {
+        Attribute::String(a.s.clone())
+    } else if a.f != 0.0 {
+        Attribute::Float(a.f)
+    } else {
+        Attribute::Int(a.i)
+    })
+}
