@@ -341,4 +341,133 @@ impl Operator for OptionalGetElement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Attributes;
+
+    fn op(name: &str, attrs: Attributes) -> Box<dyn Operator> {
+        let mut r = OpRegistry::new();
+        register(&mut r);
+        let ctx = crate::BuildCtx {
+            node_name: "",
+            op_type: name,
+            domain: "",
+            opset: 18,
+            attrs: &attrs,
+            input_count: 0,
+            output_count: 1,
+        };
+        r.build(&ctx).unwrap()
+    }
+
+    fn run(name: &str, attrs: Attributes, inputs: Vec<Option<Value>>) -> OpResult<Value> {
+        let out = op(name, attrs).eval(&EvalCtx::default(), Inputs::new(inputs))?;
+        Ok(out.into_iter().next().unwrap())
+    }
+
+    fn t(v: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_slice(v, shape).unwrap()
+    }
+
+    fn pos(p: i64) -> Option<Value> {
+        Some(Tensor::scalar(p).into())
+    }
+
+    fn seq(v: Value) -> Vec<Tensor> {
+        match v {
+            Value::Sequence(s) => s,
+            other => panic!("expected a sequence, got {}", other.describe()),
+        }
+    }
+
+    fn first(v: &Tensor) -> f32 {
+        v.to_vec::<f32>().unwrap()[0]
+    }
+
+    #[test]
+    fn construct_insert_at_erase_length() {
+        let (a, b, c) = (t(&[1.], &[1]), t(&[2.], &[1]), t(&[3.], &[1]));
+        let s = run("SequenceEmpty", Attributes::new(), vec![]).unwrap();
+        let s = run("SequenceInsert", Attributes::new(), vec![Some(s), Some(a.clone().into())]).unwrap();
+        let s = run("SequenceInsert", Attributes::new(), vec![Some(s), Some(c.clone().into())]).unwrap();
+        let s = run("SequenceInsert", Attributes::new(), vec![Some(s), Some(b.clone().into()), pos(-1)]).unwrap();
+        let items = seq(s.clone());
+        assert_eq!(items.iter().map(first).collect::<Vec<_>>(), vec![1., 2., 3.]);
+        let at = run("SequenceAt", Attributes::new(), vec![Some(s.clone()), pos(-3)]).unwrap();
+        assert_eq!(first(at.as_tensor().unwrap()), 1.);
+        let e = run("SequenceErase", Attributes::new(), vec![Some(s.clone())]).unwrap();
+        assert_eq!(seq(e.clone()).len(), 2);
+        let e = run("SequenceErase", Attributes::new(), vec![Some(e), pos(0)]).unwrap();
+        assert_eq!(first(&seq(e)[0]), 2.);
+        let n = run("SequenceLength", Attributes::new(), vec![Some(s.clone())]).unwrap();
+        assert_eq!(n.as_tensor().unwrap().to_vec::<i64>().unwrap(), vec![3]);
+        let built = run("SequenceConstruct", Attributes::new(), vec![Some(a.into()), Some(b.into())]).unwrap();
+        assert_eq!(seq(built).len(), 2);
+
+        assert!(run("SequenceAt", Attributes::new(), vec![Some(s.clone()), pos(3)]).unwrap_err().to_string().contains("out of range"));
+        assert!(run("SequenceInsert", Attributes::new(), vec![Some(s.clone()), Some(c.clone().into()), pos(5)]).is_err());
+        let ints = Tensor::from_slice(&[1i64], &[1]).unwrap();
+        assert!(run("SequenceInsert", Attributes::new(), vec![Some(s.clone()), Some(ints.clone().into())]).unwrap_err().to_string().contains("dtype"));
+        assert!(run("SequenceConstruct", Attributes::new(), vec![Some(c.into()), Some(ints.into())]).is_err());
+        assert!(run("SequenceErase", Attributes::new(), vec![Some(Value::Sequence(vec![]))]).is_err());
+        assert!(run("SequenceAt", Attributes::new(), vec![Some(t(&[1.], &[1]).into()), pos(0)]).unwrap_err().to_string().contains("expected a sequence"));
+    }
+
+    #[test]
+    fn split_to_sequence_variants() {
+        let x = t(&[0., 1., 2., 3., 4., 5.], &[3, 2]);
+        let attrs = |axis: i64, keep: i64| {
+            Attributes::new().with("axis", crate::Attribute::Int(axis)).with("keepdims", crate::Attribute::Int(keep))
+        };
+        let s = seq(run("SplitToSequence", attrs(0, 0), vec![Some(x.clone().into())]).unwrap());
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].shape(), &[2]);
+        assert_eq!(s[1].to_vec::<f32>().unwrap(), vec![2., 3.]);
+        let s = seq(run("SplitToSequence", attrs(-1, 1), vec![Some(x.clone().into())]).unwrap());
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].shape(), &[3, 1]);
+        assert_eq!(s[1].to_vec::<f32>().unwrap(), vec![1., 3., 5.]);
+        // Scalar split: chunks of 2, last smaller; keepdims is ignored.
+        let s = seq(run("SplitToSequence", attrs(0, 0), vec![Some(x.clone().into()), pos(2)]).unwrap());
+        assert_eq!(s.iter().map(|t| t.shape()[0]).collect::<Vec<_>>(), vec![2, 1]);
+        let lens = Tensor::from_slice(&[1i64, 2], &[2]).unwrap();
+        let s = seq(run("SplitToSequence", attrs(0, 1), vec![Some(x.clone().into()), Some(lens.into())]).unwrap());
+        assert_eq!(s[1].to_vec::<f32>().unwrap(), vec![2., 3., 4., 5.]);
+        let bad = Tensor::from_slice(&[1i64, 1], &[2]).unwrap();
+        assert!(run("SplitToSequence", attrs(0, 1), vec![Some(x.clone().into()), Some(bad.into())]).is_err());
+        assert!(run("SplitToSequence", attrs(0, 1), vec![Some(x.clone().into()), pos(0)]).is_err());
+        assert!(run("SplitToSequence", attrs(2, 1), vec![Some(x.into())]).unwrap_err().to_string().contains("axis"));
+    }
+
+    #[test]
+    fn concat_from_sequence_with_and_without_new_axis() {
+        let s = Value::Sequence(vec![t(&[1., 2.], &[1, 2]), t(&[3., 4.], &[1, 2])]);
+        let a = |axis: i64, new: i64| {
+            Attributes::new().with("axis", crate::Attribute::Int(axis)).with("new_axis", crate::Attribute::Int(new))
+        };
+        let y = run("ConcatFromSequence", a(1, 0), vec![Some(s.clone())]).unwrap().into_tensor().unwrap();
+        assert_eq!(y.shape(), &[1, 4]);
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![1., 2., 3., 4.]);
+        let y = run("ConcatFromSequence", a(-1, 1), vec![Some(s.clone())]).unwrap().into_tensor().unwrap();
+        assert_eq!(y.shape(), &[1, 2, 2]);
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![1., 3., 2., 4.]);
+        assert!(run("ConcatFromSequence", a(3, 1), vec![Some(s)]).is_err());
+        assert!(run("ConcatFromSequence", a(0, 0), vec![Some(Value::Sequence(vec![]))]).is_err());
+    }
+
+    #[test]
+    fn optionals() {
+        let x: Value = t(&[1.], &[1]).into();
+        let o = run("Optional", Attributes::new(), vec![Some(x.clone())]).unwrap();
+        let has = |v: Option<Value>| {
+            run("OptionalHasElement", Attributes::new(), vec![v]).unwrap().into_tensor().unwrap().as_bool_slice().unwrap()[0]
+        };
+        assert_eq!(has(Some(o.clone())), 1);
+        assert_eq!(has(Some(Value::Optional(None))), 0);
+        assert_eq!(has(None), 0);
+        assert_eq!(has(Some(x)), 1);
+        let got = run("OptionalGetElement", Attributes::new(), vec![Some(o)]).unwrap();
+        assert_eq!(first(got.as_tensor().unwrap()), 1.);
+        assert!(run("OptionalGetElement", Attributes::new(), vec![Some(Value::Optional(None))]).is_err());
+        let empty = run("Optional", Attributes::new(), vec![None]).unwrap();
+        assert!(matches!(empty, Value::Optional(None)));
+    }
 }

@@ -149,4 +149,65 @@ impl Operator for StringConcat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Attribute, Attributes, BuildCtx};
+
+    fn run(attrs: Attributes, op: &str, inputs: Vec<Tensor>) -> OpResult<Tensor> {
+        let mut r = OpRegistry::new();
+        register(&mut r);
+        let ctx = BuildCtx {
+            node_name: "",
+            op_type: op,
+            domain: "",
+            opset: 20,
+            attrs: &attrs,
+            input_count: inputs.len(),
+            output_count: 1,
+        };
+        let out = r.build(&ctx)?.eval(&EvalCtx::default(), Inputs::from_tensors(inputs))?;
+        Ok(out.into_iter().next().and_then(Value::into_tensor).unwrap())
+    }
+
+    fn strs(v: &[&str], shape: &[usize]) -> Tensor {
+        Tensor::from_strings(v.iter().map(|s| s.to_string()).collect(), shape).unwrap()
+    }
+
+    fn norm(case: &str, sensitive: i64, stop: &[&str]) -> Attributes {
+        Attributes::new()
+            .with("case_change_action", Attribute::String(case.as_bytes().to_vec()))
+            .with("is_case_sensitive", Attribute::Int(sensitive))
+            .with("stopwords", Attribute::Strings(stop.iter().map(|s| s.as_bytes().to_vec()).collect()))
+    }
+
+    #[test]
+    fn string_normalizer_like_onnx_simple_models() {
+        // test_strnorm_model_monday_insensintive_upper_twodim
+        let x = strs(&["Monday", "tuesday", "wednesday", "Monday", "tuesday", "wednesday"], &[1, 6]);
+        let y = run(norm("UPPER", 0, &["monday"]), "StringNormalizer", vec![x.clone()]).unwrap();
+        assert_eq!(y.shape(), &[1, 4]);
+        assert_eq!(y.as_strings().unwrap(), &["TUESDAY", "WEDNESDAY", "TUESDAY", "WEDNESDAY"]);
+        // Case-sensitive: "Monday" is not the stop word "monday".
+        let y = run(norm("LOWER", 1, &["monday"]), "StringNormalizer", vec![x]).unwrap();
+        assert_eq!(y.shape(), &[1, 6]);
+        assert_eq!(y.as_strings().unwrap()[0], "monday");
+        // test_strnorm_model_monday_empty_output
+        let y = run(norm("UPPER", 0, &["monday"]), "StringNormalizer", vec![strs(&["monday", "monday"], &[2])]).unwrap();
+        assert_eq!(y.shape(), &[1]);
+        assert_eq!(y.as_strings().unwrap(), &[""]);
+        let y = run(norm("NONE", 0, &["a"]), "StringNormalizer", vec![strs(&["A"], &[1, 1])]).unwrap();
+        assert_eq!(y.shape(), &[1, 1]);
+        let y = run(Attributes::new(), "StringNormalizer", vec![strs(&["Ab", "c"], &[2])]).unwrap();
+        assert_eq!(y.as_strings().unwrap(), &["Ab", "c"]);
+        assert!(run(Attributes::new(), "StringNormalizer", vec![strs(&["a", "b"], &[2, 1])]).is_err());
+        assert!(run(Attributes::new(), "StringNormalizer", vec![Tensor::scalar(1.0f32)]).is_err());
+        assert!(run(norm("TITLE", 0, &[]), "StringNormalizer", vec![strs(&["a"], &[1])]).is_err());
+    }
+
+    #[test]
+    fn string_concat_broadcasts() {
+        let y = run(Attributes::new(), "StringConcat", vec![strs(&["a", "b"], &[2, 1]), strs(&["x", "y", "z"], &[3])]).unwrap();
+        assert_eq!(y.shape(), &[2, 3]);
+        assert_eq!(y.as_strings().unwrap(), &["ax", "ay", "az", "bx", "by", "bz"]);
+        assert!(run(Attributes::new(), "StringConcat", vec![strs(&["a", "b"], &[2]), strs(&["x", "y", "z"], &[3])]).is_err());
+        assert!(run(Attributes::new(), "StringConcat", vec![strs(&["a"], &[1]), Tensor::scalar(1.0f32)]).is_err());
+    }
 }
