@@ -6,7 +6,9 @@
 //! rearranges the list.
 
 use super::shape::{materialize, Concat};
-use crate::{op_boilerplate, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value};
+use crate::{
+    op_boilerplate, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
+};
 use strata_tensor::{normalize_axis, DType, Tensor};
 
 /// Registers the sequence and optional ops.
@@ -17,11 +19,15 @@ pub fn register(registry: &mut OpRegistry) {
             Some(code) => i32::try_from(code)
                 .ok()
                 .and_then(DType::from_onnx_code)
-                .ok_or_else(|| OpError::attribute("dtype", format!("{code} is not a tensor element type")))?,
+                .ok_or_else(|| {
+                    OpError::attribute("dtype", format!("{code} is not a tensor element type"))
+                })?,
         };
         Ok(Box::new(SequenceEmpty { dtype }))
     });
-    registry.register("", "SequenceConstruct", 11, |_| Ok(Box::new(SequenceConstruct)));
+    registry.register("", "SequenceConstruct", 11, |_| {
+        Ok(Box::new(SequenceConstruct))
+    });
     registry.register("", "SequenceAt", 11, |_| Ok(Box::new(SequenceAt)));
     registry.register("", "SequenceInsert", 11, |_| Ok(Box::new(SequenceInsert)));
     registry.register("", "SequenceErase", 11, |_| Ok(Box::new(SequenceErase)));
@@ -34,19 +40,29 @@ pub fn register(registry: &mut OpRegistry) {
     });
     registry.register("", "ConcatFromSequence", 11, |b| {
         Ok(Box::new(ConcatFromSequence {
-            axis: b.attrs.int("axis")?.ok_or_else(|| OpError::attribute("axis", "required"))?,
+            axis: b
+                .attrs
+                .int("axis")?
+                .ok_or_else(|| OpError::attribute("axis", "required"))?,
             new_axis: b.attrs.int_or("new_axis", 0)? != 0,
         }))
     });
     registry.register("", "Optional", 15, |_| Ok(Box::new(OptionalOp)));
-    registry.register("", "OptionalHasElement", 15, |_| Ok(Box::new(OptionalHasElement)));
-    registry.register("", "OptionalGetElement", 15, |_| Ok(Box::new(OptionalGetElement)));
+    registry.register("", "OptionalHasElement", 15, |_| {
+        Ok(Box::new(OptionalHasElement))
+    });
+    registry.register("", "OptionalGetElement", 15, |_| {
+        Ok(Box::new(OptionalGetElement))
+    });
 }
 
 fn sequence(inputs: &Inputs, index: usize) -> OpResult<&[Tensor]> {
     match inputs.value(index) {
         Some(Value::Sequence(s)) => Ok(s),
-        Some(other) => Err(OpError::invalid(index, format!("expected a sequence, got {}", other.describe()))),
+        Some(other) => Err(OpError::invalid(
+            index,
+            format!("expected a sequence, got {}", other.describe()),
+        )),
         None => Err(OpError::MissingInput { index }),
     }
 }
@@ -55,11 +71,19 @@ fn sequence(inputs: &Inputs, index: usize) -> OpResult<&[Tensor]> {
 fn position(inputs: &Inputs, index: usize) -> OpResult<Option<i64>> {
     match inputs.opt_tensor(index)? {
         None => Ok(None),
-        Some(t) if t.dtype() == DType::I64 || t.dtype() == DType::I32 => match t.to_i64_vec()?.as_slice() {
-            [p] => Ok(Some(*p)),
-            _ => Err(OpError::invalid(index, format!("position must be a scalar, got shape {:?}", t.shape()))),
-        },
-        Some(t) => Err(OpError::UnsupportedDType { index, dtype: t.dtype() }),
+        Some(t) if t.dtype() == DType::I64 || t.dtype() == DType::I32 => {
+            match t.to_i64_vec()?.as_slice() {
+                [p] => Ok(Some(*p)),
+                _ => Err(OpError::invalid(
+                    index,
+                    format!("position must be a scalar, got shape {:?}", t.shape()),
+                )),
+            }
+        }
+        Some(t) => Err(OpError::UnsupportedDType {
+            index,
+            dtype: t.dtype(),
+        }),
     }
 }
 
@@ -69,13 +93,19 @@ fn norm_position(index: usize, pos: i64, len: usize, max: usize) -> OpResult<usi
     if (0..=max as i64).contains(&p) {
         Ok(p as usize)
     } else {
-        Err(OpError::invalid(index, format!("position {pos} is out of range for a sequence of {len} tensors")))
+        Err(OpError::invalid(
+            index,
+            format!("position {pos} is out of range for a sequence of {len} tensors"),
+        ))
     }
 }
 
 fn check_dtype(seq: &[Tensor], t: &Tensor, index: usize) -> OpResult<()> {
     match seq.first() {
-        Some(f) if f.dtype() != t.dtype() => Err(OpError::UnsupportedDType { index, dtype: t.dtype() }),
+        Some(f) if f.dtype() != t.dtype() => Err(OpError::UnsupportedDType {
+            index,
+            dtype: t.dtype(),
+        }),
         _ => Ok(()),
     }
 }
@@ -184,7 +214,9 @@ impl Operator for SequenceLength {
     }
 
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        Ok(vec![Tensor::scalar(sequence(&inputs, 0)?.len() as i64).into()])
+        Ok(vec![
+            Tensor::scalar(sequence(&inputs, 0)?.len() as i64).into()
+        ])
     }
 }
 
@@ -205,7 +237,10 @@ impl Operator for SplitToSequence {
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let data = inputs.tensor(0)?;
         let a = normalize_axis(self.axis, data.rank()).map_err(|_| {
-            OpError::attribute("axis", format!("{} is out of range for rank {}", self.axis, data.rank()))
+            OpError::attribute(
+                "axis",
+                format!("{} is out of range for rank {}", self.axis, data.rank()),
+            )
         })?;
         let dim = data.shape()[a];
         let split = inputs.opt_tensor(1)?;
@@ -213,27 +248,45 @@ impl Operator for SplitToSequence {
             None => vec![1; dim],
             Some(s) => {
                 if !s.dtype().is_integer() {
-                    return Err(OpError::UnsupportedDType { index: 1, dtype: s.dtype() });
+                    return Err(OpError::UnsupportedDType {
+                        index: 1,
+                        dtype: s.dtype(),
+                    });
                 }
                 let v = s.to_i64_vec()?;
                 if s.rank() == 0 {
                     let chunk = v.first().copied().unwrap_or(0);
-                    let chunk = usize::try_from(chunk)
-                        .ok()
-                        .filter(|&c| c > 0)
-                        .ok_or_else(|| OpError::invalid(1, format!("split size {chunk} is not positive")))?;
-                    (0..dim.div_ceil(chunk)).map(|i| chunk.min(dim - i * chunk)).collect()
+                    let chunk =
+                        usize::try_from(chunk)
+                            .ok()
+                            .filter(|&c| c > 0)
+                            .ok_or_else(|| {
+                                OpError::invalid(1, format!("split size {chunk} is not positive"))
+                            })?;
+                    (0..dim.div_ceil(chunk))
+                        .map(|i| chunk.min(dim - i * chunk))
+                        .collect()
                 } else if s.rank() == 1 {
                     let lens: Vec<usize> = v
                         .iter()
-                        .map(|&l| usize::try_from(l).map_err(|_| OpError::invalid(1, format!("negative split {l} in {v:?}"))))
+                        .map(|&l| {
+                            usize::try_from(l).map_err(|_| {
+                                OpError::invalid(1, format!("negative split {l} in {v:?}"))
+                            })
+                        })
                         .collect::<OpResult<_>>()?;
                     if lens.iter().sum::<usize>() != dim {
-                        return Err(OpError::invalid(1, format!("split {v:?} does not sum to dimension {dim}")));
+                        return Err(OpError::invalid(
+                            1,
+                            format!("split {v:?} does not sum to dimension {dim}"),
+                        ));
                     }
                     lens
                 } else {
-                    return Err(OpError::invalid(1, format!("split must be a scalar or 1-D, got shape {:?}", s.shape())));
+                    return Err(OpError::invalid(
+                        1,
+                        format!("split must be a scalar or 1-D, got shape {:?}", s.shape()),
+                    ));
                 }
             }
         };
@@ -273,12 +326,24 @@ impl Operator for ConcatFromSequence {
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let seq = sequence(&inputs, 0)?;
-        let first = seq.first().ok_or_else(|| OpError::invalid(0, "cannot concatenate an empty sequence"))?;
+        let first = seq
+            .first()
+            .ok_or_else(|| OpError::invalid(0, "cannot concatenate an empty sequence"))?;
         let (axis, tensors) = if self.new_axis {
             let a = normalize_axis(self.axis, first.rank() + 1).map_err(|_| {
-                OpError::attribute("axis", format!("{} is out of range for rank {} + 1", self.axis, first.rank()))
+                OpError::attribute(
+                    "axis",
+                    format!(
+                        "{} is out of range for rank {} + 1",
+                        self.axis,
+                        first.rank()
+                    ),
+                )
             })?;
-            let stacked = seq.iter().map(|t| t.insert_axis(a)).collect::<Result<Vec<_>, _>>()?;
+            let stacked = seq
+                .iter()
+                .map(|t| t.insert_axis(a))
+                .collect::<Result<Vec<_>, _>>()?;
             (a as i64, stacked)
         } else {
             (self.axis, seq.to_vec())
@@ -386,12 +451,35 @@ mod tests {
     fn construct_insert_at_erase_length() {
         let (a, b, c) = (t(&[1.], &[1]), t(&[2.], &[1]), t(&[3.], &[1]));
         let s = run("SequenceEmpty", Attributes::new(), vec![]).unwrap();
-        let s = run("SequenceInsert", Attributes::new(), vec![Some(s), Some(a.clone().into())]).unwrap();
-        let s = run("SequenceInsert", Attributes::new(), vec![Some(s), Some(c.clone().into())]).unwrap();
-        let s = run("SequenceInsert", Attributes::new(), vec![Some(s), Some(b.clone().into()), pos(-1)]).unwrap();
+        let s = run(
+            "SequenceInsert",
+            Attributes::new(),
+            vec![Some(s), Some(a.clone().into())],
+        )
+        .unwrap();
+        let s = run(
+            "SequenceInsert",
+            Attributes::new(),
+            vec![Some(s), Some(c.clone().into())],
+        )
+        .unwrap();
+        let s = run(
+            "SequenceInsert",
+            Attributes::new(),
+            vec![Some(s), Some(b.clone().into()), pos(-1)],
+        )
+        .unwrap();
         let items = seq(s.clone());
-        assert_eq!(items.iter().map(first).collect::<Vec<_>>(), vec![1., 2., 3.]);
-        let at = run("SequenceAt", Attributes::new(), vec![Some(s.clone()), pos(-3)]).unwrap();
+        assert_eq!(
+            items.iter().map(first).collect::<Vec<_>>(),
+            vec![1., 2., 3.]
+        );
+        let at = run(
+            "SequenceAt",
+            Attributes::new(),
+            vec![Some(s.clone()), pos(-3)],
+        )
+        .unwrap();
         assert_eq!(first(at.as_tensor().unwrap()), 1.);
         let e = run("SequenceErase", Attributes::new(), vec![Some(s.clone())]).unwrap();
         assert_eq!(seq(e.clone()).len(), 2);
@@ -399,58 +487,145 @@ mod tests {
         assert_eq!(first(&seq(e)[0]), 2.);
         let n = run("SequenceLength", Attributes::new(), vec![Some(s.clone())]).unwrap();
         assert_eq!(n.as_tensor().unwrap().to_vec::<i64>().unwrap(), vec![3]);
-        let built = run("SequenceConstruct", Attributes::new(), vec![Some(a.into()), Some(b.into())]).unwrap();
+        let built = run(
+            "SequenceConstruct",
+            Attributes::new(),
+            vec![Some(a.into()), Some(b.into())],
+        )
+        .unwrap();
         assert_eq!(seq(built).len(), 2);
 
-        assert!(run("SequenceAt", Attributes::new(), vec![Some(s.clone()), pos(3)]).unwrap_err().to_string().contains("out of range"));
-        assert!(run("SequenceInsert", Attributes::new(), vec![Some(s.clone()), Some(c.clone().into()), pos(5)]).is_err());
+        assert!(run(
+            "SequenceAt",
+            Attributes::new(),
+            vec![Some(s.clone()), pos(3)]
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("out of range"));
+        assert!(run(
+            "SequenceInsert",
+            Attributes::new(),
+            vec![Some(s.clone()), Some(c.clone().into()), pos(5)]
+        )
+        .is_err());
         let ints = Tensor::from_slice(&[1i64], &[1]).unwrap();
-        assert!(run("SequenceInsert", Attributes::new(), vec![Some(s.clone()), Some(ints.clone().into())]).unwrap_err().to_string().contains("dtype"));
-        assert!(run("SequenceConstruct", Attributes::new(), vec![Some(c.into()), Some(ints.into())]).is_err());
-        assert!(run("SequenceErase", Attributes::new(), vec![Some(Value::Sequence(vec![]))]).is_err());
-        assert!(run("SequenceAt", Attributes::new(), vec![Some(t(&[1.], &[1]).into()), pos(0)]).unwrap_err().to_string().contains("expected a sequence"));
+        assert!(run(
+            "SequenceInsert",
+            Attributes::new(),
+            vec![Some(s.clone()), Some(ints.clone().into())]
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("dtype"));
+        assert!(run(
+            "SequenceConstruct",
+            Attributes::new(),
+            vec![Some(c.into()), Some(ints.into())]
+        )
+        .is_err());
+        assert!(run(
+            "SequenceErase",
+            Attributes::new(),
+            vec![Some(Value::Sequence(vec![]))]
+        )
+        .is_err());
+        assert!(run(
+            "SequenceAt",
+            Attributes::new(),
+            vec![Some(t(&[1.], &[1]).into()), pos(0)]
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("expected a sequence"));
     }
 
     #[test]
     fn split_to_sequence_variants() {
         let x = t(&[0., 1., 2., 3., 4., 5.], &[3, 2]);
         let attrs = |axis: i64, keep: i64| {
-            Attributes::new().with("axis", crate::Attribute::Int(axis)).with("keepdims", crate::Attribute::Int(keep))
+            Attributes::new()
+                .with("axis", crate::Attribute::Int(axis))
+                .with("keepdims", crate::Attribute::Int(keep))
         };
         let s = seq(run("SplitToSequence", attrs(0, 0), vec![Some(x.clone().into())]).unwrap());
         assert_eq!(s.len(), 3);
         assert_eq!(s[1].shape(), &[2]);
         assert_eq!(s[1].to_vec::<f32>().unwrap(), vec![2., 3.]);
-        let s = seq(run("SplitToSequence", attrs(-1, 1), vec![Some(x.clone().into())]).unwrap());
+        let s = seq(run(
+            "SplitToSequence",
+            attrs(-1, 1),
+            vec![Some(x.clone().into())],
+        )
+        .unwrap());
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].shape(), &[3, 1]);
         assert_eq!(s[1].to_vec::<f32>().unwrap(), vec![1., 3., 5.]);
         // Scalar split: chunks of 2, last smaller; keepdims is ignored.
-        let s = seq(run("SplitToSequence", attrs(0, 0), vec![Some(x.clone().into()), pos(2)]).unwrap());
-        assert_eq!(s.iter().map(|t| t.shape()[0]).collect::<Vec<_>>(), vec![2, 1]);
+        let s = seq(run(
+            "SplitToSequence",
+            attrs(0, 0),
+            vec![Some(x.clone().into()), pos(2)],
+        )
+        .unwrap());
+        assert_eq!(
+            s.iter().map(|t| t.shape()[0]).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
         let lens = Tensor::from_slice(&[1i64, 2], &[2]).unwrap();
-        let s = seq(run("SplitToSequence", attrs(0, 1), vec![Some(x.clone().into()), Some(lens.into())]).unwrap());
+        let s = seq(run(
+            "SplitToSequence",
+            attrs(0, 1),
+            vec![Some(x.clone().into()), Some(lens.into())],
+        )
+        .unwrap());
         assert_eq!(s[1].to_vec::<f32>().unwrap(), vec![2., 3., 4., 5.]);
         let bad = Tensor::from_slice(&[1i64, 1], &[2]).unwrap();
-        assert!(run("SplitToSequence", attrs(0, 1), vec![Some(x.clone().into()), Some(bad.into())]).is_err());
-        assert!(run("SplitToSequence", attrs(0, 1), vec![Some(x.clone().into()), pos(0)]).is_err());
-        assert!(run("SplitToSequence", attrs(2, 1), vec![Some(x.into())]).unwrap_err().to_string().contains("axis"));
+        assert!(run(
+            "SplitToSequence",
+            attrs(0, 1),
+            vec![Some(x.clone().into()), Some(bad.into())]
+        )
+        .is_err());
+        assert!(run(
+            "SplitToSequence",
+            attrs(0, 1),
+            vec![Some(x.clone().into()), pos(0)]
+        )
+        .is_err());
+        assert!(run("SplitToSequence", attrs(2, 1), vec![Some(x.into())])
+            .unwrap_err()
+            .to_string()
+            .contains("axis"));
     }
 
     #[test]
     fn concat_from_sequence_with_and_without_new_axis() {
         let s = Value::Sequence(vec![t(&[1., 2.], &[1, 2]), t(&[3., 4.], &[1, 2])]);
         let a = |axis: i64, new: i64| {
-            Attributes::new().with("axis", crate::Attribute::Int(axis)).with("new_axis", crate::Attribute::Int(new))
+            Attributes::new()
+                .with("axis", crate::Attribute::Int(axis))
+                .with("new_axis", crate::Attribute::Int(new))
         };
-        let y = run("ConcatFromSequence", a(1, 0), vec![Some(s.clone())]).unwrap().into_tensor().unwrap();
+        let y = run("ConcatFromSequence", a(1, 0), vec![Some(s.clone())])
+            .unwrap()
+            .into_tensor()
+            .unwrap();
         assert_eq!(y.shape(), &[1, 4]);
         assert_eq!(y.to_vec::<f32>().unwrap(), vec![1., 2., 3., 4.]);
-        let y = run("ConcatFromSequence", a(-1, 1), vec![Some(s.clone())]).unwrap().into_tensor().unwrap();
+        let y = run("ConcatFromSequence", a(-1, 1), vec![Some(s.clone())])
+            .unwrap()
+            .into_tensor()
+            .unwrap();
         assert_eq!(y.shape(), &[1, 2, 2]);
         assert_eq!(y.to_vec::<f32>().unwrap(), vec![1., 3., 2., 4.]);
         assert!(run("ConcatFromSequence", a(3, 1), vec![Some(s)]).is_err());
-        assert!(run("ConcatFromSequence", a(0, 0), vec![Some(Value::Sequence(vec![]))]).is_err());
+        assert!(run(
+            "ConcatFromSequence",
+            a(0, 0),
+            vec![Some(Value::Sequence(vec![]))]
+        )
+        .is_err());
     }
 
     #[test]
@@ -458,7 +633,12 @@ mod tests {
         let x: Value = t(&[1.], &[1]).into();
         let o = run("Optional", Attributes::new(), vec![Some(x.clone())]).unwrap();
         let has = |v: Option<Value>| {
-            run("OptionalHasElement", Attributes::new(), vec![v]).unwrap().into_tensor().unwrap().as_bool_slice().unwrap()[0]
+            run("OptionalHasElement", Attributes::new(), vec![v])
+                .unwrap()
+                .into_tensor()
+                .unwrap()
+                .as_bool_slice()
+                .unwrap()[0]
         };
         assert_eq!(has(Some(o.clone())), 1);
         assert_eq!(has(Some(Value::Optional(None))), 0);
@@ -466,7 +646,12 @@ mod tests {
         assert_eq!(has(Some(x)), 1);
         let got = run("OptionalGetElement", Attributes::new(), vec![Some(o)]).unwrap();
         assert_eq!(first(got.as_tensor().unwrap()), 1.);
-        assert!(run("OptionalGetElement", Attributes::new(), vec![Some(Value::Optional(None))]).is_err());
+        assert!(run(
+            "OptionalGetElement",
+            Attributes::new(),
+            vec![Some(Value::Optional(None))]
+        )
+        .is_err());
         let empty = run("Optional", Attributes::new(), vec![None]).unwrap();
         assert!(matches!(empty, Value::Optional(None)));
     }

@@ -1,8 +1,10 @@
 //! String kernels: StringNormalizer and StringConcat. (RegexFullMatch would need a regex
 //! engine and is not provided.)
 
-use crate::{op_boilerplate, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value};
 use super::shape::checked_numel;
+use crate::{
+    op_boilerplate, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
+};
 use std::collections::HashSet;
 use strata_tensor::{broadcast_shapes, DType, Tensor};
 
@@ -22,7 +24,11 @@ pub fn register(registry: &mut OpRegistry) {
         };
         let case_sensitive = b.attrs.int_or("is_case_sensitive", 0)? != 0;
         let stopwords = b.attrs.strings("stopwords")?.unwrap_or_default();
-        Ok(Box::new(StringNormalizer::new(case, case_sensitive, stopwords)))
+        Ok(Box::new(StringNormalizer::new(
+            case,
+            case_sensitive,
+            stopwords,
+        )))
     });
     registry.register("", "StringConcat", 20, |_| Ok(Box::new(StringConcat)));
 }
@@ -58,7 +64,11 @@ impl StringNormalizer {
             .into_iter()
             .map(|s| if case_sensitive { s } else { s.to_lowercase() })
             .collect();
-        StringNormalizer { case, case_sensitive, stopwords }
+        StringNormalizer {
+            case,
+            case_sensitive,
+            stopwords,
+        }
     }
 
     fn is_stopword(&self, s: &str) -> bool {
@@ -78,12 +88,20 @@ impl Operator for StringNormalizer {
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
         if x.dtype() != DType::String {
-            return Err(OpError::UnsupportedDType { index: 0, dtype: x.dtype() });
+            return Err(OpError::UnsupportedDType {
+                index: 0,
+                dtype: x.dtype(),
+            });
         }
         let two_d = match x.shape() {
             [_] => false,
             [1, _] => true,
-            s => return Err(OpError::invalid(0, format!("expected shape [C] or [1, C], got {s:?}"))),
+            s => {
+                return Err(OpError::invalid(
+                    0,
+                    format!("expected shape [C] or [1, C], got {s:?}"),
+                ))
+            }
         };
         let x = x.contiguous();
         let mut out: Vec<String> = x
@@ -113,7 +131,10 @@ impl Operator for StringConcat {
     op_boilerplate!("StringConcat");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(a), Some(b)) = (inputs.first().and_then(Fact::concrete_shape), inputs.get(1).and_then(Fact::concrete_shape)) else {
+        let (Some(a), Some(b)) = (
+            inputs.first().and_then(Fact::concrete_shape),
+            inputs.get(1).and_then(Fact::concrete_shape),
+        ) else {
             return Ok(None);
         };
         let out = broadcast_shapes(&a, &b).map_err(|e| OpError::Shape(e.to_string()))?;
@@ -124,10 +145,14 @@ impl Operator for StringConcat {
         let (a, b) = (inputs.tensor(0)?, inputs.tensor(1)?);
         for (i, t) in [(0, a), (1, b)] {
             if t.dtype() != DType::String {
-                return Err(OpError::UnsupportedDType { index: i, dtype: t.dtype() });
+                return Err(OpError::UnsupportedDType {
+                    index: i,
+                    dtype: t.dtype(),
+                });
             }
         }
-        let shape = broadcast_shapes(a.shape(), b.shape()).map_err(|e| OpError::Shape(e.to_string()))?;
+        let shape =
+            broadcast_shapes(a.shape(), b.shape()).map_err(|e| OpError::Shape(e.to_string()))?;
         checked_numel(&shape)?;
         let a = a.broadcast_to(&shape)?.contiguous();
         let b = b.broadcast_to(&shape)?.contiguous();
@@ -163,7 +188,9 @@ mod tests {
             input_count: inputs.len(),
             output_count: 1,
         };
-        let out = r.build(&ctx)?.eval(&EvalCtx::default(), Inputs::from_tensors(inputs))?;
+        let out = r
+            .build(&ctx)?
+            .eval(&EvalCtx::default(), Inputs::from_tensors(inputs))?;
         Ok(out.into_iter().next().and_then(Value::into_tensor).unwrap())
     }
 
@@ -173,41 +200,113 @@ mod tests {
 
     fn norm(case: &str, sensitive: i64, stop: &[&str]) -> Attributes {
         Attributes::new()
-            .with("case_change_action", Attribute::String(case.as_bytes().to_vec()))
+            .with(
+                "case_change_action",
+                Attribute::String(case.as_bytes().to_vec()),
+            )
             .with("is_case_sensitive", Attribute::Int(sensitive))
-            .with("stopwords", Attribute::Strings(stop.iter().map(|s| s.as_bytes().to_vec()).collect()))
+            .with(
+                "stopwords",
+                Attribute::Strings(stop.iter().map(|s| s.as_bytes().to_vec()).collect()),
+            )
     }
 
     #[test]
     fn string_normalizer_like_onnx_simple_models() {
         // test_strnorm_model_monday_insensintive_upper_twodim
-        let x = strs(&["Monday", "tuesday", "wednesday", "Monday", "tuesday", "wednesday"], &[1, 6]);
-        let y = run(norm("UPPER", 0, &["monday"]), "StringNormalizer", vec![x.clone()]).unwrap();
+        let x = strs(
+            &[
+                "Monday",
+                "tuesday",
+                "wednesday",
+                "Monday",
+                "tuesday",
+                "wednesday",
+            ],
+            &[1, 6],
+        );
+        let y = run(
+            norm("UPPER", 0, &["monday"]),
+            "StringNormalizer",
+            vec![x.clone()],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[1, 4]);
-        assert_eq!(y.as_strings().unwrap(), &["TUESDAY", "WEDNESDAY", "TUESDAY", "WEDNESDAY"]);
+        assert_eq!(
+            y.as_strings().unwrap(),
+            &["TUESDAY", "WEDNESDAY", "TUESDAY", "WEDNESDAY"]
+        );
         // Case-sensitive: "Monday" is not the stop word "monday".
         let y = run(norm("LOWER", 1, &["monday"]), "StringNormalizer", vec![x]).unwrap();
         assert_eq!(y.shape(), &[1, 6]);
         assert_eq!(y.as_strings().unwrap()[0], "monday");
         // test_strnorm_model_monday_empty_output
-        let y = run(norm("UPPER", 0, &["monday"]), "StringNormalizer", vec![strs(&["monday", "monday"], &[2])]).unwrap();
+        let y = run(
+            norm("UPPER", 0, &["monday"]),
+            "StringNormalizer",
+            vec![strs(&["monday", "monday"], &[2])],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[1]);
         assert_eq!(y.as_strings().unwrap(), &[""]);
-        let y = run(norm("NONE", 0, &["a"]), "StringNormalizer", vec![strs(&["A"], &[1, 1])]).unwrap();
+        let y = run(
+            norm("NONE", 0, &["a"]),
+            "StringNormalizer",
+            vec![strs(&["A"], &[1, 1])],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[1, 1]);
-        let y = run(Attributes::new(), "StringNormalizer", vec![strs(&["Ab", "c"], &[2])]).unwrap();
+        let y = run(
+            Attributes::new(),
+            "StringNormalizer",
+            vec![strs(&["Ab", "c"], &[2])],
+        )
+        .unwrap();
         assert_eq!(y.as_strings().unwrap(), &["Ab", "c"]);
-        assert!(run(Attributes::new(), "StringNormalizer", vec![strs(&["a", "b"], &[2, 1])]).is_err());
-        assert!(run(Attributes::new(), "StringNormalizer", vec![Tensor::scalar(1.0f32)]).is_err());
-        assert!(run(norm("TITLE", 0, &[]), "StringNormalizer", vec![strs(&["a"], &[1])]).is_err());
+        assert!(run(
+            Attributes::new(),
+            "StringNormalizer",
+            vec![strs(&["a", "b"], &[2, 1])]
+        )
+        .is_err());
+        assert!(run(
+            Attributes::new(),
+            "StringNormalizer",
+            vec![Tensor::scalar(1.0f32)]
+        )
+        .is_err());
+        assert!(run(
+            norm("TITLE", 0, &[]),
+            "StringNormalizer",
+            vec![strs(&["a"], &[1])]
+        )
+        .is_err());
     }
 
     #[test]
     fn string_concat_broadcasts() {
-        let y = run(Attributes::new(), "StringConcat", vec![strs(&["a", "b"], &[2, 1]), strs(&["x", "y", "z"], &[3])]).unwrap();
+        let y = run(
+            Attributes::new(),
+            "StringConcat",
+            vec![strs(&["a", "b"], &[2, 1]), strs(&["x", "y", "z"], &[3])],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[2, 3]);
-        assert_eq!(y.as_strings().unwrap(), &["ax", "ay", "az", "bx", "by", "bz"]);
-        assert!(run(Attributes::new(), "StringConcat", vec![strs(&["a", "b"], &[2]), strs(&["x", "y", "z"], &[3])]).is_err());
-        assert!(run(Attributes::new(), "StringConcat", vec![strs(&["a"], &[1]), Tensor::scalar(1.0f32)]).is_err());
+        assert_eq!(
+            y.as_strings().unwrap(),
+            &["ax", "ay", "az", "bx", "by", "bz"]
+        );
+        assert!(run(
+            Attributes::new(),
+            "StringConcat",
+            vec![strs(&["a", "b"], &[2]), strs(&["x", "y", "z"], &[3])]
+        )
+        .is_err());
+        assert!(run(
+            Attributes::new(),
+            "StringConcat",
+            vec![strs(&["a"], &[1]), Tensor::scalar(1.0f32)]
+        )
+        .is_err());
     }
 }

@@ -112,7 +112,13 @@ impl<'a> ElemsMut<'a> {
     }
 
     /// `self[at..at + n] = src[from..from + n]`.
-    pub(crate) fn copy_block(&mut self, at: usize, src: &Elems<'_>, from: usize, n: usize) -> OpResult<()> {
+    pub(crate) fn copy_block(
+        &mut self,
+        at: usize,
+        src: &Elems<'_>,
+        from: usize,
+        n: usize,
+    ) -> OpResult<()> {
         match (self, src) {
             (ElemsMut::Bytes(d, s), Elems::Bytes(x, s2)) if *s == *s2 => {
                 let (a, b, len) = (at * *s, from * *s, n * *s);
@@ -177,9 +183,16 @@ fn copy_strided<T: Clone>(src: &[T], t: &Tensor, dst: &mut [T]) -> OpResult<()> 
     if t.is_empty() {
         return Ok(());
     }
-    let get = |o: isize| usize::try_from(o).ok().and_then(|o| src.get(o)).ok_or_else(out_of_bounds);
+    let get = |o: isize| {
+        usize::try_from(o)
+            .ok()
+            .and_then(|o| src.get(o))
+            .ok_or_else(out_of_bounds)
+    };
     if rank == 0 {
-        dst.first_mut().ok_or_else(out_of_bounds)?.clone_from(get(base)?);
+        dst.first_mut()
+            .ok_or_else(out_of_bounds)?
+            .clone_from(get(base)?);
         return Ok(());
     }
     let inner = shape[rank - 1];
@@ -235,10 +248,10 @@ pub(crate) fn scalar_of(dtype: DType, value: f64) -> OpResult<Tensor> {
 
 /// Normalizes an axis from an attribute.
 pub(crate) fn attr_axis(name: &str, axis: i64, rank: usize) -> OpResult<usize> {
-    strata_tensor::normalize_axis(axis, rank)
-        .map_err(|_| OpError::attribute(name, format!("axis {axis} is out of range for rank {rank}")))
+    strata_tensor::normalize_axis(axis, rank).map_err(|_| {
+        OpError::attribute(name, format!("axis {axis} is out of range for rank {rank}"))
+    })
 }
-
 
 /// Normalizes a list of axes, rejecting duplicates. `err` builds the error for a message.
 pub(crate) fn unique_axes(
@@ -276,7 +289,8 @@ pub(crate) fn sizes_from(index: usize, values: &[i64]) -> OpResult<Vec<usize>> {
     values
         .iter()
         .map(|&v| {
-            usize::try_from(v).map_err(|_| OpError::invalid(index, format!("negative size {v} in {values:?}")))
+            usize::try_from(v)
+                .map_err(|_| OpError::invalid(index, format!("negative size {v} in {values:?}")))
         })
         .collect()
 }
@@ -297,7 +311,10 @@ pub(crate) fn norm_index(index: usize, i: i64, dim: usize) -> OpResult<usize> {
     if (0..d).contains(&n) {
         Ok(n as usize)
     } else {
-        Err(OpError::invalid(index, format!("index {i} is out of range for a dimension of {dim}")))
+        Err(OpError::invalid(
+            index,
+            format!("index {i} is out of range for a dimension of {dim}"),
+        ))
     }
 }
 

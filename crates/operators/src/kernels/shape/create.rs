@@ -2,8 +2,8 @@
 //! EyeLike, Trilu, Dropout, Pad.
 
 use super::common::{
-    checked_numel, fact, int_input, prod, row_major_strides, scalar_of, sizes_from,
-    unique_axes, Elems, ElemsMut, MAX_ELEMENTS,
+    checked_numel, fact, int_input, prod, row_major_strides, scalar_of, sizes_from, unique_axes,
+    Elems, ElemsMut, MAX_ELEMENTS,
 };
 use crate::{
     op_boilerplate, Attribute, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult,
@@ -12,7 +12,11 @@ use crate::{
 use strata_tensor::{dispatch_numeric, DType, Element, Tensor};
 
 pub(super) fn register(r: &mut OpRegistry) {
-    r.register("", "Cast", 1, |b| Ok(Box::new(Cast { to: cast_target(b)? })));
+    r.register("", "Cast", 1, |b| {
+        Ok(Box::new(Cast {
+            to: cast_target(b)?,
+        }))
+    });
     r.register("", "CastLike", 15, |_| Ok(Box::new(CastLike)));
     r.register("", "Constant", 1, build_constant);
     r.register("", "ConstantOfShape", 9, |b| {
@@ -22,7 +26,11 @@ pub(super) fn register(r: &mut OpRegistry) {
             Some(v) => {
                 return Err(OpError::attribute(
                     "value",
-                    format!("must be one plain element, got {} {:?}", v.dtype(), v.shape()),
+                    format!(
+                        "must be one plain element, got {} {:?}",
+                        v.dtype(),
+                        v.shape()
+                    ),
                 ))
             }
         };
@@ -34,12 +42,23 @@ pub(super) fn register(r: &mut OpRegistry) {
             None => None,
             Some(code) => Some(dtype_code("dtype", code)?),
         };
-        Ok(Box::new(EyeLike { dtype, k: b.attrs.int_or("k", 0)? }))
+        Ok(Box::new(EyeLike {
+            dtype,
+            k: b.attrs.int_or("k", 0)?,
+        }))
     });
-    r.register("", "Trilu", 14, |b| Ok(Box::new(Trilu { upper: b.attrs.int_or("upper", 1)? != 0 })));
+    r.register("", "Trilu", 14, |b| {
+        Ok(Box::new(Trilu {
+            upper: b.attrs.int_or("upper", 1)? != 0,
+        }))
+    });
     r.register("", "Dropout", 1, |b| {
         Ok(Box::new(Dropout {
-            ratio: if b.opset < 12 { b.attrs.float_or("ratio", 0.5)? } else { 0.5 },
+            ratio: if b.opset < 12 {
+                b.attrs.float_or("ratio", 0.5)?
+            } else {
+                0.5
+            },
             inputs_from_opset12: b.opset >= 12,
             bool_mask: b.opset >= 10,
             mask: b.output_count >= 2,
@@ -68,7 +87,10 @@ fn cast_target(b: &BuildCtx<'_>) -> OpResult<DType> {
                 .find(|d| d.onnx_name() == name)
                 .ok_or_else(|| OpError::attribute("to", format!("unknown type name '{name}'")))
         }
-        Some(_) => Err(OpError::attribute("to", "expected an int (or a type name before opset 6)")),
+        Some(_) => Err(OpError::attribute(
+            "to",
+            "expected an int (or a type name before opset 6)",
+        )),
         None => Err(OpError::attribute("to", "required")),
     }
 }
@@ -85,7 +107,13 @@ impl Operator for Cast {
     op_boilerplate!("Cast");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        Ok(inputs.first().map(|f| vec![Fact { dtype: Some(self.to), shape: f.shape.clone(), value: None }]))
+        Ok(inputs.first().map(|f| {
+            vec![Fact {
+                dtype: Some(self.to),
+                shape: f.shape.clone(),
+                value: None,
+            }]
+        }))
     }
 
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
@@ -101,8 +129,14 @@ impl Operator for CastLike {
     op_boilerplate!("CastLike");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(x), Some(like)) = (inputs.first(), inputs.get(1)) else { return Ok(None) };
-        Ok(Some(vec![Fact { dtype: like.dtype, shape: x.shape.clone(), value: None }]))
+        let (Some(x), Some(like)) = (inputs.first(), inputs.get(1)) else {
+            return Ok(None);
+        };
+        Ok(Some(vec![Fact {
+            dtype: like.dtype,
+            shape: x.shape.clone(),
+            value: None,
+        }]))
     }
 
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
@@ -135,7 +169,11 @@ fn build_constant(b: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         "value_string",
         "value_strings",
     ];
-    let present: Vec<&str> = NAMES.iter().copied().filter(|n| b.attrs.contains(n)).collect();
+    let present: Vec<&str> = NAMES
+        .iter()
+        .copied()
+        .filter(|n| b.attrs.contains(n))
+        .collect();
     let [name] = present.as_slice() else {
         return Err(OpError::attribute(
             "value",
@@ -146,7 +184,9 @@ fn build_constant(b: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
     let value = match (*name, b.attrs.get(name)) {
         ("value", Some(Attribute::Tensor(t))) => t.clone(),
         ("sparse_value", _) => {
-            return Err(OpError::Unsupported("Constant with a sparse_value attribute".into()))
+            return Err(OpError::Unsupported(
+                "Constant with a sparse_value attribute".into(),
+            ))
         }
         ("value_float", Some(Attribute::Float(v))) => Tensor::scalar(*v),
         ("value_floats", Some(Attribute::Floats(v))) => Tensor::from_slice(v, &[v.len()])?,
@@ -195,7 +235,10 @@ impl Operator for ConstantOfShape {
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        let shape = sizes_from(0, &int_input(&inputs, 0)?.ok_or(OpError::MissingInput { index: 0 })?)?;
+        let shape = sizes_from(
+            0,
+            &int_input(&inputs, 0)?.ok_or(OpError::MissingInput { index: 0 })?,
+        )?;
         checked_numel(&shape)?;
         let mut out = ctx.alloc(self.value.dtype(), &shape)?;
         let v = Elems::of(&self.value)?;
@@ -225,12 +268,17 @@ fn range_typed<T: Element>(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Op
         let (s, l, d) = (s.to_f64(), l.to_f64(), d.to_f64());
         let n = ((l - s) / d).ceil().max(0.0);
         if d == 0.0 || !n.is_finite() {
-            return Err(OpError::invalid(2, format!("delta {d} gives no finite range from {s} to {l}")));
+            return Err(OpError::invalid(
+                2,
+                format!("delta {d} gives no finite range from {s} to {l}"),
+            ));
         }
         if n > MAX_ELEMENTS as f64 {
             return Err(too_many(n));
         }
-        let v: Vec<T> = (0..n as usize).map(|i| T::from_f64(s + i as f64 * d)).collect();
+        let v: Vec<T> = (0..n as usize)
+            .map(|i| T::from_f64(s + i as f64 * d))
+            .collect();
         Ok(Tensor::from_vec(v, &[n as usize])?)
     } else {
         let (s, l, d) = (s.to_i128(), l.to_i128(), d.to_i128());
@@ -255,7 +303,10 @@ impl Operator for Range {
         let dtype = s.dtype();
         for (i, t) in [(1, l), (2, d)] {
             if t.dtype() != dtype {
-                return Err(OpError::UnsupportedDType { index: i, dtype: t.dtype() });
+                return Err(OpError::UnsupportedDType {
+                    index: i,
+                    dtype: t.dtype(),
+                });
             }
         }
         let out = dispatch_numeric!(dtype, T => range_typed::<T>(s, l, d)?,
@@ -286,14 +337,22 @@ impl Operator for EyeLike {
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         Ok(inputs.first().map(|f| {
-            vec![Fact { dtype: self.dtype.or(f.dtype), shape: f.shape.clone(), value: None }]
+            vec![Fact {
+                dtype: self.dtype.or(f.dtype),
+                shape: f.shape.clone(),
+                value: None,
+            }]
         }))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
-        let [rows, cols] = <[usize; 2]>::try_from(x.shape())
-            .map_err(|_| OpError::invalid(0, format!("expected a 2-D tensor, got shape {:?}", x.shape())))?;
+        let [rows, cols] = <[usize; 2]>::try_from(x.shape()).map_err(|_| {
+            OpError::invalid(
+                0,
+                format!("expected a 2-D tensor, got shape {:?}", x.shape()),
+            )
+        })?;
         let dtype = self.dtype.unwrap_or(x.dtype());
         let one = one_of(dtype, 0)?;
         let one = Elems::of(&one)?;
@@ -321,17 +380,27 @@ impl Operator for Trilu {
     op_boilerplate!("Trilu");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        Ok(inputs.first().map(|f| vec![Fact { value: None, ..f.clone() }]))
+        Ok(inputs.first().map(|f| {
+            vec![Fact {
+                value: None,
+                ..f.clone()
+            }]
+        }))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?.contiguous();
         if x.rank() < 2 {
-            return Err(OpError::invalid(0, format!("expected rank >= 2, got shape {:?}", x.shape())));
+            return Err(OpError::invalid(
+                0,
+                format!("expected rank >= 2, got shape {:?}", x.shape()),
+            ));
         }
         let k = match int_input(&inputs, 1)? {
             None => 0,
-            Some(v) => *v.first().ok_or_else(|| OpError::invalid(1, "k must hold one value"))?,
+            Some(v) => *v
+                .first()
+                .ok_or_else(|| OpError::invalid(1, "k must hold one value"))?,
         };
         let r = x.rank();
         let (rows, cols) = (x.shape()[r - 2], x.shape()[r - 1]);
@@ -342,7 +411,11 @@ impl Operator for Trilu {
         for m in 0..prod(&x.shape()[..r - 2]) {
             for i in 0..rows {
                 let d = i as i64 + k;
-                let (lo, hi) = if self.upper { (d.clamp(0, c), c) } else { (0, (d + 1).clamp(0, c)) };
+                let (lo, hi) = if self.upper {
+                    (d.clamp(0, c), c)
+                } else {
+                    (0, (d + 1).clamp(0, c))
+                };
                 if hi > lo {
                     let at = (m * rows + i) * cols + lo as usize;
                     dst.copy_block(at, &src, at, (hi - lo) as usize)?;
@@ -372,11 +445,21 @@ impl Operator for Dropout {
     op_boilerplate!("Dropout");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(x) = inputs.first() else { return Ok(None) };
+        let Some(x) = inputs.first() else {
+            return Ok(None);
+        };
         let mut out = vec![x.clone()];
         if self.mask {
-            let dtype = if self.bool_mask { Some(DType::Bool) } else { x.dtype };
-            out.push(Fact { dtype, shape: x.shape.clone(), value: None });
+            let dtype = if self.bool_mask {
+                Some(DType::Bool)
+            } else {
+                x.dtype
+            };
+            out.push(Fact {
+                dtype,
+                shape: x.shape.clone(),
+                value: None,
+            });
         }
         Ok(Some(out))
     }
@@ -398,7 +481,11 @@ impl Operator for Dropout {
         }
         let mut out: Vec<Value> = vec![x.clone().into()];
         if self.mask {
-            let dtype = if self.bool_mask { DType::Bool } else { x.dtype() };
+            let dtype = if self.bool_mask {
+                DType::Bool
+            } else {
+                x.dtype()
+            };
             let one = one_of(dtype, 0)?;
             let mut m = ctx.alloc(dtype, x.shape())?;
             ElemsMut::of(&mut m)?.fill(&Elems::of(&one)?)?;
@@ -440,15 +527,28 @@ fn build_pad(b: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         "reflect" => PadMode::Reflect,
         "edge" => PadMode::Edge,
         "wrap" if b.opset >= 19 => PadMode::Wrap,
-        other => return Err(OpError::attribute("mode", format!("'{other}' is not supported at opset {}", b.opset))),
+        other => {
+            return Err(OpError::attribute(
+                "mode",
+                format!("'{other}' is not supported at opset {}", b.opset),
+            ))
+        }
     };
     let pads = if b.opset < 11 {
         let name = if b.opset < 2 { "paddings" } else { "pads" };
-        Some(b.attrs.ints(name)?.ok_or_else(|| OpError::attribute(name, "required before opset 11"))?)
+        Some(
+            b.attrs
+                .ints(name)?
+                .ok_or_else(|| OpError::attribute(name, "required before opset 11"))?,
+        )
     } else {
         None
     };
-    let value = if b.opset < 11 { b.attrs.float_or("value", 0.0)? } else { 0.0 };
+    let value = if b.opset < 11 {
+        b.attrs.float_or("value", 0.0)?
+    } else {
+        0.0
+    };
     Ok(Box::new(Pad { mode, pads, value }))
 }
 
@@ -466,7 +566,11 @@ fn pad_source(mode: PadMode, o: i64, dim: i64) -> Option<usize> {
             } else {
                 let period = 2 * (dim - 1);
                 let m = o.rem_euclid(period);
-                if m >= dim { period - m } else { m }
+                if m >= dim {
+                    period - m
+                } else {
+                    m
+                }
             }
         }
     };
@@ -491,7 +595,13 @@ impl Operator for Pad {
             None => (0..rank).collect(),
         };
         if pads.len() != 2 * axes.len() {
-            return Err(OpError::invalid(1, format!("pads {pads:?} must have 2 entries per padded axis ({} axes)", axes.len())));
+            return Err(OpError::invalid(
+                1,
+                format!(
+                    "pads {pads:?} must have 2 entries per padded axis ({} axes)",
+                    axes.len()
+                ),
+            ));
         }
         let mut begin = vec![0i64; rank];
         let mut end = vec![0i64; rank];
@@ -505,9 +615,14 @@ impl Operator for Pad {
             let dim = view.shape()[a];
             let (cb, ce) = (begin[a].min(0).unsigned_abs(), end[a].min(0).unsigned_abs());
             if cb > 0 || ce > 0 {
-                let keep = (dim as u64).checked_sub(cb.saturating_add(ce)).ok_or_else(|| {
-                    OpError::invalid(1, format!("pads {pads:?} crop more than dimension {dim} of axis {a}"))
-                })?;
+                let keep = (dim as u64)
+                    .checked_sub(cb.saturating_add(ce))
+                    .ok_or_else(|| {
+                        OpError::invalid(
+                            1,
+                            format!("pads {pads:?} crop more than dimension {dim} of axis {a}"),
+                        )
+                    })?;
                 view = if keep == 0 {
                     view.slice_axis(a, 0, 0, 1)?
                 } else {
@@ -538,9 +653,16 @@ impl Operator for Pad {
             let fill = match (&self.pads, inputs.opt_tensor(2)?) {
                 (None, Some(v)) => {
                     if v.dtype() != view.dtype() {
-                        return Err(OpError::UnsupportedDType { index: 2, dtype: v.dtype() });
+                        return Err(OpError::UnsupportedDType {
+                            index: 2,
+                            dtype: v.dtype(),
+                        });
                     }
-                    if v.is_empty() { scalar_of(view.dtype(), 0.0)? } else { v.contiguous() }
+                    if v.is_empty() {
+                        scalar_of(view.dtype(), 0.0)?
+                    } else {
+                        v.contiguous()
+                    }
                 }
                 (None, None) => scalar_of(view.dtype(), 0.0)?,
                 (Some(_), _) => scalar_of(view.dtype(), f64::from(self.value))?,
@@ -556,14 +678,14 @@ impl Operator for Pad {
             }
             let ostrides = row_major_strides(&out_shape);
             let inner = shape[rank - 1];
-            let mut row = 0usize;
             let mut idx = vec![0usize; rank - 1];
             let rows = prod(&shape[..rank - 1]);
-            for _ in 0..rows {
-                let at: usize = (0..rank - 1).map(|d| (idx[d] + begin[d] as usize) * ostrides[d]).sum::<usize>()
+            for row in 0..rows {
+                let at: usize = (0..rank - 1)
+                    .map(|d| (idx[d] + begin[d] as usize) * ostrides[d])
+                    .sum::<usize>()
                     + begin[rank - 1] as usize;
                 dst.copy_block(at, &src, row * inner, inner)?;
-                row += 1;
                 for d in (0..rank - 1).rev() {
                     idx[d] += 1;
                     if idx[d] < shape[d] {
@@ -575,13 +697,19 @@ impl Operator for Pad {
             return Ok(vec![out.into()]);
         }
         if let Some(a) = (0..rank).find(|&a| shape[a] == 0 && out_shape[a] > 0) {
-            return Err(OpError::invalid(0, format!("cannot pad empty axis {a} in {:?} mode", self.mode)));
+            return Err(OpError::invalid(
+                0,
+                format!("cannot pad empty axis {a} in {:?} mode", self.mode),
+            ));
         }
         let sstrides = row_major_strides(&shape);
         let maps: Vec<Vec<usize>> = (0..rank)
             .map(|a| {
                 (0..out_shape[a] as i64)
-                    .map(|o| pad_source(self.mode, o - begin[a], shape[a] as i64).unwrap_or(0) * sstrides[a])
+                    .map(|o| {
+                        pad_source(self.mode, o - begin[a], shape[a] as i64).unwrap_or(0)
+                            * sstrides[a]
+                    })
                     .collect()
             })
             .collect();

@@ -6,8 +6,7 @@ use super::common::{
     sizes_from, unique_axes, Elems, ElemsMut,
 };
 use crate::{
-    op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator,
-    Value,
+    op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
 use strata_tensor::{dispatch_numeric, DType, Element, Tensor};
 
@@ -36,28 +35,54 @@ pub(super) fn register(r: &mut OpRegistry) {
         }))
     });
     r.register("", "Slice", 10, |_| Ok(Box::new(Slice { attrs: None })));
-    r.register("", "Gather", 1, |b| Ok(Box::new(Gather { axis: b.attrs.int_or("axis", 0)? })));
+    r.register("", "Gather", 1, |b| {
+        Ok(Box::new(Gather {
+            axis: b.attrs.int_or("axis", 0)?,
+        }))
+    });
     r.register("", "GatherElements", 11, |b| {
-        Ok(Box::new(GatherElements { axis: b.attrs.int_or("axis", 0)? }))
+        Ok(Box::new(GatherElements {
+            axis: b.attrs.int_or("axis", 0)?,
+        }))
     });
     r.register("", "GatherND", 11, |b| {
-        let batch = if b.opset >= 12 { b.attrs.int_or("batch_dims", 0)? } else { 0 };
+        let batch = if b.opset >= 12 {
+            b.attrs.int_or("batch_dims", 0)?
+        } else {
+            0
+        };
         let batch_dims = usize::try_from(batch)
             .map_err(|_| OpError::attribute("batch_dims", format!("{batch} is negative")))?;
         Ok(Box::new(GatherND { batch_dims }))
     });
     r.register("", "ScatterND", 11, |b| {
-        Ok(Box::new(ScatterND { reduction: reduction(b)? }))
+        Ok(Box::new(ScatterND {
+            reduction: reduction(b)?,
+        }))
     });
     r.register_range("", "Scatter", 9, 10, |b| {
-        Ok(Box::new(ScatterElements { axis: b.attrs.int_or("axis", 0)?, reduction: Reduction::None }))
+        Ok(Box::new(ScatterElements {
+            axis: b.attrs.int_or("axis", 0)?,
+            reduction: Reduction::None,
+        }))
     });
     r.register("", "ScatterElements", 11, |b| {
-        Ok(Box::new(ScatterElements { axis: b.attrs.int_or("axis", 0)?, reduction: reduction(b)? }))
+        Ok(Box::new(ScatterElements {
+            axis: b.attrs.int_or("axis", 0)?,
+            reduction: reduction(b)?,
+        }))
     });
-    r.register("", "Compress", 9, |b| Ok(Box::new(Compress { axis: b.attrs.int("axis")? })));
+    r.register("", "Compress", 9, |b| {
+        Ok(Box::new(Compress {
+            axis: b.attrs.int("axis")?,
+        }))
+    });
     r.register("", "NonZero", 9, |_| Ok(Box::new(NonZero)));
-    r.register("", "OneHot", 9, |b| Ok(Box::new(OneHot { axis: b.attrs.int_or("axis", -1)? })));
+    r.register("", "OneHot", 9, |b| {
+        Ok(Box::new(OneHot {
+            axis: b.attrs.int_or("axis", -1)?,
+        }))
+    });
 }
 
 // ----- Concat -------------------------------------------------------------------------------
@@ -79,7 +104,10 @@ fn concat_shape(shapes: &[Vec<usize>], axis: i64) -> OpResult<(usize, Vec<usize>
     out[a] = 0;
     for (i, s) in shapes.iter().enumerate() {
         let same = s.len() == first.len()
-            && s.iter().zip(first).enumerate().all(|(d, (x, y))| d == a || x == y);
+            && s.iter()
+                .zip(first)
+                .enumerate()
+                .all(|(d, (x, y))| d == a || x == y);
         if !same {
             return Err(OpError::invalid(
                 i,
@@ -97,7 +125,9 @@ impl Operator for Concat {
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         let shapes: Option<Vec<Vec<usize>>> = inputs.iter().map(Fact::concrete_shape).collect();
-        let Some(shapes) = shapes.filter(|s| !s.is_empty()) else { return Ok(None) };
+        let Some(shapes) = shapes.filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
         let (_, out) = concat_shape(&shapes, self.axis)?;
         Ok(Some(vec![fact(inputs[0].dtype, &out)]))
     }
@@ -108,7 +138,10 @@ impl Operator for Concat {
         let (a, out_shape) = concat_shape(&shapes, self.axis)?;
         let dtype = ts[0].dtype();
         if let Some(i) = ts.iter().position(|t| t.dtype() != dtype) {
-            return Err(OpError::UnsupportedDType { index: i, dtype: ts[i].dtype() });
+            return Err(OpError::UnsupportedDType {
+                index: i,
+                dtype: ts[i].dtype(),
+            });
         }
         if ts.len() == 1 {
             return Ok(vec![ts[0].clone().into()]);
@@ -150,7 +183,11 @@ pub struct Split {
 }
 
 fn build_split(b: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
-    let split = if b.opset < 13 { b.attrs.ints("split")? } else { None };
+    let split = if b.opset < 13 {
+        b.attrs.ints("split")?
+    } else {
+        None
+    };
     let num_outputs = if b.opset >= 18 {
         match b.attrs.int("num_outputs")? {
             None => None,
@@ -175,21 +212,30 @@ impl Split {
         let given = self.split.clone().or(input);
         if let Some(s) = given {
             let lens = sizes_from(1, &s)?;
-            if lens.iter().sum::<usize>() != dim || (self.outputs > 0 && lens.len() != self.outputs) {
+            if lens.iter().sum::<usize>() != dim || (self.outputs > 0 && lens.len() != self.outputs)
+            {
                 return Err(OpError::invalid(
                     1,
-                    format!("split {s:?} does not cut a dimension of {dim} into {} outputs", self.outputs),
+                    format!(
+                        "split {s:?} does not cut a dimension of {dim} into {} outputs",
+                        self.outputs
+                    ),
                 ));
             }
             return Ok(lens);
         }
         if let Some(n) = self.num_outputs {
             let chunk = dim.div_ceil(n);
-            return Ok((0..n).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect());
+            return Ok((0..n)
+                .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
+                .collect());
         }
         let n = self.outputs.max(1);
-        if dim % n != 0 {
-            return Err(OpError::invalid(0, format!("dimension {dim} cannot be split evenly into {n} outputs")));
+        if !dim.is_multiple_of(n) {
+            return Err(OpError::invalid(
+                0,
+                format!("dimension {dim} cannot be split evenly into {n} outputs"),
+            ));
         }
         Ok(vec![dim / n; n])
     }
@@ -201,7 +247,11 @@ impl Operator for Split {
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let data = inputs.tensor(0)?;
         let a = attr_axis("axis", self.axis, data.rank())?;
-        let input = if self.split_input { int_input(&inputs, 1)? } else { None };
+        let input = if self.split_input {
+            int_input(&inputs, 1)?
+        } else {
+            None
+        };
         let lens = self.lengths(data.shape()[a], input)?;
         let mut start = 0usize;
         let mut out = Vec::with_capacity(lens.len());
@@ -255,14 +305,17 @@ fn slice_plan(
     steps: Option<&[i64]>,
 ) -> OpResult<Vec<AxisSlice>> {
     let n = starts.len();
-    if ends.len() != n || axes.is_some_and(|a| a.len() != n) || steps.is_some_and(|s| s.len() != n) {
+    if ends.len() != n || axes.is_some_and(|a| a.len() != n) || steps.is_some_and(|s| s.len() != n)
+    {
         return Err(OpError::invalid(
             2,
             format!("starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"),
         ));
     }
     let default_axes: Vec<i64> = (0..n as i64).collect();
-    let axes = unique_axes(axes.unwrap_or(&default_axes), shape.len(), |m| OpError::invalid(3, m))?;
+    let axes = unique_axes(axes.unwrap_or(&default_axes), shape.len(), |m| {
+        OpError::invalid(3, m)
+    })?;
     let mut plan = Vec::with_capacity(n);
     for i in 0..n {
         let step = steps.map_or(1, |s| s[i]);
@@ -274,17 +327,29 @@ fn slice_plan(
         let (s, e) = if step > 0 {
             (norm(starts[i]).clamp(0, dim), norm(ends[i]).clamp(0, dim))
         } else {
-            (norm(starts[i]).clamp(0, (dim - 1).max(0)), norm(ends[i]).clamp(-1, dim - 1))
+            (
+                norm(starts[i]).clamp(0, (dim - 1).max(0)),
+                norm(ends[i]).clamp(-1, dim - 1),
+            )
         };
         let (s128, e128, st) = (s as i128, e as i128, step as i128);
         let count = if step > 0 {
-            if e128 > s128 { (e128 - s128 + st - 1) / st } else { 0 }
+            if e128 > s128 {
+                (e128 - s128 + st - 1) / st
+            } else {
+                0
+            }
         } else if s128 > e128 {
             (s128 - e128 - st - 1) / -st
         } else {
             0
         };
-        plan.push(AxisSlice { axis: axes[i], start: s as usize, count: count as usize, step });
+        plan.push(AxisSlice {
+            axis: axes[i],
+            start: s as usize,
+            count: count as usize,
+            step,
+        });
     }
     Ok(plan)
 }
@@ -297,7 +362,9 @@ fn apply_plan(data: &Tensor, plan: &[AxisSlice]) -> OpResult<Tensor> {
         } else if p.count == 1 {
             view.slice_axis(p.axis, p.start, p.start as isize + 1, 1)?
         } else {
-            let end = p.start as isize + (p.count as isize - 1) * p.step as isize + p.step.signum() as isize;
+            let end = p.start as isize
+                + (p.count as isize - 1) * p.step as isize
+                + p.step.signum() as isize;
             view.slice_axis(p.axis, p.start, end, p.step as isize)?
         };
     }
@@ -306,7 +373,10 @@ fn apply_plan(data: &Tensor, plan: &[AxisSlice]) -> OpResult<Tensor> {
 
 impl Slice {
     #[allow(clippy::type_complexity)]
-    fn params(&self, inputs: &Inputs) -> OpResult<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>)> {
+    fn params(
+        &self,
+        inputs: &Inputs,
+    ) -> OpResult<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>)> {
         match &self.attrs {
             Some(a) => Ok((a.starts.clone(), a.ends.clone(), a.axes.clone(), None)),
             None => Ok((
@@ -323,7 +393,9 @@ impl Operator for Slice {
     op_boilerplate!("Slice");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else { return Ok(None) };
+        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else {
+            return Ok(None);
+        };
         let (starts, ends, axes, steps) = match &self.attrs {
             Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
             None => {
@@ -336,7 +408,9 @@ impl Operator for Slice {
                         },
                     }
                 };
-                let (Some(Some(s)), Some(Some(e)), Some(a), Some(st)) = (get(1)?, get(2)?, get(3)?, get(4)?) else {
+                let (Some(Some(s)), Some(Some(e)), Some(a), Some(st)) =
+                    (get(1)?, get(2)?, get(3)?, get(4)?)
+                else {
                     return Ok(None);
                 };
                 (s, e, a, st)
@@ -353,7 +427,13 @@ impl Operator for Slice {
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let data = inputs.tensor(0)?;
         let (starts, ends, axes, steps) = self.params(&inputs)?;
-        let plan = slice_plan(data.shape(), &starts, &ends, axes.as_deref(), steps.as_deref())?;
+        let plan = slice_plan(
+            data.shape(),
+            &starts,
+            &ends,
+            axes.as_deref(),
+            steps.as_deref(),
+        )?;
         Ok(vec![materialize(ctx, &apply_plan(data, &plan)?)?.into()])
     }
 }
@@ -363,14 +443,23 @@ impl Operator for Slice {
 fn index_values(inputs: &Inputs, index: usize) -> OpResult<(Vec<i64>, Vec<usize>)> {
     let t = inputs.tensor(index)?;
     if !t.dtype().is_integer() {
-        return Err(OpError::UnsupportedDType { index, dtype: t.dtype() });
+        return Err(OpError::UnsupportedDType {
+            index,
+            dtype: t.dtype(),
+        });
     }
     Ok((t.to_i64_vec()?, t.shape().to_vec()))
 }
 
 /// Takes `idx` (already normalized) along `axis` of `data`; the output has `idx_shape` in
 /// place of that axis.
-fn gather_axis(ctx: &EvalCtx<'_>, data: &Tensor, axis: usize, idx: &[usize], idx_shape: &[usize]) -> OpResult<Tensor> {
+fn gather_axis(
+    ctx: &EvalCtx<'_>,
+    data: &Tensor,
+    axis: usize,
+    idx: &[usize],
+    idx_shape: &[usize],
+) -> OpResult<Tensor> {
     let shape = data.shape();
     let mut out_shape = shape[..axis].to_vec();
     out_shape.extend_from_slice(idx_shape);
@@ -413,13 +502,21 @@ impl Operator for Gather {
     op_boilerplate!("Gather");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(d), Some(i)) = (inputs.first(), inputs.get(1)) else { return Ok(None) };
-        let (Some(ds), Some(is)) = (&d.shape, &i.shape) else { return Ok(None) };
+        let (Some(d), Some(i)) = (inputs.first(), inputs.get(1)) else {
+            return Ok(None);
+        };
+        let (Some(ds), Some(is)) = (&d.shape, &i.shape) else {
+            return Ok(None);
+        };
         let a = attr_axis("axis", self.axis, ds.len())?;
         let mut out = ds[..a].to_vec();
         out.extend(is.iter().cloned());
         out.extend(ds[a + 1..].iter().cloned());
-        Ok(Some(vec![Fact { dtype: d.dtype, shape: Some(out), value: None }]))
+        Ok(Some(vec![Fact {
+            dtype: d.dtype,
+            shape: Some(out),
+            value: None,
+        }]))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
@@ -427,13 +524,19 @@ impl Operator for Gather {
         let a = attr_axis("axis", self.axis, data.rank())?;
         let (raw, idx_shape) = index_values(&inputs, 1)?;
         let dim = data.shape()[a];
-        let idx = raw.iter().map(|&i| norm_index(1, i, dim)).collect::<OpResult<Vec<_>>>()?;
+        let idx = raw
+            .iter()
+            .map(|&i| norm_index(1, i, dim))
+            .collect::<OpResult<Vec<_>>>()?;
         Ok(vec![gather_axis(ctx, data, a, &idx, &idx_shape)?.into()])
     }
 }
 
 /// Calls `f(flat_position, multi_index)` for every index of `shape` in row-major order.
-fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize]) -> OpResult<()>) -> OpResult<()> {
+fn for_each_index(
+    shape: &[usize],
+    mut f: impl FnMut(usize, &[usize]) -> OpResult<()>,
+) -> OpResult<()> {
     let n = prod(shape);
     let mut idx = vec![0usize; shape.len()];
     for flat in 0..n {
@@ -451,18 +554,34 @@ fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize]) -> OpResul
 
 /// Offsets into `data` for GatherElements/ScatterElements: the position of each `indices`
 /// element with its own coordinate replaced by its value along `axis`.
-fn element_offsets(data: &[usize], ishape: &[usize], values: &[i64], axis: usize) -> OpResult<Vec<usize>> {
+fn element_offsets(
+    data: &[usize],
+    ishape: &[usize],
+    values: &[i64],
+    axis: usize,
+) -> OpResult<Vec<usize>> {
     if ishape.len() != data.len() {
-        return Err(OpError::invalid(1, format!("indices of shape {ishape:?} must have the rank of data {data:?}")));
+        return Err(OpError::invalid(
+            1,
+            format!("indices of shape {ishape:?} must have the rank of data {data:?}"),
+        ));
     }
     if let Some(d) = (0..data.len()).find(|&d| d != axis && ishape[d] > data[d]) {
-        return Err(OpError::invalid(1, format!("indices shape {ishape:?} exceeds data shape {data:?} on axis {d}")));
+        return Err(OpError::invalid(
+            1,
+            format!("indices shape {ishape:?} exceeds data shape {data:?} on axis {d}"),
+        ));
     }
     let strides = row_major_strides(data);
     let mut out = Vec::with_capacity(values.len());
     for_each_index(ishape, |flat, idx| {
         let k = norm_index(1, values[flat], data[axis])?;
-        let off: usize = idx.iter().zip(&strides).enumerate().map(|(d, (&i, &s))| if d == axis { k * s } else { i * s }).sum();
+        let off: usize = idx
+            .iter()
+            .zip(&strides)
+            .enumerate()
+            .map(|(d, (&i, &s))| if d == axis { k * s } else { i * s })
+            .sum();
         out.push(off);
         Ok(())
     })?;
@@ -480,8 +599,14 @@ impl Operator for GatherElements {
     op_boilerplate!("GatherElements");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(d), Some(i)) = (inputs.first(), inputs.get(1)) else { return Ok(None) };
-        Ok(Some(vec![Fact { dtype: d.dtype, shape: i.shape.clone(), value: None }]))
+        let (Some(d), Some(i)) = (inputs.first(), inputs.get(1)) else {
+            return Ok(None);
+        };
+        Ok(Some(vec![Fact {
+            dtype: d.dtype,
+            shape: i.shape.clone(),
+            value: None,
+        }]))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
@@ -505,7 +630,12 @@ struct NdPlan {
     out_shape: Vec<usize>,
 }
 
-fn nd_plan(data: &[usize], ishape: &[usize], values: &[i64], batch_dims: usize) -> OpResult<NdPlan> {
+fn nd_plan(
+    data: &[usize],
+    ishape: &[usize],
+    values: &[i64],
+    batch_dims: usize,
+) -> OpResult<NdPlan> {
     let (r, q) = (data.len(), ishape.len());
     if q == 0 {
         return Err(OpError::invalid(1, "indices must have rank at least 1"));
@@ -518,7 +648,10 @@ fn nd_plan(data: &[usize], ishape: &[usize], values: &[i64], batch_dims: usize) 
         ));
     }
     if ishape[..batch_dims] != data[..batch_dims] {
-        return Err(OpError::invalid(1, format!("batch dimensions of {ishape:?} and {data:?} differ")));
+        return Err(OpError::invalid(
+            1,
+            format!("batch dimensions of {ishape:?} and {data:?} differ"),
+        ));
     }
     let mut out_shape = ishape[..q - 1].to_vec();
     out_shape.extend_from_slice(&data[batch_dims + m..]);
@@ -539,7 +672,11 @@ fn nd_plan(data: &[usize], ishape: &[usize], values: &[i64], batch_dims: usize) 
             offsets.push(off);
         }
     }
-    Ok(NdPlan { offsets, slice: prod(&data[batch_dims + m..]), out_shape })
+    Ok(NdPlan {
+        offsets,
+        slice: prod(&data[batch_dims + m..]),
+        out_shape,
+    })
 }
 
 /// `GatherND`: gathers slices of `data` addressed by the last axis of `indices`.
@@ -597,7 +734,10 @@ fn reduction(b: &BuildCtx<'_>) -> OpResult<Reduction> {
         "mul" => Ok(Reduction::Mul),
         "max" if b.opset >= 18 => Ok(Reduction::Max),
         "min" if b.opset >= 18 => Ok(Reduction::Min),
-        other => Err(OpError::attribute("reduction", format!("'{other}' is not supported at opset {}", b.opset))),
+        other => Err(OpError::attribute(
+            "reduction",
+            format!("'{other}' is not supported at opset {}", b.opset),
+        )),
     }
 }
 
@@ -608,15 +748,37 @@ fn combine<T: Element>(r: Reduction, a: T, b: T) -> T {
         Reduction::Add => T::from_i128(a.to_i128().wrapping_add(b.to_i128())),
         Reduction::Mul if T::IS_FLOAT => T::from_f64(a.to_f64() * b.to_f64()),
         Reduction::Mul => T::from_i128(a.to_i128().wrapping_mul(b.to_i128())),
-        Reduction::Max => if b > a { b } else { a },
-        Reduction::Min => if b < a { b } else { a },
+        Reduction::Max => {
+            if b > a {
+                b
+            } else {
+                a
+            }
+        }
+        Reduction::Min => {
+            if b < a {
+                b
+            } else {
+                a
+            }
+        }
     }
 }
 
 /// Writes `updates` blocks of `block` elements at `offsets` into a copy of `data`.
-fn scatter(ctx: &EvalCtx<'_>, data: &Tensor, updates: &Tensor, offsets: &[usize], block: usize, r: Reduction) -> OpResult<Tensor> {
+fn scatter(
+    ctx: &EvalCtx<'_>,
+    data: &Tensor,
+    updates: &Tensor,
+    offsets: &[usize],
+    block: usize,
+    r: Reduction,
+) -> OpResult<Tensor> {
     if updates.dtype() != data.dtype() {
-        return Err(OpError::UnsupportedDType { index: 2, dtype: updates.dtype() });
+        return Err(OpError::UnsupportedDType {
+            index: 2,
+            dtype: updates.dtype(),
+        });
     }
     let data = data.contiguous();
     let updates = updates.contiguous();
@@ -661,7 +823,12 @@ impl Operator for ScatterND {
     op_boilerplate!("ScatterND");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        Ok(inputs.first().map(|f| vec![Fact { value: None, ..f.clone() }]))
+        Ok(inputs.first().map(|f| {
+            vec![Fact {
+                value: None,
+                ..f.clone()
+            }]
+        }))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
@@ -670,9 +837,24 @@ impl Operator for ScatterND {
         let updates = inputs.tensor(2)?;
         let plan = nd_plan(data.shape(), &ishape, &values, 0)?;
         if updates.shape() != plan.out_shape.as_slice() {
-            return Err(OpError::invalid(2, format!("updates shape {:?} should be {:?}", updates.shape(), plan.out_shape)));
+            return Err(OpError::invalid(
+                2,
+                format!(
+                    "updates shape {:?} should be {:?}",
+                    updates.shape(),
+                    plan.out_shape
+                ),
+            ));
         }
-        Ok(vec![scatter(ctx, data, updates, &plan.offsets, plan.slice, self.reduction)?.into()])
+        Ok(vec![scatter(
+            ctx,
+            data,
+            updates,
+            &plan.offsets,
+            plan.slice,
+            self.reduction,
+        )?
+        .into()])
     }
 }
 
@@ -690,7 +872,12 @@ impl Operator for ScatterElements {
     op_boilerplate!("ScatterElements");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        Ok(inputs.first().map(|f| vec![Fact { value: None, ..f.clone() }]))
+        Ok(inputs.first().map(|f| {
+            vec![Fact {
+                value: None,
+                ..f.clone()
+            }]
+        }))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
@@ -699,10 +886,24 @@ impl Operator for ScatterElements {
         let (values, ishape) = index_values(&inputs, 1)?;
         let updates = inputs.tensor(2)?;
         if updates.shape() != ishape.as_slice() {
-            return Err(OpError::invalid(2, format!("updates shape {:?} differs from indices shape {ishape:?}", updates.shape())));
+            return Err(OpError::invalid(
+                2,
+                format!(
+                    "updates shape {:?} differs from indices shape {ishape:?}",
+                    updates.shape()
+                ),
+            ));
         }
         let offsets = element_offsets(data.shape(), &ishape, &values, a)?;
-        Ok(vec![scatter(ctx, data, updates, &offsets, 1, self.reduction)?.into()])
+        Ok(vec![scatter(
+            ctx,
+            data,
+            updates,
+            &offsets,
+            1,
+            self.reduction,
+        )?
+        .into()])
     }
 }
 
@@ -723,10 +924,16 @@ impl Operator for Compress {
         let data = inputs.tensor(0)?;
         let cond = inputs.tensor(1)?;
         if cond.dtype() != DType::Bool && !cond.dtype().is_integer() {
-            return Err(OpError::UnsupportedDType { index: 1, dtype: cond.dtype() });
+            return Err(OpError::UnsupportedDType {
+                index: 1,
+                dtype: cond.dtype(),
+            });
         }
         if cond.rank() != 1 {
-            return Err(OpError::invalid(1, format!("condition must be 1-D, got shape {:?}", cond.shape())));
+            return Err(OpError::invalid(
+                1,
+                format!("condition must be 1-D, got shape {:?}", cond.shape()),
+            ));
         }
         let flat;
         let (src, a) = match self.axis {
@@ -741,7 +948,10 @@ impl Operator for Compress {
         for (i, c) in cond.to_i64_vec()?.into_iter().enumerate() {
             if c != 0 {
                 if i >= dim {
-                    return Err(OpError::invalid(1, format!("condition selects index {i} beyond dimension {dim}")));
+                    return Err(OpError::invalid(
+                        1,
+                        format!("condition selects index {i} beyond dimension {dim}"),
+                    ));
                 }
                 idx.push(i);
             }
@@ -767,9 +977,18 @@ impl Operator for NonZero {
             dispatch_numeric!(dtype, T => data.as_slice::<T>()?.iter().map(|v| v.to_f64() != 0.0).collect(),
                 return Err(OpError::UnsupportedDType { index: 0, dtype }))
         };
-        let shape: Vec<usize> = if data.rank() == 0 { vec![1] } else { data.shape().to_vec() };
+        let shape: Vec<usize> = if data.rank() == 0 {
+            vec![1]
+        } else {
+            data.shape().to_vec()
+        };
         let rank = shape.len();
-        let hits: Vec<usize> = flags.iter().enumerate().filter(|(_, &f)| f).map(|(i, _)| i).collect();
+        let hits: Vec<usize> = flags
+            .iter()
+            .enumerate()
+            .filter(|(_, &f)| f)
+            .map(|(i, _)| i)
+            .collect();
         let n = hits.len();
         let strides = row_major_strides(&shape);
         let mut out = vec![0i64; rank * n];
@@ -799,20 +1018,32 @@ impl Operator for OneHot {
         } else if indices.dtype().is_float() {
             indices.cast(DType::I64)?.to_i64_vec()?
         } else {
-            return Err(OpError::UnsupportedDType { index: 0, dtype: indices.dtype() });
+            return Err(OpError::UnsupportedDType {
+                index: 0,
+                dtype: indices.dtype(),
+            });
         };
         let depth_t = inputs.tensor(1)?;
         if depth_t.len() != 1 {
-            return Err(OpError::invalid(1, format!("depth must hold one value, got shape {:?}", depth_t.shape())));
+            return Err(OpError::invalid(
+                1,
+                format!("depth must hold one value, got shape {:?}", depth_t.shape()),
+            ));
         }
         let depth_f = depth_t.first_as_f64()?;
-        if !(depth_f >= 1.0 && depth_f < 1e15) {
-            return Err(OpError::invalid(1, format!("depth {depth_f} must be a positive size")));
+        if !(1.0..1e15).contains(&depth_f) {
+            return Err(OpError::invalid(
+                1,
+                format!("depth {depth_f} must be a positive size"),
+            ));
         }
         let depth = depth_f as usize;
         let values = inputs.tensor(2)?.contiguous();
         if values.len() != 2 {
-            return Err(OpError::invalid(2, format!("values must hold [off, on], got shape {:?}", values.shape())));
+            return Err(OpError::invalid(
+                2,
+                format!("values must hold [off, on], got shape {:?}", values.shape()),
+            ));
         }
         let a = attr_axis("axis", self.axis, indices.rank() + 1)?;
         let mut out_shape = indices.shape().to_vec();

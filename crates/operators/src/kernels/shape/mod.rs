@@ -14,8 +14,8 @@ pub use create::{
     Cast, CastLike, Constant, ConstantOfShape, Dropout, EyeLike, Pad, PadMode, Range, Trilu,
 };
 pub use index::{
-    Compress, Concat, Gather, GatherElements, GatherND, NonZero, OneHot, Reduction, ScatterElements,
-    ScatterND, Slice, SliceAttrs, Split,
+    Compress, Concat, Gather, GatherElements, GatherND, NonZero, OneHot, Reduction,
+    ScatterElements, ScatterND, Slice, SliceAttrs, Split,
 };
 pub use reshape::{
     DepthToSpace, Expand, Flatten, Reshape, ShapeOp, Size, SpaceToDepth, Squeeze, Tile, Transpose,
@@ -46,7 +46,9 @@ impl Operator for Identity {
     }
 
     fn eval(&self, _ctx: &EvalCtx<'_>, mut inputs: Inputs) -> OpResult<Vec<Value>> {
-        let v = inputs.take(0).ok_or(crate::OpError::MissingInput { index: 0 })?;
+        let v = inputs
+            .take(0)
+            .ok_or(crate::OpError::MissingInput { index: 0 })?;
         Ok(vec![v])
     }
 }

@@ -1,12 +1,10 @@
 //! Ops that change shapes and layouts: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Shape,
 //! Size, DepthToSpace, SpaceToDepth, Expand, Tile.
 
-use super::common::{
-    checked_numel, fact, int_input, materialize, prod, sizes_from, unique_axes,
-};
+use super::common::{checked_numel, fact, int_input, materialize, prod, sizes_from, unique_axes};
 use crate::{
-    op_boilerplate, BuildCtx, Dim, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult,
-    Operator, Value,
+    op_boilerplate, BuildCtx, Dim, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator,
+    Value,
 };
 use strata_tensor::{broadcast_shapes, DType, Tensor};
 
@@ -16,7 +14,10 @@ pub(super) fn register(r: &mut OpRegistry) {
             .attrs
             .ints("shape")?
             .ok_or_else(|| OpError::attribute("shape", "required before opset 5"))?;
-        Ok(Box::new(Reshape { shape: Some(shape), allowzero: false }))
+        Ok(Box::new(Reshape {
+            shape: Some(shape),
+            allowzero: false,
+        }))
     });
     r.register("", "Reshape", 5, |b| {
         Ok(Box::new(Reshape {
@@ -25,10 +26,14 @@ pub(super) fn register(r: &mut OpRegistry) {
         }))
     });
     r.register("", "Flatten", 1, |b| {
-        Ok(Box::new(Flatten { axis: b.attrs.int_or("axis", 1)? }))
+        Ok(Box::new(Flatten {
+            axis: b.attrs.int_or("axis", 1)?,
+        }))
     });
     r.register_range("", "Squeeze", 1, 12, |b| {
-        Ok(Box::new(Squeeze { axes: b.attrs.ints("axes")? }))
+        Ok(Box::new(Squeeze {
+            axes: b.attrs.ints("axes")?,
+        }))
     });
     r.register("", "Squeeze", 13, |_| Ok(Box::new(Squeeze { axes: None })));
     r.register_range("", "Unsqueeze", 1, 12, |b| {
@@ -38,14 +43,17 @@ pub(super) fn register(r: &mut OpRegistry) {
             .ok_or_else(|| OpError::attribute("axes", "required before opset 13"))?;
         Ok(Box::new(Unsqueeze { axes: Some(axes) }))
     });
-    r.register("", "Unsqueeze", 13, |_| Ok(Box::new(Unsqueeze { axes: None })));
+    r.register("", "Unsqueeze", 13, |_| {
+        Ok(Box::new(Unsqueeze { axes: None }))
+    });
     r.register("", "Transpose", 1, |b| {
-        let perm = match b.attrs.ints("perm")? {
-            None => None,
-            Some(p) => Some(sizes_from(0, &p).map_err(|_| {
-                OpError::attribute("perm", format!("{p:?} has a negative entry"))
-            })?),
-        };
+        let perm =
+            match b.attrs.ints("perm")? {
+                None => None,
+                Some(p) => Some(sizes_from(0, &p).map_err(|_| {
+                    OpError::attribute("perm", format!("{p:?} has a negative entry"))
+                })?),
+            };
         Ok(Box::new(Transpose { perm }))
     });
     r.register("", "Shape", 1, |b| {
@@ -59,17 +67,28 @@ pub(super) fn register(r: &mut OpRegistry) {
     r.register("", "Size", 1, |_| Ok(Box::new(Size)));
     r.register("", "DepthToSpace", 1, |b| {
         let block = block_size(b)?;
-        let mode = if b.opset >= 11 { b.attrs.string_or("mode", "DCR")? } else { "DCR".into() };
+        let mode = if b.opset >= 11 {
+            b.attrs.string_or("mode", "DCR")?
+        } else {
+            "DCR".into()
+        };
         let crd = match mode.as_str() {
             "DCR" => false,
             "CRD" => true,
             other => {
-                return Err(OpError::attribute("mode", format!("'{other}' is not DCR or CRD")))
+                return Err(OpError::attribute(
+                    "mode",
+                    format!("'{other}' is not DCR or CRD"),
+                ))
             }
         };
         Ok(Box::new(DepthToSpace { block, crd }))
     });
-    r.register("", "SpaceToDepth", 1, |b| Ok(Box::new(SpaceToDepth { block: block_size(b)? })));
+    r.register("", "SpaceToDepth", 1, |b| {
+        Ok(Box::new(SpaceToDepth {
+            block: block_size(b)?,
+        }))
+    });
     r.register("", "Expand", 8, |_| Ok(Box::new(Expand)));
     r.register("", "Tile", 6, |_| Ok(Box::new(Tile)));
 }
@@ -90,7 +109,11 @@ fn same_dtype(inputs: &[Fact]) -> Option<DType> {
 }
 
 fn known_fact(dtype: Option<DType>, shape: Vec<Dim>) -> Fact {
-    Fact { dtype, shape: Some(shape), value: None }
+    Fact {
+        dtype,
+        shape: Some(shape),
+        value: None,
+    }
 }
 
 fn dims(shape: &[usize]) -> Vec<Dim> {
@@ -98,7 +121,11 @@ fn dims(shape: &[usize]) -> Vec<Dim> {
 }
 
 /// The target shape of a Reshape of `input` by `spec` (0 copies, -1 infers).
-pub(crate) fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec<usize>> {
+pub(crate) fn reshape_target(
+    input: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> OpResult<Vec<usize>> {
     let bad = |reason: String| OpError::invalid(1, reason);
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
@@ -111,9 +138,14 @@ pub(crate) fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> 
                 out.push(1);
             }
             0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
-                bad(format!("shape {spec:?} copies dimension {i} but the input {input:?} has rank {}", input.len()))
+                bad(format!(
+                    "shape {spec:?} copies dimension {i} but the input {input:?} has rank {}",
+                    input.len()
+                ))
             })?),
-            d if d >= 0 => out.push(usize::try_from(d).map_err(|_| bad(format!("dimension {d} too large")))?),
+            d if d >= 0 => {
+                out.push(usize::try_from(d).map_err(|_| bad(format!("dimension {d} too large")))?)
+            }
             d => return Err(bad(format!("shape {spec:?} has invalid dimension {d}"))),
         }
     }
@@ -123,14 +155,16 @@ pub(crate) fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> 
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| bad(format!("shape {spec:?} is too large")))?;
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(bad(format!("cannot reshape {input:?} into {spec:?}")));
         }
         out[i] = total / known;
     }
     let n = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if n != Some(total) {
-        return Err(bad(format!("cannot reshape {input:?} ({total} elements) into {spec:?}")));
+        return Err(bad(format!(
+            "cannot reshape {input:?} ({total} elements) into {spec:?}"
+        )));
     }
     Ok(out)
 }
@@ -165,7 +199,9 @@ impl Operator for Reshape {
                 _ => return Ok(None),
             },
         };
-        let Some(data) = inputs.first() else { return Ok(None) };
+        let Some(data) = inputs.first() else {
+            return Ok(None);
+        };
         if let Some(shape) = data.concrete_shape() {
             let out = reshape_target(&shape, &spec, self.allowzero)?;
             return Ok(Some(vec![known_fact(data.dtype, dims(&out))]));
@@ -174,7 +210,9 @@ impl Operator for Reshape {
         if spec.contains(&-1) || spec.iter().any(|&d| d < -1) {
             return Ok(None);
         }
-        let Some(in_dims) = &data.shape else { return Ok(None) };
+        let Some(in_dims) = &data.shape else {
+            return Ok(None);
+        };
         let mut out = Vec::with_capacity(spec.len());
         for (i, &d) in spec.iter().enumerate() {
             if d == 0 && !self.allowzero {
@@ -205,11 +243,18 @@ pub struct Flatten {
 
 impl Flatten {
     fn split(&self, rank: usize) -> OpResult<usize> {
-        let a = if self.axis < 0 { self.axis + rank as i64 } else { self.axis };
+        let a = if self.axis < 0 {
+            self.axis + rank as i64
+        } else {
+            self.axis
+        };
         if (0..=rank as i64).contains(&a) {
             Ok(a as usize)
         } else {
-            Err(OpError::attribute("axis", format!("{} is out of range for rank {rank}", self.axis)))
+            Err(OpError::attribute(
+                "axis",
+                format!("{} is out of range for rank {rank}", self.axis),
+            ))
         }
     }
 }
@@ -218,7 +263,9 @@ impl Operator for Flatten {
     op_boilerplate!("Flatten");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else { return Ok(None) };
+        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else {
+            return Ok(None);
+        };
         let a = self.split(shape.len())?;
         Ok(Some(vec![fact(
             same_dtype(inputs),
@@ -268,7 +315,9 @@ impl Operator for Squeeze {
     op_boilerplate!("Squeeze");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else { return Ok(None) };
+        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else {
+            return Ok(None);
+        };
         let axes = match &self.axes {
             Some(a) => Some(a.clone()),
             None => match inputs.get(1) {
@@ -306,7 +355,13 @@ fn unsqueeze_shape(shape: &[usize], axes: &[i64]) -> OpResult<Vec<usize>> {
     let axes = unique_axes(axes, rank, |m| OpError::attribute("axes", m))?;
     let mut rest = shape.iter();
     Ok((0..rank)
-        .map(|i| if axes.contains(&i) { 1 } else { rest.next().copied().unwrap_or(1) })
+        .map(|i| {
+            if axes.contains(&i) {
+                1
+            } else {
+                rest.next().copied().unwrap_or(1)
+            }
+        })
         .collect())
 }
 
@@ -314,7 +369,9 @@ impl Operator for Unsqueeze {
     op_boilerplate!("Unsqueeze");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else { return Ok(None) };
+        let Some(shape) = inputs.first().and_then(Fact::concrete_shape) else {
+            return Ok(None);
+        };
         let axes = match &self.axes {
             Some(a) => a.clone(),
             None => match inputs.get(1).and_then(|f| f.value.as_ref()) {
@@ -350,7 +407,10 @@ impl Transpose {
             None => Ok((0..rank).rev().collect()),
             Some(p) => {
                 let mut seen = vec![false; rank];
-                if p.len() != rank || p.iter().any(|&a| a >= rank || std::mem::replace(&mut seen[a], true)) {
+                if p.len() != rank
+                    || p.iter()
+                        .any(|&a| a >= rank || std::mem::replace(&mut seen[a], true))
+                {
                     return Err(OpError::attribute(
                         "perm",
                         format!("{p:?} is not a permutation of {rank} axes"),
@@ -366,10 +426,17 @@ impl Operator for Transpose {
     op_boilerplate!("Transpose");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(f) = inputs.first() else { return Ok(None) };
-        let Some(shape) = &f.shape else { return Ok(None) };
+        let Some(f) = inputs.first() else {
+            return Ok(None);
+        };
+        let Some(shape) = &f.shape else {
+            return Ok(None);
+        };
         let perm = self.perm(shape.len())?;
-        Ok(Some(vec![known_fact(f.dtype, perm.iter().map(|&p| shape[p].clone()).collect())]))
+        Ok(Some(vec![known_fact(
+            f.dtype,
+            perm.iter().map(|&p| shape[p].clone()).collect(),
+        )]))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
@@ -402,7 +469,9 @@ impl Operator for ShapeOp {
     op_boilerplate!("Shape");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(rank) = inputs.first().and_then(Fact::rank) else { return Ok(None) };
+        let Some(rank) = inputs.first().and_then(Fact::rank) else {
+            return Ok(None);
+        };
         let (s, e) = self.range(rank);
         if let Some(shape) = inputs[0].concrete_shape() {
             let v: Vec<i64> = shape[s..e].iter().map(|&d| d as i64).collect();
@@ -439,8 +508,12 @@ impl Operator for Size {
 }
 
 fn rank4(t: &Tensor) -> OpResult<[usize; 4]> {
-    <[usize; 4]>::try_from(t.shape())
-        .map_err(|_| OpError::invalid(0, format!("expected a 4-D tensor, got shape {:?}", t.shape())))
+    <[usize; 4]>::try_from(t.shape()).map_err(|_| {
+        OpError::invalid(
+            0,
+            format!("expected a 4-D tensor, got shape {:?}", t.shape()),
+        )
+    })
 }
 
 /// `DepthToSpace`: moves channel blocks into spatial blocks (DCR or CRD order).
@@ -456,7 +529,10 @@ impl DepthToSpace {
     fn out_shape(&self, [n, c, h, w]: [usize; 4]) -> OpResult<[usize; 4]> {
         let bb = self.block * self.block;
         if c % bb != 0 {
-            return Err(OpError::invalid(0, format!("channels {c} are not divisible by blocksize² {bb}")));
+            return Err(OpError::invalid(
+                0,
+                format!("channels {c} are not divisible by blocksize² {bb}"),
+            ));
         }
         Ok([n, c / bb, h * self.block, w * self.block])
     }
@@ -466,8 +542,12 @@ impl Operator for DepthToSpace {
     op_boilerplate!("DepthToSpace");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(s) = inputs.first().and_then(Fact::concrete_shape) else { return Ok(None) };
-        let Ok(s4) = <[usize; 4]>::try_from(s.as_slice()) else { return Ok(None) };
+        let Some(s) = inputs.first().and_then(Fact::concrete_shape) else {
+            return Ok(None);
+        };
+        let Ok(s4) = <[usize; 4]>::try_from(s.as_slice()) else {
+            return Ok(None);
+        };
         Ok(Some(vec![fact(same_dtype(inputs), &self.out_shape(s4)?)]))
     }
 
@@ -478,9 +558,11 @@ impl Operator for DepthToSpace {
         let b = self.block;
         let c2 = c / (b * b);
         let view = if self.crd {
-            data.reshape(&[n, c2, b, b, h, w])?.permute(&[0, 1, 4, 2, 5, 3])?
+            data.reshape(&[n, c2, b, b, h, w])?
+                .permute(&[0, 1, 4, 2, 5, 3])?
         } else {
-            data.reshape(&[n, b, b, c2, h, w])?.permute(&[0, 3, 4, 1, 5, 2])?
+            data.reshape(&[n, b, b, c2, h, w])?
+                .permute(&[0, 3, 4, 1, 5, 2])?
         };
         Ok(vec![materialize(ctx, &view)?.reshape(&out)?.into()])
     }
@@ -497,7 +579,10 @@ impl SpaceToDepth {
     fn out_shape(&self, [n, c, h, w]: [usize; 4]) -> OpResult<[usize; 4]> {
         let b = self.block;
         if h % b != 0 || w % b != 0 {
-            return Err(OpError::invalid(0, format!("spatial size {h}x{w} is not divisible by blocksize {b}")));
+            return Err(OpError::invalid(
+                0,
+                format!("spatial size {h}x{w} is not divisible by blocksize {b}"),
+            ));
         }
         Ok([n, c * b * b, h / b, w / b])
     }
@@ -507,8 +592,12 @@ impl Operator for SpaceToDepth {
     op_boilerplate!("SpaceToDepth");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(s) = inputs.first().and_then(Fact::concrete_shape) else { return Ok(None) };
-        let Ok(s4) = <[usize; 4]>::try_from(s.as_slice()) else { return Ok(None) };
+        let Some(s) = inputs.first().and_then(Fact::concrete_shape) else {
+            return Ok(None);
+        };
+        let Ok(s4) = <[usize; 4]>::try_from(s.as_slice()) else {
+            return Ok(None);
+        };
         Ok(Some(vec![fact(same_dtype(inputs), &self.out_shape(s4)?)]))
     }
 
@@ -517,7 +606,9 @@ impl Operator for SpaceToDepth {
         let [n, c, h, w] = rank4(data)?;
         let out = self.out_shape([n, c, h, w])?;
         let b = self.block;
-        let view = data.reshape(&[n, c, h / b, b, w / b, b])?.permute(&[0, 3, 5, 1, 2, 4])?;
+        let view = data
+            .reshape(&[n, c, h / b, b, w / b, b])?
+            .permute(&[0, 3, 5, 1, 2, 4])?;
         Ok(vec![materialize(ctx, &view)?.reshape(&out)?.into()])
     }
 }
@@ -529,7 +620,10 @@ pub struct Expand;
 fn expand_shape(data: &[usize], shape: &[i64]) -> OpResult<Vec<usize>> {
     let shape = sizes_from(1, shape)?;
     let out = broadcast_shapes(data, &shape).map_err(|_| {
-        OpError::invalid(1, format!("input shape {data:?} cannot be expanded to {shape:?}"))
+        OpError::invalid(
+            1,
+            format!("input shape {data:?} cannot be expanded to {shape:?}"),
+        )
     })?;
     checked_numel(&out)?;
     Ok(out.to_vec())
@@ -539,8 +633,12 @@ impl Operator for Expand {
     op_boilerplate!("Expand");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(data), Some(shape)) = (inputs.first(), inputs.get(1)) else { return Ok(None) };
-        let (Some(ds), Some(sv)) = (data.concrete_shape(), shape.value.as_ref()) else { return Ok(None) };
+        let (Some(data), Some(shape)) = (inputs.first(), inputs.get(1)) else {
+            return Ok(None);
+        };
+        let (Some(ds), Some(sv)) = (data.concrete_shape(), shape.value.as_ref()) else {
+            return Ok(None);
+        };
         let out = expand_shape(&ds, &sv.to_i64_vec()?)?;
         Ok(Some(vec![fact(data.dtype, &out)]))
     }
@@ -579,8 +677,12 @@ impl Operator for Tile {
     op_boilerplate!("Tile");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(data), Some(reps)) = (inputs.first(), inputs.get(1)) else { return Ok(None) };
-        let (Some(ds), Some(rv)) = (data.concrete_shape(), reps.value.as_ref()) else { return Ok(None) };
+        let (Some(data), Some(reps)) = (inputs.first(), inputs.get(1)) else {
+            return Ok(None);
+        };
+        let (Some(ds), Some(rv)) = (data.concrete_shape(), reps.value.as_ref()) else {
+            return Ok(None);
+        };
         let out = tile_shape(&ds, &rv.to_i64_vec()?)?;
         Ok(Some(vec![fact(data.dtype, &out)]))
     }
