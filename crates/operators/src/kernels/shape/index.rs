@@ -333,7 +333,9 @@ fn slice_plan(
             )
         };
         let (s128, e128, st) = (s as i128, e as i128, step as i128);
-        let count = if step > 0 {
+        let count = if dim == 0 {
+            0
+        } else if step > 0 {
             if e128 > s128 {
                 (e128 - s128 + st - 1) / st
             } else {

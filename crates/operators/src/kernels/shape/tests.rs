@@ -377,6 +377,15 @@ fn slice_steps_clamping_and_attrs() {
     )
     .unwrap();
     assert_eq!(fv(&y), vec![9., 6., 3., 0.]);
+    let empty = Tensor::zeros(DType::F32, &[0]).unwrap();
+    let y = run(
+        "Slice",
+        13,
+        attrs(),
+        vec![empty, i1(&[-1]), i1(&[-10]), i1(&[0]), i1(&[-1])],
+    )
+    .unwrap();
+    assert_eq!(y.shape(), &[0]);
     let y = run("Slice", 13, attrs(), vec![x.clone(), i1(&[5]), i1(&[2])]).unwrap();
     assert_eq!(y.shape(), &[0]);
     let m = arange(12, &[3, 4]);
