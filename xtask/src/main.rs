@@ -40,7 +40,11 @@ fn main() -> ExitCode {
     match flags::parse(std::env::args().skip(1)).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("xtask error: {err:?}");
+            // The cause chain, without anyhow's backtrace (noise for a task runner).
+            eprintln!("xtask error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -37,10 +37,9 @@ pub(crate) fn ensure(force: bool) -> Result<PathBuf> {
     let requirements = root.join("xtask/python/requirements.txt");
     let testdata = root.join("testdata");
 
-    let venv_key = Fnv::new()
-        .write(python_base().as_bytes())
-        .file(&root, &requirements)?
-        .hex();
+    // Keyed on the requirements only: which interpreter created the venv does not
+    // matter once it exists (delete target/pyenv to switch interpreters).
+    let venv_key = Fnv::new().file(&root, &requirements)?.hex();
     let python = util::step("python venv (target/pyenv)", || {
         ensure_venv(&root.join("target/pyenv"), &requirements, &venv_key, force)
     })?;
