@@ -1,0 +1,71 @@
+//! `cargo xtask`: Strata's developer tasks, written in Rust so they run wherever
+//! `cargo` does (see <https://github.com/matklad/cargo-xtask>).
+//!
+//! Each command lives in its own module; `main` only parses the command line and
+//! dispatches. New commands (e.g. `bench`, `conformance`) get a module, a match arm
+//! in [`run`] and a line in [`USAGE`].
+
+mod ci;
+mod flags;
+mod test;
+mod testdata;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::flags::Args;
+
+/// Help text printed by `cargo xtask help` and for unknown commands.
+const USAGE: &str = "\
+Usage: cargo xtask <COMMAND> [OPTIONS] [-- ARGS...]
+
+Commands:
+  testdata   Create the Python venv (target/pyenv), copy the onnx package's backend test
+             data to testdata/onnx-backend/ and generate testdata/models/. Idempotent:
+             steps whose inputs are unchanged are skipped (stamp files).
+               --force   redo every step even when its stamp is current
+  test       `testdata`, then `cargo test --workspace` with STRATA_TESTDATA and
+             STRATA_REQUIRE_TESTDATA=1 set; ARGS after `--` go to cargo test.
+  ci         cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans,
+             sources), then `test`. ARGS after `--` go to cargo test.
+  help       Print this message.
+
+Environment:
+  STRATA_PYTHON   interpreter used to create the venv (default: python3)
+";
+
+fn main() -> ExitCode {
+    match flags::parse(std::env::args().skip(1)).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The cause chain, without anyhow's backtrace (noise for a task runner).
+            eprintln!("xtask error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command selected by `args`.
+fn run(args: Args) -> Result<()> {
+    match args.command.as_deref() {
+        Some("testdata") => testdata::run(&args),
+        Some("test") => test::run(&args),
+        Some("ci") => ci::run(&args),
+        // Reserved for commands other contributors are adding:
+        // Some("bench") => bench::run(&args),
+        // Some("conformance") => conformance::run(&args),
+        Some("help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => {
+            eprint!("{USAGE}");
+            anyhow::bail!("unknown command `{other}`")
+        }
+    }
+}
