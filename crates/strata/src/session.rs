@@ -1,0 +1,323 @@
+//! Sessions: an optimized, planned graph bound to a thread pool and a buffer pool.
+
+use crate::model::unsupported_in;
+use crate::{Model, Result, StrataError};
+use std::collections::HashMap;
+use strata_graph::{infer, passes, Dim, ExecutionPlan, Fact, Graph};
+use strata_memory::{AlignedBuffer, Allocator, BufferPool, PoolStats};
+use strata_onnx::ValueKind;
+use strata_ops::{OpResult, TensorAlloc, Value};
+use strata_sched::{Executor, ThreadPool};
+use strata_tensor::Tensor;
+
+/// How a session runs.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Threads for kernels and independent branches; 0 means one per core.
+    pub threads: usize,
+    /// Whether to run the graph optimization passes (constant folding, dead-code and identity
+    /// elimination). Disable to run the graph exactly as written.
+    pub optimize: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            threads: 0,
+            optimize: true,
+        }
+    }
+}
+
+impl SessionOptions {
+    /// These options with `threads` threads.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// These options without graph optimizations.
+    pub fn without_optimizations(mut self) -> Self {
+        self.optimize = false;
+        self
+    }
+}
+
+/// Output buffers come from, and intermediate buffers return to, a size-class pool.
+#[derive(Debug, Default)]
+struct PooledAlloc(BufferPool);
+
+impl TensorAlloc for PooledAlloc {
+    fn buffer(&self, bytes: usize) -> OpResult<AlignedBuffer> {
+        Ok(self.0.allocate(bytes)?)
+    }
+
+    fn release(&self, buffer: AlignedBuffer) {
+        self.0.release(buffer);
+    }
+}
+
+/// The outputs of a run, by name, in graph order.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    entries: Vec<(String, Value)>,
+}
+
+impl Outputs {
+    /// The tensor output called `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.value(name).and_then(Value::as_tensor)
+    }
+
+    /// The output value called `name` (tensor, sequence or optional).
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Outputs in graph order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// Number of outputs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no outputs.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The outputs as (name, value) pairs.
+    pub fn into_vec(self) -> Vec<(String, Value)> {
+        self.entries
+    }
+}
+
+/// A model ready to run: optimized graph, execution plan, threads and memory.
+///
+/// `run` takes `&self`: a session can serve concurrent callers (each run has its own values;
+/// the buffer pool is shared and thread-safe).
+#[derive(Debug)]
+pub struct Session {
+    graph: Graph,
+    declared_inputs: Vec<Fact>,
+    input_kinds: Vec<ValueKind>,
+    plan: ExecutionPlan,
+    pool: ThreadPool,
+    buffers: PooledAlloc,
+    passes_applied: Vec<&'static str>,
+}
+
+impl Session {
+    pub(crate) fn new(model: &Model, options: SessionOptions) -> Result<Session> {
+        let mut graph = model.graph().clone();
+        let declared_inputs = graph
+            .inputs
+            .iter()
+            .map(|&v| graph.values[v].fact.clone())
+            .collect();
+        let passes_applied = if options.optimize {
+            passes::optimize(&mut graph)?
+        } else {
+            infer::infer_facts(&mut graph)?;
+            Vec::new()
+        };
+        if let Some(error) = unsupported_in(&graph).into_iter().next() {
+            return Err(error);
+        }
+        let plan = ExecutionPlan::new(&graph)?;
+        Ok(Session {
+            graph,
+            declared_inputs,
+            input_kinds: model.onnx().input_kinds.clone(),
+            plan,
+            pool: ThreadPool::new(options.threads),
+            buffers: PooledAlloc::default(),
+            passes_applied,
+        })
+    }
+
+    /// The graph this session runs (after optimization).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Names of the passes that changed the graph, in order.
+    pub fn passes_applied(&self) -> &[&'static str] {
+        &self.passes_applied
+    }
+
+    /// Threads the session uses.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Reuse statistics of the session's buffer pool.
+    pub fn memory_stats(&self) -> PoolStats {
+        self.buffers.0.stats()
+    }
+
+    /// Names of the inputs, in graph order.
+    pub fn input_names(&self) -> Vec<&str> {
+        self.graph
+            .inputs
+            .iter()
+            .map(|&v| self.graph.values[v].name.as_str())
+            .collect()
+    }
+
+    /// Names of the outputs, in graph order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.graph
+            .outputs
+            .iter()
+            .map(|&v| self.graph.values[v].name.as_str())
+            .collect()
+    }
+
+    /// Estimated floating-point operations of one run, from the shapes known after inference.
+    pub fn flops(&self) -> u64 {
+        let facts = infer::current_facts(&self.graph);
+        self.graph
+            .nodes
+            .iter()
+            .map(|n| {
+                let inputs: Vec<Fact> = n
+                    .inputs
+                    .iter()
+                    .map(|v| v.map(|v| facts[v].clone()).unwrap_or_default())
+                    .collect();
+                n.op.flops(&inputs)
+            })
+            .sum()
+    }
+
+    /// Runs the model on named tensors.
+    pub fn run<I, S>(&self, inputs: I) -> Result<Outputs>
+    where
+        I: IntoIterator<Item = (S, Tensor)>,
+        S: AsRef<str>,
+    {
+        self.run_values(
+            inputs
+                .into_iter()
+                .map(|(n, t)| (n.as_ref().to_string(), Value::Tensor(t)))
+                .collect(),
+        )
+    }
+
+    /// Runs the model on tensors given in graph-input order.
+    pub fn run_positional(&self, inputs: Vec<Tensor>) -> Result<Outputs> {
+        let names = self.input_names();
+        if inputs.len() > names.len() {
+            return Err(StrataError::TooManyInputs {
+                given: inputs.len(),
+                expected: names.len(),
+            });
+        }
+        let named = names
+            .iter()
+            .map(|n| n.to_string())
+            .zip(inputs.into_iter().map(Value::Tensor))
+            .collect();
+        self.run_values(named)
+    }
+
+    /// Runs the model on named values (tensors, sequences or optionals).
+    pub fn run_values(&self, inputs: Vec<(String, Value)>) -> Result<Outputs> {
+        let bound = self.bind_inputs(inputs)?;
+        let executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers);
+        let values = executor.run(bound)?;
+        let entries = self
+            .graph
+            .outputs
+            .iter()
+            .map(|&v| self.graph.values[v].name.clone())
+            .zip(values)
+            .collect();
+        Ok(Outputs { entries })
+    }
+
+    /// Matches inputs to graph inputs, checking names, dtypes and shapes (symbols must agree
+    /// across inputs).
+    fn bind_inputs(&self, inputs: Vec<(String, Value)>) -> Result<Vec<(usize, Value)>> {
+        let mut by_name: HashMap<String, Value> = HashMap::new();
+        for (name, value) in inputs {
+            if !self
+                .graph
+                .inputs
+                .iter()
+                .any(|&v| self.graph.values[v].name == name)
+            {
+                return Err(StrataError::UnknownInput {
+                    name,
+                    expected: self.input_names().join(", "),
+                });
+            }
+            by_name.insert(name, value);
+        }
+        let mut symbols: HashMap<&str, usize> = HashMap::new();
+        let mut bound = Vec::with_capacity(self.graph.inputs.len());
+        for (i, &v) in self.graph.inputs.iter().enumerate() {
+            let name = &self.graph.values[v].name;
+            let value = by_name
+                .remove(name)
+                .ok_or_else(|| StrataError::MissingInput(name.clone()))?;
+            if let (Value::Tensor(t), Some(ValueKind::Tensor) | None) =
+                (&value, self.input_kinds.get(i))
+            {
+                check_tensor(name, &self.declared_inputs[i], t, &mut symbols)?;
+            }
+            bound.push((v, value));
+        }
+        Ok(bound)
+    }
+}
+
+fn check_tensor<'a>(
+    name: &str,
+    fact: &'a Fact,
+    tensor: &Tensor,
+    symbols: &mut HashMap<&'a str, usize>,
+) -> Result<()> {
+    if let Some(expected) = fact.dtype {
+        if expected != tensor.dtype() {
+            return Err(StrataError::InputDType {
+                name: name.to_string(),
+                expected,
+                found: tensor.dtype(),
+            });
+        }
+    }
+    let Some(dims) = &fact.shape else {
+        return Ok(());
+    };
+    let shape_error = || StrataError::InputShape {
+        name: name.to_string(),
+        expected: format!(
+            "[{}]",
+            dims.iter()
+                .map(Dim::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        found: tensor.shape().to_vec(),
+    };
+    if dims.len() != tensor.rank() {
+        return Err(shape_error());
+    }
+    for (dim, &size) in dims.iter().zip(tensor.shape()) {
+        match dim {
+            Dim::Known(n) if *n != size => return Err(shape_error()),
+            Dim::Symbol(s) => {
+                if *symbols.entry(s.as_str()).or_insert(size) != size {
+                    return Err(shape_error());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
