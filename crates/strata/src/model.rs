@@ -120,6 +120,32 @@ impl Model {
         histogram
     }
 
+    /// Estimated floating-point operations of one run, with symbolic input dimensions bound
+    /// by `bindings` (unbound symbols count as 1). Ops whose cost is unknown count as 0.
+    pub fn estimate_flops(&self, bindings: &BTreeMap<String, usize>) -> Result<u64> {
+        let mut graph = self.graph().clone();
+        for &v in &graph.inputs.clone() {
+            if let Some(dims) = graph.values[v].fact.shape.as_mut() {
+                for d in dims.iter_mut() {
+                    if let Dim::Symbol(s) = d {
+                        *d = Dim::Known(bindings.get(s.as_str()).copied().unwrap_or(1));
+                    }
+                }
+            }
+        }
+        strata_graph::passes::optimize(&mut graph)?;
+        let facts = strata_graph::infer::current_facts(&graph);
+        Ok(graph
+            .nodes
+            .iter()
+            .map(|n| {
+                let inputs: Vec<strata_graph::Fact> =
+                    n.inputs.iter().map(|v| v.map(|v| facts[v].clone()).unwrap_or_default()).collect();
+                n.op.flops(&inputs)
+            })
+            .sum())
+    }
+
     /// Nodes that have no kernel, as errors naming them.
     pub fn unsupported_ops(&self) -> Vec<StrataError> {
         unsupported_in(self.graph())

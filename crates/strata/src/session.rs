@@ -177,23 +177,6 @@ impl Session {
             .collect()
     }
 
-    /// Estimated floating-point operations of one run, from the shapes known after inference.
-    pub fn flops(&self) -> u64 {
-        let facts = infer::current_facts(&self.graph);
-        self.graph
-            .nodes
-            .iter()
-            .map(|n| {
-                let inputs: Vec<Fact> = n
-                    .inputs
-                    .iter()
-                    .map(|v| v.map(|v| facts[v].clone()).unwrap_or_default())
-                    .collect();
-                n.op.flops(&inputs)
-            })
-            .sum()
-    }
-
     /// Runs the model on named tensors.
     pub fn run<I, S>(&self, inputs: I) -> Result<Outputs>
     where
