@@ -509,10 +509,12 @@ impl ConvTranspose {
                 Some(out) => {
                     let total = natural - out;
                     let t = total.max(0);
-                    pad_begin[i] = match auto {
-                        AutoPad::SameUpper => t / 2,
-                        AutoPad::SameLower => t - t / 2,
-                        _ => t / 2,
+                    // As onnxruntime and the spec: SAME_UPPER puts the odd pad at the end,
+                    // SAME_LOWER and an explicit output_shape at the beginning.
+                    pad_begin[i] = if auto == AutoPad::SameUpper {
+                        t / 2
+                    } else {
+                        t - t / 2
                     };
                     output[i] = out as usize;
                 }
@@ -703,5 +705,446 @@ impl Operator for ConvTranspose {
             d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
         };
         Ok(vec![out.into()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{build, eval, f64s, pat, s, t};
+    use crate::{Attribute, EvalCtx, Fact, Inputs, Operator};
+    use strata_tensor::{DType, Tensor};
+
+    /// Direct 2-D convolution: x [N,C,H,W], w [M,C/g,KH,KW], pads [t,l,b,r].
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        b: Option<&[f32]>,
+        g: usize,
+        st: [usize; 2],
+        pads: [usize; 4],
+        dil: [usize; 2],
+    ) -> (Vec<f32>, Vec<usize>) {
+        let [n, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let oh = (h + pads[0] + pads[2] - ((kh - 1) * dil[0] + 1)) / st[0] + 1;
+        let ow = (wd + pads[1] + pads[3] - ((kw - 1) * dil[1] + 1)) / st[1] + 1;
+        let mg = m / g;
+        let mut out = vec![0f32; n * m * oh * ow];
+        for bi in 0..n {
+            for mi in 0..m {
+                let gi = mi / mg;
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = b.map_or(0.0, |b| b[mi]) as f64;
+                        for ci in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (y * st[0] + ky * dil[0]) as isize - pads[0] as isize;
+                                    let ix = (xo * st[1] + kx * dil[1]) as isize - pads[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((bi * c + gi * cg + ci) * h + iy as usize) * wd
+                                        + ix as usize];
+                                    let wv = w[((mi * cg + ci) * kh + ky) * kw + kx];
+                                    acc += (xv * wv) as f64;
+                                }
+                            }
+                        }
+                        out[((bi * m + mi) * oh + y) * ow + xo] = acc as f32;
+                    }
+                }
+            }
+        }
+        (out, vec![n, m, oh, ow])
+    }
+
+    fn check_against_naive(
+        xs: [usize; 4],
+        ws: [usize; 4],
+        g: usize,
+        st: [usize; 2],
+        pads: [usize; 4],
+        dil: [usize; 2],
+        bias: bool,
+    ) {
+        let x = pat(xs.iter().product(), 1);
+        let w = pat(ws.iter().product(), 2);
+        let b = pat(ws[0], 3);
+        let (want, shape) = naive_conv(&x, xs, &w, ws, bias.then_some(&b[..]), g, st, pads, dil);
+        let op = build(
+            "Conv",
+            11,
+            &[
+                ("group", Attribute::Int(g as i64)),
+                (
+                    "strides",
+                    Attribute::Ints(st.iter().map(|&v| v as i64).collect()),
+                ),
+                (
+                    "pads",
+                    Attribute::Ints(pads.iter().map(|&v| v as i64).collect()),
+                ),
+                (
+                    "dilations",
+                    Attribute::Ints(dil.iter().map(|&v| v as i64).collect()),
+                ),
+            ],
+            3,
+            1,
+        );
+        let mut ins = vec![Some(t(&x, &xs)), Some(t(&w, &ws))];
+        if bias {
+            ins.push(Some(t(&b, &[ws[0]])));
+        }
+        let out = eval(op.as_ref(), &ins);
+        assert_eq!(out[0].shape(), &shape[..]);
+        let got = out[0].as_slice::<f32>().unwrap();
+        for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                "element {i}: {a} vs {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn conv_matches_naive_across_paths() {
+        // General im2col, one task: inner parallel GEMM (large) and im2col rows.
+        check_against_naive(
+            [1, 16, 12, 12],
+            [32, 16, 3, 3],
+            1,
+            [1, 1],
+            [1, 1, 1, 1],
+            [1, 1],
+            true,
+        );
+        // Many (batch, group) tasks split over threads.
+        check_against_naive(
+            [3, 6, 7, 9],
+            [4, 3, 2, 3],
+            2,
+            [2, 1],
+            [0, 2, 1, 0],
+            [2, 1],
+            false,
+        );
+        // Pointwise.
+        check_against_naive([2, 8, 5, 5], [4, 8, 1, 1], 1, [1, 1], [0; 4], [1, 1], true);
+        // Strided 1x1 is not pointwise.
+        check_against_naive([1, 4, 5, 5], [3, 4, 1, 1], 1, [2, 2], [0; 4], [1, 1], false);
+        // Depthwise (multiplier 2) with strides and padding, many planes.
+        check_against_naive(
+            [2, 8, 9, 10],
+            [16, 1, 3, 3],
+            8,
+            [2, 2],
+            [1, 1, 1, 1],
+            [1, 1],
+            true,
+        );
+        check_against_naive(
+            [1, 3, 8, 8],
+            [3, 1, 5, 5],
+            3,
+            [1, 1],
+            [2, 2, 2, 2],
+            [1, 1],
+            false,
+        );
+        // Kernel larger than input in one axis with padding.
+        check_against_naive(
+            [1, 2, 2, 6],
+            [2, 2, 3, 3],
+            1,
+            [1, 1],
+            [1, 0, 1, 0],
+            [1, 1],
+            true,
+        );
+    }
+
+    #[test]
+    fn conv_1d_by_hand() {
+        // Ones kernel of width 3, pad 1: neighbour sums.
+        let op = build("Conv", 1, &[("pads", Attribute::Ints(vec![1, 1]))], 2, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2., 3., 4., 5.], &[1, 1, 5])),
+                Some(t(&[1., 1., 1.], &[1, 1, 3])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[3., 6., 9., 12., 9.]);
+        // kernel_shape may be given and must agree with the weights.
+        let op = build(
+            "Conv",
+            11,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("strides", Attribute::Ints(vec![2])),
+            ],
+            2,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2., 3., 4., 5.], &[1, 1, 5])),
+                Some(t(&[1., -1.], &[1, 1, 2])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-1., -1.]);
+    }
+
+    #[test]
+    fn conv_errors_name_the_problem() {
+        let op = build("Conv", 11, &[], 2, 1);
+        let ctx = EvalCtx::default();
+        let run = |x: Tensor, w: Tensor, b: Option<Tensor>| {
+            let mut v = vec![Some(x.into()), Some(w.into())];
+            if let Some(b) = b {
+                v.push(Some(b.into()));
+            }
+            op.eval(&ctx, Inputs::new(v)).unwrap_err().to_string()
+        };
+        let e = run(t(&[0.; 8], &[1, 2, 4]), t(&[0.; 6], &[1, 3, 2]), None);
+        assert!(e.contains("input 1"), "{e}");
+        let e = run(
+            t(&[0.; 8], &[1, 2, 4]),
+            t(&[0.; 4], &[1, 2, 2]),
+            Some(t(&[0.; 2], &[2])),
+        );
+        assert!(e.contains("input 2") && e.contains("bias"), "{e}");
+        let e = run(t(&[0.; 4], &[1, 2, 2]), t(&[0.; 6], &[1, 2, 3]), None);
+        assert!(e.contains("kernel"), "{e}");
+        let e = run(t(&[0.; 4], &[4]), t(&[0.; 6], &[1, 2, 3]), None);
+        assert!(e.contains("rank"), "{e}");
+        let e = run(
+            t(&[0.; 2], &[1, 1, 1, 1, 1, 2]),
+            t(&[0.; 1], &[1, 1, 1, 1, 1, 1]),
+            None,
+        );
+        assert!(e.contains("spatial axes"), "{e}");
+        let bad = build(
+            "Conv",
+            11,
+            &[("kernel_shape", Attribute::Ints(vec![3]))],
+            2,
+            1,
+        );
+        let e = bad
+            .eval(
+                &ctx,
+                Inputs::from_tensors([t(&[0.; 4], &[1, 1, 4]), t(&[0.; 2], &[1, 1, 2])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kernel_shape"), "{e}");
+        let x = Tensor::from_vec(vec![1i32; 4], &[1, 1, 4]).unwrap();
+        let e = op
+            .eval(&ctx, Inputs::from_tensors([x.clone(), x]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dtype"), "{e}");
+    }
+
+    #[test]
+    fn conv_infer_and_flops() {
+        let op = build(
+            "Conv",
+            11,
+            &[
+                ("pads", Attribute::Ints(vec![1, 1, 1, 1])),
+                ("group", Attribute::Int(2)),
+            ],
+            2,
+            1,
+        );
+        let facts = [
+            Fact::known(DType::F32, &[2, 4, 8, 8]),
+            Fact::known(DType::F32, &[6, 2, 3, 3]),
+        ];
+        let out = op.infer(&facts).unwrap().unwrap();
+        assert_eq!(out[0].concrete_shape().unwrap(), vec![2, 6, 8, 8]);
+        assert_eq!(op.flops(&facts), 2 * 2 * 6 * 64 * 2 * 9);
+        assert!(op
+            .infer(&[Fact::default(), Fact::default()])
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn conv_f16_goes_through_f32() {
+        let op = build("Conv", 11, &[], 2, 1);
+        let x = t(&[1., 2., 3.], &[1, 1, 3]).cast(DType::F16).unwrap();
+        let w = t(&[0.5, 0.5], &[1, 1, 2]).cast(DType::F16).unwrap();
+        let out = eval(op.as_ref(), &[Some(x), Some(w)]);
+        assert_eq!(out[0].dtype(), DType::F16);
+        assert_eq!(f64s(&out[0]), vec![1.5, 2.5]);
+    }
+
+    /// Direct 2-D transposed convolution (scatter form), pads [t,l,b,r].
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv_t(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        g: usize,
+        st: [usize; 2],
+        pads: [usize; 4],
+        outpad: [usize; 2],
+    ) -> (Vec<f32>, Vec<usize>) {
+        let [n, c, h, wd] = xs;
+        let [_, mg, kh, kw] = ws;
+        let cg = c / g;
+        let m = mg * g;
+        let oh = st[0] * (h - 1) + outpad[0] + kh - pads[0] - pads[2];
+        let ow = st[1] * (wd - 1) + outpad[1] + kw - pads[1] - pads[3];
+        let mut out = vec![0f32; n * m * oh * ow];
+        for bi in 0..n {
+            for ci in 0..c {
+                let gi = ci / cg;
+                for y in 0..h {
+                    for xi in 0..wd {
+                        let v = x[((bi * c + ci) * h + y) * wd + xi];
+                        for mo in 0..mg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let oy = (y * st[0] + ky) as isize - pads[0] as isize;
+                                    let ox = (xi * st[1] + kx) as isize - pads[1] as isize;
+                                    if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                        continue;
+                                    }
+                                    let mi = gi * mg + mo;
+                                    out[((bi * m + mi) * oh + oy as usize) * ow + ox as usize] +=
+                                        v * w[((ci * mg + mo) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (out, vec![n, m, oh, ow])
+    }
+
+    #[test]
+    fn conv_transpose_matches_naive() {
+        for (xs, ws, g, st, pads, outpad) in [
+            ([1, 8, 9, 9], [8, 16, 4, 4], 1, [2, 2], [1, 1, 1, 1], [0, 0]),
+            ([3, 4, 5, 4], [4, 3, 3, 2], 2, [2, 3], [0, 1, 2, 0], [1, 2]),
+            ([1, 2, 3, 3], [2, 1, 3, 3], 1, [1, 1], [0, 0, 0, 0], [0, 0]),
+        ] {
+            let x = pat(xs.iter().product(), 4);
+            let w = pat(ws.iter().product(), 5);
+            let (want, shape) = naive_conv_t(&x, xs, &w, ws, g, st, pads, outpad);
+            let op = build(
+                "ConvTranspose",
+                11,
+                &[
+                    ("group", Attribute::Int(g as i64)),
+                    (
+                        "strides",
+                        Attribute::Ints(st.iter().map(|&v| v as i64).collect()),
+                    ),
+                    (
+                        "pads",
+                        Attribute::Ints(pads.iter().map(|&v| v as i64).collect()),
+                    ),
+                    (
+                        "output_padding",
+                        Attribute::Ints(outpad.iter().map(|&v| v as i64).collect()),
+                    ),
+                ],
+                2,
+                1,
+            );
+            let out = eval(op.as_ref(), &[Some(t(&x, &xs)), Some(t(&w, &ws))]);
+            assert_eq!(out[0].shape(), &shape[..]);
+            for (i, (a, e)) in out[0]
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .zip(&want)
+                .enumerate()
+            {
+                assert!(
+                    (a - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                    "element {i}: {a} vs {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conv_transpose_by_hand_and_errors() {
+        // Stride 2, 1-wide kernel: zeros interleaved; bias added everywhere.
+        let op = build(
+            "ConvTranspose",
+            1,
+            &[("strides", Attribute::Ints(vec![2]))],
+            3,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2., 3.], &[1, 1, 3])),
+                Some(t(&[2.], &[1, 1, 1])),
+                Some(t(&[0.5], &[1])),
+            ],
+        );
+        assert_eq!(
+            out[0].as_slice::<f32>().unwrap(),
+            &[2.5, 0.5, 4.5, 0.5, 6.5]
+        );
+        // VALID behaves like no padding.
+        let op = build("ConvTranspose", 11, &[("auto_pad", s("VALID"))], 2, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2.], &[1, 1, 2])),
+                Some(t(&[1., 1.], &[1, 1, 2])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[1., 3., 2.]);
+        let op = build(
+            "ConvTranspose",
+            11,
+            &[("pads", Attribute::Ints(vec![3, 3]))],
+            2,
+            1,
+        );
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([t(&[1., 2.], &[1, 1, 2]), t(&[1., 1.], &[1, 1, 2])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("negative size"), "{e}");
+        let facts = [
+            Fact::known(DType::F32, &[1, 4, 3, 3]),
+            Fact::known(DType::F32, &[4, 2, 3, 3]),
+        ];
+        assert_eq!(
+            op.flops(&facts),
+            0,
+            "pads attribute has the wrong arity for 2-D"
+        );
+        let op = build("ConvTranspose", 11, &[("group", Attribute::Int(2))], 2, 1);
+        assert_eq!(op.flops(&facts), 2 * 4 * 9 * 2 * 9);
+        assert_eq!(
+            op.infer(&facts).unwrap().unwrap()[0]
+                .concrete_shape()
+                .unwrap(),
+            vec![1, 4, 5, 5]
+        );
     }
 }

@@ -385,3 +385,170 @@ mod tests {
         assert_eq!(g.valid_range(2, 2), (0, 4));
     }
 }
+
+/// Helpers for the kernels' unit tests: deterministic inputs, building ops through the
+/// registry, and running them serially and on two threads.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::{
+        Attribute, Attributes, BuildCtx, EvalCtx, Fact, HeapTensorAlloc, Inputs, OpRegistry,
+        Operator, ParallelFor,
+    };
+    use strata_tensor::{DType, Tensor};
+
+    /// Deterministic test values in multiples of 1/8 (seed -1: positive values, for variances).
+    pub fn pat(n: usize, seed: i64) -> Vec<f32> {
+        if seed == -1 {
+            return pat(n, 3).iter().map(|v| v.abs() + 0.5).collect();
+        }
+        (0..n as i64)
+            .map(|i| (((i * 37 + seed * 11) % 23) - 11) as f32 / 8.0)
+            .collect()
+    }
+
+    /// A string attribute.
+    pub fn s(v: &str) -> Attribute {
+        Attribute::String(v.as_bytes().to_vec())
+    }
+
+    /// A float tensor.
+    pub fn t(data: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(data.to_vec(), shape).unwrap()
+    }
+
+    #[derive(Debug)]
+    struct TwoThreads;
+    impl ParallelFor for TwoThreads {
+        fn threads(&self) -> usize {
+            2
+        }
+        fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+            std::thread::scope(|s| {
+                s.spawn(|| (0..tasks).step_by(2).for_each(task));
+                s.spawn(|| (1..tasks).step_by(2).for_each(task));
+            });
+        }
+    }
+
+    /// Builds `op` at `opset` through the registry.
+    pub fn build(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attribute)],
+        inputs: usize,
+        outputs: usize,
+    ) -> Box<dyn Operator> {
+        let mut a = Attributes::new();
+        for (k, v) in attrs {
+            a.insert(k, v.clone());
+        }
+        let registry = OpRegistry::with_cpu_kernels();
+        let ctx = BuildCtx {
+            node_name: "test",
+            op_type: op,
+            domain: "",
+            opset,
+            attrs: &a,
+            input_count: inputs,
+            output_count: outputs,
+        };
+        registry.build(&ctx).unwrap()
+    }
+
+    /// Evaluates serially and on two threads, checks both agree and that `infer` predicts the
+    /// output facts, and returns the outputs.
+    pub fn eval(op: &dyn Operator, inputs: &[Option<Tensor>]) -> Vec<Tensor> {
+        let values = || Inputs::new(inputs.iter().map(|t| t.clone().map(Into::into)).collect());
+        let serial: Vec<Tensor> = op
+            .eval(&EvalCtx::default(), values())
+            .unwrap()
+            .into_iter()
+            .map(|v| v.into_tensor().unwrap())
+            .collect();
+        let ctx2 = EvalCtx {
+            parallel: &TwoThreads,
+            alloc: &HeapTensorAlloc,
+        };
+        let par: Vec<Tensor> = op
+            .eval(&ctx2, values())
+            .unwrap()
+            .into_iter()
+            .map(|v| v.into_tensor().unwrap())
+            .collect();
+        assert_eq!(serial.len(), par.len());
+        for (a, b) in serial.iter().zip(&par) {
+            assert_eq!(a.shape(), b.shape());
+            close(&f64s(a), &f64s(b), 1e-6);
+        }
+        let facts: Vec<Fact> = inputs
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .map_or_else(Fact::default, |t| Fact::known(t.dtype(), t.shape()))
+            })
+            .collect();
+        if let Some(inferred) = op.infer(&facts).unwrap() {
+            assert_eq!(inferred.len(), serial.len(), "inferred output count");
+            for (f, t) in inferred.iter().zip(&serial) {
+                assert_eq!(
+                    f.concrete_shape().as_deref(),
+                    Some(t.shape()),
+                    "inferred shape"
+                );
+                assert_eq!(f.dtype, Some(t.dtype()), "inferred dtype");
+            }
+        }
+        serial
+    }
+
+    /// The elements as f64.
+    pub fn f64s(t: &Tensor) -> Vec<f64> {
+        t.cast(DType::F64).unwrap().to_vec::<f64>().unwrap()
+    }
+
+    /// Asserts elementwise closeness (absolute plus relative tolerance).
+    pub fn close(a: &[f64], b: &[f64], tol: f64) {
+        assert_eq!(a.len(), b.len(), "lengths differ");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "element {i}: {x} vs {y}\n got {a:?}\nwant {b:?}"
+            );
+        }
+    }
+
+    /// Runs an op on [`pat`] inputs (f32, then f64) and compares with expected outputs
+    /// computed by onnxruntime (or the ONNX reference implementation).
+    pub fn golden(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attribute)],
+        inputs: &[(&[usize], i64)],
+        expected: &[(&[usize], &[f64])],
+    ) {
+        let o = build(op, opset, attrs, inputs.len(), expected.len());
+        for dt in [DType::F32, DType::F64] {
+            let ins: Vec<Option<Tensor>> = inputs
+                .iter()
+                .map(|(shape, seed)| {
+                    let n = shape.iter().product();
+                    Some(
+                        Tensor::from_vec(pat(n, *seed), shape)
+                            .unwrap()
+                            .cast(dt)
+                            .unwrap(),
+                    )
+                })
+                .collect();
+            let outs = eval(o.as_ref(), &ins);
+            assert_eq!(outs.len(), expected.len());
+            for (got, (shape, want)) in outs.iter().zip(expected) {
+                assert_eq!(got.shape(), *shape);
+                close(&f64s(got), want, 1e-4);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod golden;
