@@ -711,7 +711,7 @@ impl Operator for ConvTranspose {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{build, eval, f64s, pat, s, t};
-    use crate::{Attribute, EvalCtx, Fact, Inputs, Operator};
+    use crate::{Attribute, EvalCtx, Fact, Inputs};
     use strata_tensor::{DType, Tensor};
 
     /// Direct 2-D convolution: x [N,C,H,W], w [M,C/g,KH,KW], pads [t,l,b,r].
