@@ -848,3 +848,338 @@ impl Operator for Gemm {
         Ok(vec![out.into()])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::nn::testutil::{build, eval, f64s, pat, t};
+    use crate::Attribute;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|p| (a[i * k + p] * b[p * n + j]) as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    fn assert_near(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                "element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn gemm_wrapper_checks_views() {
+        let a = [1f32, 2., 3., 4., 5., 6.];
+        let b = [1f32, 0., 0., 1., 1., 1.];
+        let mut c = [0f32; 4];
+        gemm_f32(false, false, 2, 2, 3, 1.0, &a, &b, 0.0, &mut c).unwrap();
+        assert_eq!(c, [4., 5., 10., 11.]);
+        // op(A) = A^T where A is stored 3x2.
+        gemm_f32(
+            true,
+            false,
+            2,
+            2,
+            3,
+            1.0,
+            &[1., 4., 2., 5., 3., 6.],
+            &b,
+            0.0,
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(c, [4., 5., 10., 11.]);
+        // Too-short buffers and mismatched shapes are errors, not panics.
+        assert!(gemm_f32(false, false, 2, 2, 4, 1.0, &a, &b, 0.0, &mut c).is_err());
+        let bad = MatMut {
+            data: &mut c[..],
+            rows: 2,
+            cols: 2,
+            rs: 1,
+            cs: 1,
+        };
+        assert!(gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            0.0,
+            bad
+        )
+        .is_err());
+        // k = 0: C = beta * C.
+        let mut c = [2f32, 4.];
+        gemm(
+            1.0,
+            MatRef::row_major(&[], 1, 0),
+            MatRef::row_major(&[], 0, 2),
+            0.5,
+            MatMut::row_major(&mut c, 1, 2),
+        )
+        .unwrap();
+        assert_eq!(c, [1., 2.]);
+    }
+
+    #[test]
+    fn matmul_large_and_batched_match_naive() {
+        // Folded batch, row-split GEMM.
+        let (m, k, n) = (200, 64, 300);
+        let a = pat(2 * m * k, 1);
+        let b = pat(k * n, 2);
+        let op = build("MatMul", 13, &[], 2, 1);
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&a, &[2, m, k])), Some(t(&b, &[k, n]))],
+        );
+        assert_eq!(out[0].shape(), &[2, m, n]);
+        let mut want = naive(&a[..m * k], &b, m, k, n);
+        want.extend(naive(&a[m * k..], &b, m, k, n));
+        assert_near(out[0].as_slice::<f32>().unwrap(), &want);
+        // Broadcast A over B's batch: one task per batch.
+        let (m, k, n) = (5, 7, 3);
+        let a = pat(m * k, 3);
+        let b = pat(4 * k * n, 4);
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&a, &[m, k])), Some(t(&b, &[4, k, n]))],
+        );
+        assert_eq!(out[0].shape(), &[4, m, n]);
+        let want: Vec<f32> = (0..4)
+            .flat_map(|i| naive(&a, &b[i * k * n..(i + 1) * k * n], m, k, n))
+            .collect();
+        assert_near(out[0].as_slice::<f32>().unwrap(), &want);
+    }
+
+    #[test]
+    fn matmul_1d_and_errors() {
+        let op = build("MatMul", 1, &[], 2, 1);
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&[1., 2.], &[2])), Some(t(&[3., 4.], &[2]))],
+        );
+        assert_eq!(out[0].shape(), &[] as &[usize]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[11.]);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2., 3., 4.], &[2, 2])),
+                Some(t(&[1., 1.], &[2])),
+            ],
+        );
+        assert_eq!(
+            (out[0].shape(), out[0].as_slice::<f32>().unwrap()),
+            (&[2][..], &[3., 7.][..])
+        );
+        let ctx = EvalCtx::default();
+        let e = op
+            .eval(
+                &ctx,
+                Inputs::from_tensors([t(&[0.; 6], &[2, 3]), t(&[0.; 6], &[2, 3])]),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("inner dimensions"), "{e}");
+        let e = op
+            .eval(
+                &ctx,
+                Inputs::from_tensors([t(&[0.; 12], &[2, 2, 3]), t(&[0.; 18], &[3, 3, 2])]),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("broadcast"), "{e}");
+        let e = op
+            .eval(
+                &ctx,
+                Inputs::from_tensors([Tensor::scalar(1f32), t(&[1.], &[1])]),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("rank"), "{e}");
+        // Empty dims give empty outputs.
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&[], &[0, 3])), Some(t(&[0.; 6], &[3, 2]))],
+        );
+        assert_eq!(out[0].shape(), &[0, 2]);
+        let out = eval(op.as_ref(), &[Some(t(&[], &[2, 0])), Some(t(&[], &[0, 2]))]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[0.; 4]);
+    }
+
+    #[test]
+    fn matmul_integers_f64_f16_and_flops() {
+        let op = build("MatMul", 13, &[], 2, 1);
+        let a = Tensor::from_vec(vec![1i64, 2, 3, 4, 5, 6], &[1, 2, 3]).unwrap();
+        let b = Tensor::from_vec(vec![1i64, 0, 0, 1, 1, 1, 2, 0, 0, 2, 2, 2], &[2, 3, 2]).unwrap();
+        let out = eval(op.as_ref(), &[Some(a), Some(b)]);
+        assert_eq!(out[0].shape(), &[2, 2, 2]);
+        assert_eq!(
+            out[0].as_slice::<i64>().unwrap(),
+            &[4, 5, 10, 11, 8, 10, 20, 22]
+        );
+        let a = Tensor::from_vec(vec![i32::MAX, 1], &[1, 2]).unwrap();
+        let b = Tensor::from_vec(vec![2i32, 1], &[2, 1]).unwrap();
+        assert_eq!(
+            eval(op.as_ref(), &[Some(a), Some(b)])[0]
+                .as_slice::<i32>()
+                .unwrap(),
+            &[-1]
+        );
+        let u = Tensor::from_vec(vec![2u32, 3], &[2]).unwrap();
+        assert_eq!(
+            eval(op.as_ref(), &[Some(u.clone()), Some(u)])[0]
+                .as_slice::<u32>()
+                .unwrap(),
+            &[13]
+        );
+        let a = t(&[1., 2., 3., 4.], &[2, 2]);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(a.cast(DType::F64).unwrap()),
+                Some(a.cast(DType::F64).unwrap()),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f64>().unwrap(), &[7., 10., 15., 22.]);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(a.cast(DType::BF16).unwrap()),
+                Some(a.cast(DType::BF16).unwrap()),
+            ],
+        );
+        assert_eq!(
+            (out[0].dtype(), f64s(&out[0])),
+            (DType::BF16, vec![7., 10., 15., 22.])
+        );
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([a.clone(), a.cast(DType::F64).unwrap()]),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("input 1"), "{e}");
+        let facts = [
+            Fact::known(DType::F32, &[3, 4, 5]),
+            Fact::known(DType::F32, &[5, 6]),
+        ];
+        assert_eq!(op.flops(&facts), 2 * 3 * 4 * 5 * 6);
+        assert_eq!(
+            op.infer(&facts).unwrap().unwrap()[0]
+                .concrete_shape()
+                .unwrap(),
+            vec![3, 4, 6]
+        );
+    }
+
+    #[test]
+    fn gemm_variants() {
+        let a = t(&[1., 2., 3., 4., 5., 6.], &[2, 3]);
+        let b = t(&[1., 0., 0., 1., 1., 1.], &[3, 2]);
+        // No C (optional from opset 11).
+        let op = build("Gemm", 11, &[("alpha", Attribute::Float(2.0))], 2, 1);
+        let out = eval(op.as_ref(), &[Some(a.clone()), Some(b.clone())]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[8., 10., 20., 22.]);
+        // Scalar C, full C, beta = 0 ignores C.
+        let op = build("Gemm", 13, &[("beta", Attribute::Float(0.5))], 3, 1);
+        let out = eval(
+            op.as_ref(),
+            &[Some(a.clone()), Some(b.clone()), Some(Tensor::scalar(2f32))],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[5., 6., 11., 12.]);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(a.clone()),
+                Some(b.clone()),
+                Some(t(&[2., 4., 6., 8.], &[2, 2])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[5., 7., 13., 15.]);
+        let op0 = build("Gemm", 13, &[("beta", Attribute::Float(0.0))], 3, 1);
+        let out = eval(
+            op0.as_ref(),
+            &[
+                Some(a.clone()),
+                Some(b.clone()),
+                Some(t(&[f32::NAN; 2], &[2])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[4., 5., 10., 11.]);
+        // Errors.
+        let ctx = EvalCtx::default();
+        let e = op
+            .eval(
+                &ctx,
+                Inputs::from_tensors([a.clone(), b.clone(), t(&[1., 2., 3.], &[3])]),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("input 2"), "{e}");
+        let e = op
+            .eval(&ctx, Inputs::from_tensors([a.clone(), a.clone()]))
+            .unwrap_err();
+        assert!(e.to_string().contains("inner dimensions"), "{e}");
+        let e = op
+            .eval(&ctx, Inputs::from_tensors([t(&[1., 2.], &[2]), b.clone()]))
+            .unwrap_err();
+        assert!(e.to_string().contains("2-D"), "{e}");
+        assert!(crate::kernels::nn::testutil::build_err(
+            "Gemm",
+            13,
+            &[("transA", Attribute::Int(2))]
+        )
+        .contains("transA"));
+        // Integer Gemm with transposes.
+        let op = build(
+            "Gemm",
+            13,
+            &[("transA", Attribute::Int(1)), ("transB", Attribute::Int(1))],
+            3,
+            1,
+        );
+        let ai = Tensor::from_vec(vec![1i32, 4, 2, 5, 3, 6], &[3, 2]).unwrap();
+        let bi = Tensor::from_vec(vec![1i32, 0, 1, 0, 1, 1], &[2, 3]).unwrap();
+        let ci = Tensor::from_vec(vec![10i32, 20], &[1, 2]).unwrap();
+        let out = eval(op.as_ref(), &[Some(ai), Some(bi), Some(ci)]);
+        assert_eq!(out[0].as_slice::<i32>().unwrap(), &[14, 25, 20, 31]);
+        let facts = [
+            Fact::known(DType::F32, &[3, 2]),
+            Fact::known(DType::F32, &[4, 3]),
+        ];
+        assert_eq!(op.flops(&facts), 2 * 2 * 3 * 4);
+    }
+
+    #[test]
+    fn gemm_large_splits_rows() {
+        let (m, k, n) = (130, 70, 90);
+        let a = pat(m * k, 5);
+        let b = pat(n * k, 6);
+        let c = pat(n, 7);
+        let op = build("Gemm", 13, &[("transB", Attribute::Int(1))], 3, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&a, &[m, k])),
+                Some(t(&b, &[n, k])),
+                Some(t(&c, &[n])),
+            ],
+        );
+        let mut bt = vec![0f32; k * n];
+        for j in 0..n {
+            for p in 0..k {
+                bt[p * n + j] = b[j * k + p];
+            }
+        }
+        let want: Vec<f32> = naive(&a, &bt, m, k, n)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + c[i % n])
+            .collect();
+        assert_near(out[0].as_slice::<f32>().unwrap(), &want);
+    }
+}

@@ -455,6 +455,27 @@ pub(crate) mod testutil {
         registry.build(&ctx).unwrap()
     }
 
+    /// The error message of building `op` with these attributes.
+    pub fn build_err(op: &str, opset: i64, attrs: &[(&str, Attribute)]) -> String {
+        let mut a = Attributes::new();
+        for (k, v) in attrs {
+            a.insert(k, v.clone());
+        }
+        let ctx = BuildCtx {
+            node_name: "test",
+            op_type: op,
+            domain: "",
+            opset,
+            attrs: &a,
+            input_count: 1,
+            output_count: 1,
+        };
+        OpRegistry::with_cpu_kernels()
+            .build(&ctx)
+            .unwrap_err()
+            .to_string()
+    }
+
     /// Evaluates serially and on two threads, checks both agree and that `infer` predicts the
     /// output facts, and returns the outputs.
     pub fn eval(op: &dyn Operator, inputs: &[Option<Tensor>]) -> Vec<Tensor> {
