@@ -560,3 +560,262 @@ impl Operator for LayerNorm {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{build, build_err, close, eval, f64s, pat, t};
+    use crate::{Attribute, EvalCtx, Fact, Inputs};
+    use strata_tensor::DType;
+
+    #[test]
+    fn batch_norm_by_hand_and_old_opsets() {
+        let x = t(&[1., 2., 3., 4., 5., 6., 7., 8.], &[2, 2, 2]);
+        let p = |v: [f32; 2]| Some(t(&v, &[2]));
+        let ins = [
+            Some(x.clone()),
+            p([1., 2.]),
+            p([0., 1.]),
+            p([1., 2.]),
+            p([4., 1.]),
+        ];
+        let want = [0., 0.5, 3.0, 5.0, 2.0, 2.5, 11.0, 13.0];
+        for opset in [1, 6, 7, 9, 14, 15] {
+            let op = build(
+                "BatchNormalization",
+                opset,
+                &[
+                    ("epsilon", Attribute::Float(0.0)),
+                    ("is_test", Attribute::Int(1)),
+                ],
+                5,
+                1,
+            );
+            let out = eval(op.as_ref(), &ins);
+            close(&f64s(&out[0]), &want, 1e-6);
+        }
+        // spatial = 0: per-element parameters of shape [C, D].
+        let op = build(
+            "BatchNormalization",
+            7,
+            &[
+                ("spatial", Attribute::Int(0)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            5,
+            1,
+        );
+        let q = |v: [f32; 4]| Some(t(&v, &[2, 2]));
+        let ins = [
+            Some(x),
+            q([1., 1., 2., 2.]),
+            q([0., 1., 0., 1.]),
+            q([0., 0., 0., 0.]),
+            q([1., 1., 1., 1.]),
+        ];
+        close(
+            &f64s(&eval(op.as_ref(), &ins)[0]),
+            &[1., 3., 6., 9., 5., 7., 14., 17.],
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn batch_norm_training_mode_and_mixed_dtypes() {
+        let op = build(
+            "BatchNormalization",
+            15,
+            &[
+                ("training_mode", Attribute::Int(1)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            5,
+            3,
+        );
+        let x = t(&[1., 3., 10., 10., 2., 4., 20., 30.], &[2, 2, 2]);
+        let ones = t(&[1., 1.], &[2]);
+        let zeros = t(&[0., 0.], &[2]);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(x),
+                Some(ones.clone()),
+                Some(zeros.clone()),
+                Some(zeros),
+                Some(ones),
+            ],
+        );
+        // Channel 0: mean 2.5, var 1.25; channel 1: mean 17.5, var 68.75.
+        let s0 = 1.25f64.sqrt();
+        close(&f64s(&out[0])[..2], &[-1.5 / s0, 0.5 / s0], 1e-5);
+        close(&f64s(&out[1]), &[0.25, 1.75], 1e-6);
+        close(&f64s(&out[2]), &[0.9 + 0.1 * 1.25, 0.9 + 0.1 * 68.75], 1e-5);
+        // Opset 15: statistics may have another float type than X.
+        let op = build(
+            "BatchNormalization",
+            15,
+            &[("epsilon", Attribute::Float(0.0))],
+            5,
+            1,
+        );
+        let x = t(&[2., 4.], &[1, 2]);
+        let p64 = |v: [f32; 2]| Some(t(&v, &[2]).cast(DType::F64).unwrap());
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(x),
+                Some(t(&[1., 1.], &[2])),
+                Some(t(&[0., 0.], &[2])),
+                p64([1., 2.]),
+                p64([1., 4.]),
+            ],
+        );
+        close(&f64s(&out[0]), &[1., 1.], 1e-6);
+    }
+
+    #[test]
+    fn batch_norm_errors() {
+        let op = build("BatchNormalization", 15, &[], 5, 1);
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([
+                    t(&[1.; 6], &[1, 3, 2]),
+                    t(&[1.; 2], &[2]),
+                    t(&[1.; 3], &[3]),
+                    t(&[1.; 3], &[3]),
+                    t(&[1.; 3], &[3]),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input 1"), "{e}");
+        assert!(build_err(
+            "BatchNormalization",
+            15,
+            &[("training_mode", Attribute::Int(5))]
+        )
+        .contains("training_mode"));
+    }
+
+    #[test]
+    fn instance_norm_and_lrn() {
+        let op = build(
+            "InstanceNormalization",
+            6,
+            &[("epsilon", Attribute::Float(0.0))],
+            3,
+            1,
+        );
+        let x = t(&[1., 3., 5., 5., 0., 4.], &[1, 2, 3]);
+        let out = eval(
+            op.as_ref(),
+            &[Some(x), Some(t(&[2., 1.], &[2])), Some(t(&[1., -1.], &[2]))],
+        );
+        // Channel 0: mean 3, var 8/3; channel 1 is constant-ish: mean 3, var 14/3.
+        let (s0, s1) = ((8f64 / 3.).sqrt(), (14f64 / 3.).sqrt());
+        close(
+            &f64s(&out[0]),
+            &[
+                1. - 4. / s0,
+                1.,
+                1. + 4. / s0,
+                -1. + 2. / s1,
+                -1. - 3. / s1,
+                -1. + 1. / s1,
+            ],
+            1e-5,
+        );
+        // LRN with an even size sums channels [c-1, c+2].
+        let op = build(
+            "LRN",
+            13,
+            &[
+                ("size", Attribute::Int(4)),
+                ("alpha", Attribute::Float(4.0)),
+                ("beta", Attribute::Float(1.0)),
+            ],
+            1,
+            1,
+        );
+        let x = t(&[1., 2., 3., 4.], &[1, 4, 1]);
+        let out = eval(op.as_ref(), &[Some(x)]);
+        // sums: c0: 1+4+9=14, c1: 1+4+9+16=30, c2: 4+9+16=29, c3: 9+16=25; y = x / (1 + sum).
+        close(
+            &f64s(&out[0]),
+            &[1. / 15., 2. / 31., 3. / 30., 4. / 26.],
+            1e-6,
+        );
+        assert!(build_err("LRN", 13, &[]).contains("size"));
+    }
+
+    #[test]
+    fn layer_norm_outputs_and_broadcast_scale() {
+        let op = build(
+            "LayerNormalization",
+            17,
+            &[("epsilon", Attribute::Float(0.0))],
+            2,
+            3,
+        );
+        let x = t(&[1., 3., 2., 4., -1., 1.], &[3, 2]);
+        let out = eval(op.as_ref(), &[Some(x.clone()), Some(t(&[1., 2.], &[2]))]);
+        close(&f64s(&out[0]), &[-1., 2., -1., 2., -1., 2.], 1e-6);
+        assert_eq!(out[1].shape(), &[3, 1]);
+        close(&f64s(&out[1]), &[2., 3., 0.], 1e-6);
+        close(&f64s(&out[2]), &[1., 1., 1.], 1e-6);
+        // axis 0 with a scalar-like scale broadcast to the whole tensor, bias given.
+        let op = build(
+            "LayerNormalization",
+            17,
+            &[
+                ("axis", Attribute::Int(0)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            3,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 3.], &[2, 1])),
+                Some(t(&[3.], &[1])),
+                Some(t(&[1., 2.], &[2, 1])),
+            ],
+        );
+        close(&f64s(&out[0]), &[-2., 5.], 1e-6);
+        // Parallel rows and f16.
+        let big = t(&pat(64 * 48, 9), &[64, 48]);
+        let op = build("LayerNormalization", 17, &[], 3, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(big.cast(DType::F16).unwrap()),
+                Some(t(&pat(48, 2), &[48]).cast(DType::F16).unwrap()),
+                None,
+            ],
+        );
+        assert_eq!(out[0].dtype(), DType::F16);
+        let facts = op
+            .infer(&[
+                Fact::known(DType::F16, &[64, 48]),
+                Fact::known(DType::F16, &[48]),
+            ])
+            .unwrap()
+            .unwrap();
+        assert_eq!(facts.len(), 1);
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([big, t(&[1.; 5], &[5])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input 1"), "{e}");
+        assert!(build_err(
+            "LayerNormalization",
+            17,
+            &[("stash_type", Attribute::Int(7))]
+        )
+        .contains("stash_type"));
+    }
+}

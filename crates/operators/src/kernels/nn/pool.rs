@@ -439,3 +439,258 @@ impl Operator for GlobalPool {
         Ok(vec![out.into()])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{build, build_err, eval, f64s, pat, s, t};
+    use crate::{Attribute, Fact};
+    use strata_tensor::{DType, Tensor};
+
+    #[test]
+    fn maxpool_1d_indices_and_padding() {
+        let op = build(
+            "MaxPool",
+            12,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("strides", Attribute::Ints(vec![2])),
+                ("pads", Attribute::Ints(vec![1, 0])),
+            ],
+            1,
+            2,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&[-1., -5., 3., 2., -4., -2., 0., 9.], &[2, 1, 4]))],
+        );
+        // Padding never wins, even against negative values.
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-1., 3., -4., 0.]);
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[0, 2, 4, 6]);
+        // Without the Indices output only one output is produced.
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![3]))],
+            1,
+            1,
+        );
+        let out = eval(op.as_ref(), &[Some(t(&[1., 3., 2., 5.], &[1, 1, 4]))]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[3., 5.]);
+    }
+
+    #[test]
+    fn maxpool_integers_and_column_major_indices() {
+        let op = build(
+            "MaxPool",
+            12,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2, 2])),
+                ("storage_order", Attribute::Int(1)),
+            ],
+            1,
+            2,
+        );
+        let x = Tensor::from_vec(vec![1i8, 2, 3, 4, 5, 6, 7, 8, 9], &[1, 1, 3, 3]).unwrap();
+        let out = eval(op.as_ref(), &[Some(x)]);
+        assert_eq!(out[0].as_slice::<i8>().unwrap(), &[5, 6, 8, 9]);
+        // Maxima at (y, x) = (1,1), (1,2), (2,1), (2,2); column-major index x * 3 + y.
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[4, 7, 5, 8]);
+        let u = Tensor::from_vec(vec![1u8, 200, 3, 4], &[1, 1, 4]).unwrap();
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![2]))],
+            1,
+            1,
+        );
+        assert_eq!(
+            eval(op.as_ref(), &[Some(u)])[0].as_slice::<u8>().unwrap(),
+            &[200, 200, 4]
+        );
+    }
+
+    #[test]
+    fn average_pool_padding_modes() {
+        let x = t(&[1., 2., 3., 4.], &[1, 1, 4]);
+        let attrs = |include: i64| {
+            vec![
+                ("kernel_shape", Attribute::Ints(vec![3])),
+                ("pads", Attribute::Ints(vec![1, 1])),
+                ("count_include_pad", Attribute::Int(include)),
+            ]
+        };
+        let op = build("AveragePool", 11, &attrs(0), 1, 1);
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x.clone())])[0]
+                .as_slice::<f32>()
+                .unwrap(),
+            &[1.5, 2., 3., 3.5]
+        );
+        let op = build("AveragePool", 11, &attrs(1), 1, 1);
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x.clone())])[0]
+                .as_slice::<f32>()
+                .unwrap(),
+            &[1., 2., 3., 7. / 3.]
+        );
+        // ceil_mode adds a partial window that is averaged over its valid part.
+        let op = build(
+            "AveragePool",
+            10,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![3])),
+                ("strides", Attribute::Ints(vec![2])),
+                ("ceil_mode", Attribute::Int(1)),
+            ],
+            1,
+            1,
+        );
+        let x5 = t(&[1., 2., 3., 4., 5., 6.], &[1, 1, 6]);
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x5)])[0].as_slice::<f32>().unwrap(),
+            &[2., 4., 5.5]
+        );
+        // VALID and SAME_UPPER.
+        let op = build(
+            "AveragePool",
+            11,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("auto_pad", s("VALID")),
+            ],
+            1,
+            1,
+        );
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x.clone())])[0]
+                .as_slice::<f32>()
+                .unwrap(),
+            &[1.5, 2.5, 3.5]
+        );
+        let op = build(
+            "AveragePool",
+            11,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("auto_pad", s("SAME_UPPER")),
+            ],
+            1,
+            1,
+        );
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x)])[0].as_slice::<f32>().unwrap(),
+            &[1.5, 2.5, 3.5, 4.]
+        );
+    }
+
+    #[test]
+    fn lp_and_global_pools() {
+        let op = build(
+            "LpPool",
+            1,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("p", Attribute::Float(2.0)),
+            ],
+            1,
+            1,
+        );
+        let out = eval(op.as_ref(), &[Some(t(&[3., -4., 0.], &[1, 1, 3]))]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[5., 4.]);
+        let x = t(&[1., -2., 3., 6., 5., 4.], &[1, 2, 3]);
+        let g = |name: &str| eval(build(name, 2, &[], 1, 1).as_ref(), &[Some(x.clone())]);
+        assert_eq!(
+            g("GlobalAveragePool")[0].as_slice::<f32>().unwrap(),
+            &[2. / 3., 5.]
+        );
+        assert_eq!(g("GlobalMaxPool")[0].shape(), &[1, 2, 1]);
+        assert_eq!(g("GlobalMaxPool")[0].as_slice::<f32>().unwrap(), &[3., 6.]);
+        let lp = g("GlobalLpPool");
+        assert!((lp[0].as_slice::<f32>().unwrap()[0] - 14f32.sqrt()).abs() < 1e-6);
+        // f16 goes through f32.
+        let out = eval(
+            build("GlobalAveragePool", 1, &[], 1, 1).as_ref(),
+            &[Some(x.cast(DType::F16).unwrap())],
+        );
+        assert_eq!(out[0].dtype(), DType::F16);
+        assert_eq!(f64s(&out[0])[1], 5.0);
+    }
+
+    #[test]
+    fn pools_parallel_planes_match_serial() {
+        // Many planes so the two-thread run splits them; eval() checks serial == parallel.
+        let x = t(&pat(4 * 6 * 9 * 9, 3), &[4, 6, 9, 9]);
+        for name in ["MaxPool", "AveragePool", "LpPool"] {
+            let op = build(
+                name,
+                19,
+                &[
+                    ("kernel_shape", Attribute::Ints(vec![3, 3])),
+                    ("strides", Attribute::Ints(vec![2, 2])),
+                    ("pads", Attribute::Ints(vec![1, 1, 1, 1])),
+                ],
+                1,
+                1,
+            );
+            assert_eq!(
+                eval(op.as_ref(), &[Some(x.clone())])[0].shape(),
+                &[4, 6, 5, 5]
+            );
+        }
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![2, 2]))],
+            1,
+            2,
+        );
+        let out = eval(op.as_ref(), &[Some(x)]);
+        assert_eq!(out[1].dtype(), DType::I64);
+    }
+
+    #[test]
+    fn pool_errors_and_infer() {
+        assert!(build_err("MaxPool", 12, &[]).contains("kernel_shape"));
+        assert!(build_err(
+            "AveragePool",
+            12,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("ceil_mode", Attribute::Int(3))
+            ]
+        )
+        .contains("ceil_mode"));
+        assert!(build_err(
+            "LpPool",
+            2,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("p", Attribute::Int(0))
+            ]
+        )
+        .contains("'p'"));
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![2, 2]))],
+            1,
+            2,
+        );
+        let facts = op
+            .infer(&[Fact::known(DType::F32, &[1, 3, 5, 5])])
+            .unwrap()
+            .unwrap();
+        assert_eq!(facts.len(), 2);
+        assert_eq!(facts[1].dtype, Some(DType::I64));
+        assert!(op.infer(&[Fact::known(DType::F32, &[1, 3, 5])]).is_err());
+        let e = op
+            .eval(
+                &crate::EvalCtx::default(),
+                crate::Inputs::from_tensors([t(&[1.; 4], &[1, 1, 1, 4])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smaller than the dilated kernel"), "{e}");
+    }
+}

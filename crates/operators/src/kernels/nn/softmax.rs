@@ -239,3 +239,77 @@ impl Operator for Softmax {
         Ok(vec![out.into()])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{build, close, eval, f64s, pat, t};
+    use crate::{Attribute, EvalCtx, Inputs};
+    use strata_tensor::DType;
+
+    #[test]
+    fn softmax_rows_and_stability() {
+        let op = build("Softmax", 13, &[], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[1000., 1000., 0., 0.], &[2, 2]))]);
+        close(&f64s(&out[0]), &[0.5, 0.5, 0.5, 0.5], 1e-7);
+        let op = build("LogSoftmax", 13, &[("axis", Attribute::Int(0))], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[0., 1., 0., 1.], &[2, 2]))]);
+        close(&f64s(&out[0]), &[-(2f64.ln()); 4], 1e-7);
+    }
+
+    #[test]
+    fn old_opsets_flatten_at_axis() {
+        // Opset 11, default axis 1 on [2, 2, 2]: softmax over 4 values per batch.
+        let x = t(&[0., 0., 0., 0., 1., 2., 3., 4.], &[2, 2, 2]);
+        let out = eval(build("Softmax", 11, &[], 1, 1).as_ref(), &[Some(x.clone())]);
+        close(&f64s(&out[0])[..4], &[0.25; 4], 1e-7);
+        // Opset 13 default axis -1: pairs.
+        let out = eval(build("Softmax", 13, &[], 1, 1).as_ref(), &[Some(x.clone())]);
+        close(&f64s(&out[0])[..2], &[0.5; 2], 1e-7);
+        // Hardmax opset 1 with axis 0 takes the first maximum over everything.
+        let out = eval(
+            build("Hardmax", 1, &[("axis", Attribute::Int(0))], 1, 1).as_ref(),
+            &[Some(t(&[3., 1., 3., 2.], &[2, 2]))],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[1., 0., 0., 0.]);
+        // Strided axis (opset 13, axis 1 of [2, 3, 4]) matches the contiguous path after a transpose.
+        let v = pat(24, 5);
+        let a = eval(
+            build("Softmax", 13, &[("axis", Attribute::Int(1))], 1, 1).as_ref(),
+            &[Some(t(&v, &[2, 3, 4]))],
+        );
+        let xt = t(&v, &[2, 3, 4]).permute(&[0, 2, 1]).unwrap().contiguous();
+        let b = eval(build("Softmax", 13, &[], 1, 1).as_ref(), &[Some(xt)]);
+        let bt = b[0].permute(&[0, 2, 1]).unwrap().to_vec::<f32>().unwrap();
+        close(
+            &f64s(&a[0]),
+            &bt.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn hardmax_ties_and_errors() {
+        let op = build("Hardmax", 13, &[("axis", Attribute::Int(0))], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[1., 5., 1., 5.], &[2, 2]))]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[1., 1., 0., 0.]);
+        let op = build("Softmax", 13, &[("axis", Attribute::Int(2))], 1, 1);
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([t(&[1., 2.], &[1, 2])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("axis"), "{e}");
+        let out = eval(
+            build("LogSoftmax", 13, &[], 1, 1).as_ref(),
+            &[Some(t(&[1., 1.], &[2]).cast(DType::F16).unwrap())],
+        );
+        assert_eq!(out[0].dtype(), DType::F16);
+        let out = eval(
+            build("Softmax", 13, &[], 1, 1).as_ref(),
+            &[Some(t(&[], &[0, 3]))],
+        );
+        assert_eq!(out[0].shape(), &[0, 3]);
+    }
+}
