@@ -703,6 +703,7 @@ impl Gemm {
         let mut beta = F::ZERO;
         if let Some(c) = inputs.opt_tensor(2)? {
             if self.beta != 0.0 {
+                let c = c.contiguous();
                 let cb = c.broadcast_to(&[m, n]).map_err(|_| {
                     OpError::invalid(
                         2,
@@ -712,8 +713,7 @@ impl Gemm {
                         ),
                     )
                 })?;
-                let cv = c.contiguous();
-                let cs = cv.as_slice::<F>()?;
+                let cs = c.as_slice::<F>()?;
                 let (rs, cs_) = (cb.strides()[0] as usize, cb.strides()[1] as usize);
                 for (i, row) in o.chunks_mut(n.max(1)).enumerate() {
                     for (j, v) in row.iter_mut().enumerate() {
@@ -1152,6 +1152,15 @@ mod tests {
             Fact::known(DType::F32, &[4, 3]),
         ];
         assert_eq!(op.flops(&facts), 2 * 2 * 3 * 4);
+    }
+
+    #[test]
+    fn gemm_reads_strided_c_views() {
+        let op = build("Gemm", 13, &[], 3, 1);
+        let eye = t(&[1., 0., 0., 1.], &[2, 2]);
+        let c = t(&[1., 2., 3., 4.], &[2, 2]).permute(&[1, 0]).unwrap();
+        let out = eval(op.as_ref(), &[Some(eye.clone()), Some(eye), Some(c)]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[2., 3., 2., 5.]);
     }
 
     #[test]

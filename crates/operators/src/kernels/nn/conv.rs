@@ -450,6 +450,12 @@ impl ConvTranspose {
         }
         let nd = x.len() - 2;
         let kernel = &w[2..];
+        if kernel.contains(&0) {
+            return Err(OpError::invalid(
+                1,
+                format!("weights {w:?} have an empty kernel axis"),
+            ));
+        }
         if let Some(k) = &self.spatial.kernel {
             if k.as_slice() != kernel {
                 return Err(OpError::attribute(
@@ -951,6 +957,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("dtype"), "{e}");
+    }
+
+    #[test]
+    fn conv_degenerate_shapes() {
+        // Empty input axis, covered by padding: only bias remains.
+        let op = build("Conv", 11, &[("pads", Attribute::Ints(vec![1, 1]))], 3, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[], &[1, 1, 0])),
+                Some(t(&[1., 1.], &[1, 1, 2])),
+                Some(t(&[0.5], &[1])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[0.5]);
+        // Empty batch.
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[], &[0, 1, 3])),
+                Some(t(&[1., 1.], &[1, 1, 2])),
+                Some(t(&[0.5], &[1])),
+            ],
+        );
+        assert_eq!(out[0].shape(), &[0, 1, 4]);
+        // Empty kernel axes are rejected.
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([t(&[1.; 3], &[1, 1, 3]), t(&[], &[1, 1, 0])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+        let op = build("ConvTranspose", 11, &[], 2, 1);
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([t(&[1.; 3], &[1, 1, 3]), t(&[], &[1, 1, 0])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
     }
 
     #[test]

@@ -144,6 +144,11 @@ impl SpatialAttrs {
                 "kernel shape {kernel:?} does not match the {n} spatial dims of the input {input:?}"
             )));
         }
+        if let Some(i) = kernel.iter().position(|&k| k == 0) {
+            return Err(OpError::Shape(format!(
+                "kernel shape {kernel:?} has an empty axis {i}"
+            )));
+        }
         let strides = Self::per_axis(&self.strides, n, "strides", 1)?;
         let dilations = Self::per_axis(&self.dilations, n, "dilations", 1)?;
         let mut pad_begin = vec![0; n];
@@ -262,7 +267,7 @@ impl Geo3 {
         let lo = if off >= p { 0 } else { (p - off).div_ceil(s) };
         // o*s + off - p <= n_in - 1  =>  o <= (n_in - 1 + p - off) / s
         let hi = if n_in + p > off {
-            ((n_in - 1 + p - off) / s + 1).min(n_out)
+            ((n_in + p - off - 1) / s + 1).min(n_out)
         } else {
             0
         };

@@ -111,7 +111,7 @@ fn taps(g: &Geo3) -> Taps {
                     (pb - start).div_ceil(d)
                 };
                 let hi = if n_in + pb > start {
-                    ((n_in - 1 + pb - start) / d + 1).min(k)
+                    ((n_in + pb - start - 1) / d + 1).min(k)
                 } else {
                     0
                 };
