@@ -258,8 +258,8 @@ fn im2col_channel<F: Float>(x: &[F], g: &Geo3, rows: &mut [F]) {
                         if sw == 1 {
                             dst.copy_from_slice(&src[ix0..ix0 + dst.len()]);
                         } else {
-                            for (j, v) in dst.iter_mut().enumerate() {
-                                *v = src[ix0 + j * sw];
+                            for (v, &x) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                *v = x;
                             }
                         }
                     }
@@ -299,8 +299,8 @@ fn depthwise_plane<F: Float>(x: &[F], w: &[F], g: &Geo3, out: &mut [F]) {
                                 *o += wt * v;
                             }
                         } else {
-                            for (j, o) in dst.iter_mut().enumerate() {
-                                *o += wt * src[ix0 + j * sw];
+                            for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                *o += wt * v;
                             }
                         }
                     }

@@ -579,3 +579,127 @@ pub(crate) mod testutil {
 
 #[cfg(test)]
 mod golden;
+
+/// Rough single-thread timings of hot kernels (`cargo test -p strata-ops -- --ignored
+/// bench_ --nocapture`).
+#[cfg(test)]
+mod bench {
+    use super::testutil::{build, pat, t};
+    use crate::{Attribute, EvalCtx, Inputs};
+
+    fn time(name: &str, op: &str, opset: i64, attrs: &[(&str, Attribute)], shapes: &[&[usize]]) {
+        let o = build(op, opset, attrs, shapes.len(), 1);
+        let ins: Vec<_> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| t(&pat(s.iter().product(), i as i64), s))
+            .collect();
+        let ctx = EvalCtx::default();
+        let run = || o.eval(&ctx, Inputs::from_tensors(ins.clone())).unwrap();
+        run();
+        let start = std::time::Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            run();
+        }
+        println!(
+            "{name}: {:.3} ms",
+            start.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+    }
+
+    #[test]
+    #[ignore]
+    fn bench_kernels() {
+        let p1 = ("pads", Attribute::Ints(vec![1, 1, 1, 1]));
+        time(
+            "conv3x3 64->64 56x56",
+            "Conv",
+            11,
+            &[p1.clone()],
+            &[&[1, 64, 56, 56], &[64, 64, 3, 3], &[64]],
+        );
+        time(
+            "conv1x1 64->256 56x56",
+            "Conv",
+            11,
+            &[],
+            &[&[1, 64, 56, 56], &[256, 64, 1, 1], &[256]],
+        );
+        time(
+            "conv7x7s2 3->64 224",
+            "Conv",
+            11,
+            &[
+                ("pads", Attribute::Ints(vec![3, 3, 3, 3])),
+                ("strides", Attribute::Ints(vec![2, 2])),
+            ],
+            &[&[1, 3, 224, 224], &[64, 3, 7, 7]],
+        );
+        time(
+            "dw3x3 128 56x56",
+            "Conv",
+            11,
+            &[p1.clone(), ("group", Attribute::Int(128))],
+            &[&[1, 128, 56, 56], &[128, 1, 3, 3], &[128]],
+        );
+        time(
+            "dw3x3s2 128 56x56",
+            "Conv",
+            11,
+            &[
+                p1.clone(),
+                ("group", Attribute::Int(128)),
+                ("strides", Attribute::Ints(vec![2, 2])),
+            ],
+            &[&[1, 128, 56, 56], &[128, 1, 3, 3]],
+        );
+        time(
+            "convT 4x4s2 64->32 28",
+            "ConvTranspose",
+            11,
+            &[p1.clone(), ("strides", Attribute::Ints(vec![2, 2]))],
+            &[&[1, 64, 28, 28], &[64, 32, 4, 4]],
+        );
+        time(
+            "maxpool3x3s2 64x112",
+            "MaxPool",
+            12,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![3, 3])),
+                ("strides", Attribute::Ints(vec![2, 2])),
+                p1,
+            ],
+            &[&[1, 64, 112, 112]],
+        );
+        time(
+            "matmul 512x768x768",
+            "MatMul",
+            13,
+            &[],
+            &[&[512, 768], &[768, 768]],
+        );
+        time(
+            "matmul 64x576x3136",
+            "MatMul",
+            13,
+            &[],
+            &[&[64, 576], &[576, 3136]],
+        );
+        time(
+            "matmul 3136x576x64",
+            "MatMul",
+            13,
+            &[],
+            &[&[3136, 576], &[576, 64]],
+        );
+        time("softmax 12x128x128", "Softmax", 13, &[], &[&[12, 128, 128]]);
+        time(
+            "layernorm 512x768",
+            "LayerNormalization",
+            17,
+            &[],
+            &[&[512, 768], &[768], &[768]],
+        );
+    }
+}

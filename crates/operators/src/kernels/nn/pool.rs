@@ -237,8 +237,32 @@ impl Pool {
         let (lp, p) = (self.kind == PoolKind::Lp, F::from_f32(self.p));
         let inv_p = F::ONE / p;
         let include_pad = self.count_include_pad;
+        let kind = self.kind;
         let kernel = |plane_idx: usize, o: &mut [F]| {
             let xp = &xv[plane_idx * isz..][..isz];
+            if kind != PoolKind::Lp {
+                pool_plane_rows(kind, xp, &g, o);
+                if kind == PoolKind::Average {
+                    let [_, oh, ow] = g.output;
+                    let count = |a: usize, i: usize| {
+                        if include_pad {
+                            t.padded[a][i]
+                        } else {
+                            t.valid[a][i].1 - t.valid[a][i].0
+                        }
+                    };
+                    for (i, v) in o.iter_mut().enumerate() {
+                        let (z, y, x) = (i / (oh * ow), (i / ow) % oh, i % ow);
+                        let c = count(0, z) * count(1, y) * count(2, x);
+                        *v = if c == 0 {
+                            F::ZERO
+                        } else {
+                            *v / F::from_usize(c)
+                        };
+                    }
+                }
+                return;
+            }
             let [_, ih, iw] = g.input;
             let [od, oh, ow] = g.output;
             let mut i = 0;
@@ -321,8 +345,8 @@ impl Operator for Pool {
         let x = inputs.tensor(0)?;
         let dt = x.dtype();
         match (self.kind, dt) {
-            (PoolKind::Max, DType::F32) => self.run_max::<f32>(ctx, x),
-            (PoolKind::Max, DType::F64) => self.run_max::<f64>(ctx, x),
+            (PoolKind::Max, DType::F32) if self.want_indices => self.run_max::<f32>(ctx, x),
+            (PoolKind::Max, DType::F64) if self.want_indices => self.run_max::<f64>(ctx, x),
             (PoolKind::Max, DType::I8) => self.run_max::<i8>(ctx, x),
             (PoolKind::Max, DType::U8) => self.run_max::<u8>(ctx, x),
             (_, DType::F32) => self.run_float::<f32>(ctx, x),
@@ -331,6 +355,60 @@ impl Operator for Pool {
                 eval_via_f32(ctx, &inputs, dt, 1, |c, i| self.eval(c, i))
             }
             (_, d) => Err(OpError::UnsupportedDType { index: 0, dtype: d }),
+        }
+    }
+}
+
+/// Max or sum pooling of one plane, tap by tap: each kernel tap updates a whole range of an
+/// output row at once (vectorizable), reading the input row at the tap's offset. Windows with
+/// no valid tap keep -inf (max) or 0 (sum).
+fn pool_plane_rows<F: Float>(kind: PoolKind, x: &[F], g: &Geo3, out: &mut [F]) {
+    let max = kind == PoolKind::Max;
+    out.fill(if max { F::NEG_INFINITY } else { F::ZERO });
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let sw = g.strides[2];
+    for kd in 0..g.kernel[0] {
+        let (d_lo, d_hi) = g.valid_range(0, kd);
+        for kh in 0..g.kernel[1] {
+            let (h_lo, h_hi) = g.valid_range(1, kh);
+            for kw in 0..g.kernel[2] {
+                let (w_lo, w_hi) = g.valid_range(2, kw);
+                if w_lo >= w_hi {
+                    continue;
+                }
+                let ix0 = w_lo * sw + kw * g.dilations[2] - g.pad_begin[2];
+                for z in d_lo..d_hi {
+                    let iz = z * g.strides[0] + kd * g.dilations[0] - g.pad_begin[0];
+                    for y in h_lo..h_hi {
+                        let iy = y * g.strides[1] + kh * g.dilations[1] - g.pad_begin[1];
+                        let src = &x[(iz * ih + iy) * iw..][..iw];
+                        let dst = &mut out[(z * oh + y) * ow..][w_lo..w_hi];
+                        match (max, sw) {
+                            (true, 1) => {
+                                for (o, &v) in dst.iter_mut().zip(&src[ix0..]) {
+                                    *o = if v > *o { v } else { *o };
+                                }
+                            }
+                            (true, _) => {
+                                for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                    *o = if v > *o { v } else { *o };
+                                }
+                            }
+                            (false, 1) => {
+                                for (o, &v) in dst.iter_mut().zip(&src[ix0..]) {
+                                    *o += v;
+                                }
+                            }
+                            (false, _) => {
+                                for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                    *o += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
