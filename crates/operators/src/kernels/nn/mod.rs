@@ -616,7 +616,7 @@ mod bench {
             "conv3x3 64->64 56x56",
             "Conv",
             11,
-            &[p1.clone()],
+            std::slice::from_ref(&p1),
             &[&[1, 64, 56, 56], &[64, 64, 3, 3], &[64]],
         );
         time(
