@@ -823,25 +823,49 @@ impl Operator for Gemm {
                 ctx,
                 &inputs,
                 |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| (v as f64 * s as f64) as i32,
+                |v, s| {
+                    if s == 1.0 {
+                        v
+                    } else {
+                        (v as f64 * s as f64) as i32
+                    }
+                },
             )?,
             DType::I64 => self.run_int::<i64>(
                 ctx,
                 &inputs,
                 |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| (v as f64 * s as f64) as i64,
+                |v, s| {
+                    if s == 1.0 {
+                        v
+                    } else {
+                        (v as f64 * s as f64) as i64
+                    }
+                },
             )?,
             DType::U32 => self.run_int::<u32>(
                 ctx,
                 &inputs,
                 |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| (v as f64 * s as f64) as u32,
+                |v, s| {
+                    if s == 1.0 {
+                        v
+                    } else {
+                        (v as f64 * s as f64) as u32
+                    }
+                },
             )?,
             DType::U64 => self.run_int::<u64>(
                 ctx,
                 &inputs,
                 |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| (v as f64 * s as f64) as u64,
+                |v, s| {
+                    if s == 1.0 {
+                        v
+                    } else {
+                        (v as f64 * s as f64) as u64
+                    }
+                },
             )?,
             d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
         };
