@@ -1176,6 +1176,12 @@ mod tests {
             Fact::known(DType::F32, &[4, 3]),
         ];
         assert_eq!(op.flops(&facts), 2 * 2 * 3 * 4);
+        // 64-bit integers stay exact when alpha and beta are 1.
+        let big = (1i64 << 60) + 1;
+        let op = build("Gemm", 13, &[], 3, 1);
+        let one = |v: i64| Some(Tensor::from_vec(vec![v], &[1, 1]).unwrap());
+        let out = eval(op.as_ref(), &[one(big), one(1), one(1)]);
+        assert_eq!(out[0].as_slice::<i64>().unwrap(), &[big + 1]);
     }
 
     #[test]
