@@ -1,0 +1,1199 @@
+//! `Conv` and `ConvTranspose` for 1-D, 2-D and 3-D inputs.
+//!
+//! Conv picks one of three paths per call: pointwise (1x1, stride 1, no padding: GEMM directly
+//! on the input), direct depthwise (one input channel per group: taps accumulated along output
+//! rows) and the general im2col + GEMM. Work is split over (batch, group) tasks, or over output
+//! channel blocks and im2col rows when there are fewer tasks than threads. ConvTranspose is
+//! GEMM + col2im.
+
+use super::{concrete, AutoPad, Geo3, SpatialAttrs};
+use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
+use crate::{
+    op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
+};
+use strata_tensor::{DType, Tensor};
+
+/// Registers `Conv` and `ConvTranspose`.
+pub fn register(registry: &mut OpRegistry) {
+    registry.register("", "Conv", 1, build_conv);
+    registry.register("", "ConvTranspose", 1, build_conv_transpose);
+}
+
+fn parse_group(ctx: &BuildCtx<'_>) -> OpResult<usize> {
+    let g = ctx.attrs.int_or("group", 1)?;
+    usize::try_from(g)
+        .ok()
+        .filter(|&g| g > 0)
+        .ok_or_else(|| OpError::attribute("group", format!("must be positive, got {g}")))
+}
+
+fn build_conv(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    Ok(Box::new(Conv {
+        spatial: SpatialAttrs::parse(ctx.attrs)?,
+        group: parse_group(ctx)?,
+    }))
+}
+
+/// Tap range along one axis: source positions `i` in `[lo, hi)` (of `n_src`) for which
+/// `i * s + off - pad` lands inside `[0, n_dst)`.
+#[inline]
+fn tap_range(n_src: usize, n_dst: usize, s: usize, off: usize, pad: isize) -> (usize, usize) {
+    let shift = off as isize - pad;
+    let lo = if shift >= 0 {
+        0
+    } else {
+        ((-shift) as usize).div_ceil(s)
+    };
+    let last = n_dst as isize - 1 - shift;
+    let hi = if last < 0 {
+        0
+    } else {
+        (last as usize / s + 1).min(n_src)
+    };
+    (lo.min(hi), hi)
+}
+
+// ----- Conv ---------------------------------------------------------------------------------
+
+/// `Conv` (opsets 1, 11, 22): N-D grouped, strided, dilated, padded convolution.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    /// Kernel, strides, dilations, pads, auto_pad.
+    pub spatial: SpatialAttrs,
+    /// Number of groups.
+    pub group: usize,
+}
+
+/// Everything one Conv evaluation needs to know about shapes.
+#[derive(Debug, Clone)]
+struct ConvPlan {
+    n: usize,
+    c: usize,
+    m: usize,
+    g3: Geo3,
+    out_shape: Vec<usize>,
+}
+
+impl Conv {
+    fn plan(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> OpResult<ConvPlan> {
+        if x.len() < 3 {
+            return Err(OpError::invalid(
+                0,
+                format!("Conv input must have rank >= 3, got shape {x:?}"),
+            ));
+        }
+        if w.len() != x.len() {
+            return Err(OpError::invalid(
+                1,
+                format!("weights of shape {w:?} do not match input rank {}", x.len()),
+            ));
+        }
+        let (n, c, m) = (x[0], x[1], w[0]);
+        let g = self.group;
+        if c != w[1] * g || m % g != 0 {
+            return Err(OpError::invalid(
+                1,
+                format!("weights {w:?} do not fit input channels {c} with group {g}"),
+            ));
+        }
+        if let Some(k) = &self.spatial.kernel {
+            if k.as_slice() != &w[2..] {
+                return Err(OpError::attribute(
+                    "kernel_shape",
+                    format!("{k:?} differs from the weights' {:?}", &w[2..]),
+                ));
+            }
+        }
+        if let Some(b) = b {
+            if b != [m] {
+                return Err(OpError::invalid(
+                    2,
+                    format!("bias must have shape [{m}], got {b:?}"),
+                ));
+            }
+        }
+        let geo = self.spatial.resolve(&x[2..], &w[2..], false)?;
+        let mut out_shape = vec![n, m];
+        out_shape.extend_from_slice(&geo.output);
+        Ok(ConvPlan {
+            n,
+            c,
+            m,
+            g3: geo.geo3()?,
+            out_shape,
+        })
+    }
+
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Tensor> {
+        let (x, w) = (
+            inputs.tensor(0)?.contiguous(),
+            inputs.tensor(1)?.contiguous(),
+        );
+        let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
+        let p = self.plan(x.shape(), w.shape(), bias.as_ref().map(Tensor::shape))?;
+        let mut out = ctx.alloc(F::DTYPE, &p.out_shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        if o.is_empty() {
+            return Ok(out);
+        }
+        let (xv, wv) = (x.as_slice::<F>()?, w.as_slice::<F>()?);
+        let bv = match &bias {
+            Some(b) => Some(b.as_slice::<F>()?),
+            None => None,
+        };
+        let g = self.group;
+        let (cg, mg) = (p.c / g, p.m / g);
+        let (isz, osz, ksz) = (p.g3.in_size(), p.g3.out_size(), p.g3.kernel_size());
+        let geo = &p.g3;
+
+        if cg == 1 {
+            // Direct depthwise: one output plane per task.
+            let planes_per = (p.n * p.m).div_ceil(ctx.threads() * 4).max(1);
+            ctx.par_chunks_mut(o, planes_per * osz, |ci, chunk| {
+                for (j, plane) in chunk.chunks_mut(osz).enumerate() {
+                    let idx = ci * planes_per + j;
+                    let (b, m) = (idx / p.m, idx % p.m);
+                    let xc = &xv[(b * p.c + m / mg) * isz..][..isz];
+                    plane.fill(bv.map_or(F::ZERO, |bv| bv[m]));
+                    depthwise_plane(xc, &wv[m * ksz..][..ksz], geo, plane);
+                }
+            });
+            return Ok(out);
+        }
+
+        let pointwise = ksz == 1 && geo.strides == [1; 3] && isz == osz && geo.pad_begin == [0; 3];
+        let krows = cg * ksz;
+        let tasks = p.n * g;
+        let threads = ctx.threads();
+        let group_task = |t: usize,
+                          out_g: &mut [F],
+                          col: &mut Vec<F>,
+                          inner: Option<&EvalCtx<'_>>|
+         -> OpResult<()> {
+            let (b, gi) = (t / g, t % g);
+            let xg = &xv[(b * p.c + gi * cg) * isz..][..cg * isz];
+            let wg = MatRef::row_major(&wv[gi * mg * krows..][..mg * krows], mg, krows);
+            let beta = match bv {
+                Some(bv) => {
+                    for (row, &bias) in out_g.chunks_mut(osz).zip(&bv[gi * mg..(gi + 1) * mg]) {
+                        row.fill(bias);
+                    }
+                    F::ONE
+                }
+                None => F::ZERO,
+            };
+            let colm = if pointwise {
+                MatRef::row_major(xg, cg, isz)
+            } else {
+                col.resize(krows * osz, F::ZERO);
+                match inner {
+                    Some(ctx) => ctx.par_chunks_mut(col, ksz * osz, |c, rows| {
+                        im2col_channel(&xg[c * isz..][..isz], geo, rows)
+                    }),
+                    None => col
+                        .chunks_mut(ksz * osz)
+                        .enumerate()
+                        .for_each(|(c, rows)| im2col_channel(&xg[c * isz..][..isz], geo, rows)),
+                }
+                MatRef::row_major(col.as_slice(), krows, osz)
+            };
+            match inner {
+                Some(ctx) => par_gemm(ctx, F::ONE, wg, colm, beta, out_g),
+                None => gemm(F::ONE, wg, colm, beta, MatMut::row_major(out_g, mg, osz)),
+            }
+        };
+        if threads > 1 && tasks >= threads {
+            let per = tasks.div_ceil(threads);
+            let errors = ErrorSlot::default();
+            ctx.par_chunks_mut(o, per * mg * osz, |ci, chunk| {
+                let mut col = Vec::new();
+                for (j, out_g) in chunk.chunks_mut(mg * osz).enumerate() {
+                    errors.record(group_task(ci * per + j, out_g, &mut col, None));
+                }
+            });
+            errors.finish()?;
+        } else {
+            let mut col = Vec::new();
+            let inner = (threads > 1).then_some(ctx);
+            for (t, out_g) in o.chunks_mut(mg * osz).enumerate() {
+                group_task(t, out_g, &mut col, inner)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// im2col rows of one input channel: `rows` holds `kernel_size` rows of `out_size` values,
+/// row `(kd, kh, kw)` holding the input value each output position reads through that tap
+/// (0 in the padding).
+fn im2col_channel<F: Float>(x: &[F], g: &Geo3, rows: &mut [F]) {
+    let [_, ih, iw] = g.input;
+    let [od, oh, ow] = g.output;
+    let [kd_n, kh_n, kw_n] = g.kernel;
+    let osz = od * oh * ow;
+    let mut r = 0;
+    for kd in 0..kd_n {
+        let (d_lo, d_hi) = g.valid_range(0, kd);
+        for kh in 0..kh_n {
+            let (h_lo, h_hi) = g.valid_range(1, kh);
+            for kw in 0..kw_n {
+                let (w_lo, w_hi) = g.valid_range(2, kw);
+                let row = &mut rows[r * osz..(r + 1) * osz];
+                r += 1;
+                for z in 0..od {
+                    for y in 0..oh {
+                        let seg = &mut row[(z * oh + y) * ow..][..ow];
+                        if z < d_lo || z >= d_hi || y < h_lo || y >= h_hi || w_lo >= w_hi {
+                            seg.fill(F::ZERO);
+                            continue;
+                        }
+                        let iz = z * g.strides[0] + kd * g.dilations[0] - g.pad_begin[0];
+                        let iy = y * g.strides[1] + kh * g.dilations[1] - g.pad_begin[1];
+                        let src = &x[(iz * ih + iy) * iw..][..iw];
+                        seg[..w_lo].fill(F::ZERO);
+                        seg[w_hi..].fill(F::ZERO);
+                        let ix0 = w_lo * g.strides[2] + kw * g.dilations[2] - g.pad_begin[2];
+                        let dst = &mut seg[w_lo..w_hi];
+                        let sw = g.strides[2];
+                        if sw == 1 {
+                            dst.copy_from_slice(&src[ix0..ix0 + dst.len()]);
+                        } else {
+                            for (v, &x) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                *v = x;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Accumulates one depthwise filter over one input plane into `out` (already holding bias).
+fn depthwise_plane<F: Float>(x: &[F], w: &[F], g: &Geo3, out: &mut [F]) {
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [kd_n, kh_n, kw_n] = g.kernel;
+    let sw = g.strides[2];
+    let mut t = 0;
+    for kd in 0..kd_n {
+        let (d_lo, d_hi) = g.valid_range(0, kd);
+        for kh in 0..kh_n {
+            let (h_lo, h_hi) = g.valid_range(1, kh);
+            for kw in 0..kw_n {
+                let wt = w[t];
+                t += 1;
+                let (w_lo, w_hi) = g.valid_range(2, kw);
+                if w_lo >= w_hi {
+                    continue;
+                }
+                let ix0 = w_lo * sw + kw * g.dilations[2] - g.pad_begin[2];
+                for z in d_lo..d_hi {
+                    let iz = z * g.strides[0] + kd * g.dilations[0] - g.pad_begin[0];
+                    for y in h_lo..h_hi {
+                        let iy = y * g.strides[1] + kh * g.dilations[1] - g.pad_begin[1];
+                        let src = &x[(iz * ih + iy) * iw..][..iw];
+                        let dst = &mut out[(z * oh + y) * ow..][w_lo..w_hi];
+                        if sw == 1 {
+                            for (o, &v) in dst.iter_mut().zip(&src[ix0..ix0 + w_hi - w_lo]) {
+                                *o += wt * v;
+                            }
+                        } else {
+                            for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                *o += wt * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Operator for Conv {
+    op_boilerplate!("Conv");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        let (Some(dt), Some(x), Some(w)) = (
+            inputs.first().and_then(|f| f.dtype),
+            concrete(inputs, 0),
+            concrete(inputs, 1),
+        ) else {
+            return Ok(None);
+        };
+        let p = self.plan(&x, &w, None)?;
+        Ok(Some(vec![Fact::known(dt, &p.out_shape)]))
+    }
+
+    fn flops(&self, inputs: &[Fact]) -> u64 {
+        let (Some(x), Some(w)) = (concrete(inputs, 0), concrete(inputs, 1)) else {
+            return 0;
+        };
+        self.plan(&x, &w, None).map_or(0, |p| {
+            let macs = p.n * p.m * p.g3.out_size() * (p.c / self.group) * p.g3.kernel_size();
+            2 * macs as u64
+        })
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let dt = inputs.tensor(0)?.dtype();
+        check_same_dtype(&inputs, dt)?;
+        let out = match dt {
+            DType::F32 => self.run::<f32>(ctx, &inputs)?,
+            DType::F64 => self.run::<f64>(ctx, &inputs)?,
+            DType::F16 | DType::BF16 => {
+                return eval_via_f32(ctx, &inputs, dt, 1, |c, i| self.eval(c, i))
+            }
+            d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
+        };
+        Ok(vec![out.into()])
+    }
+}
+
+fn check_same_dtype(inputs: &Inputs, dt: DType) -> OpResult<()> {
+    for i in 1..inputs.len() {
+        if let Some(t) = inputs.opt_tensor(i)? {
+            if t.dtype() != dt {
+                return Err(OpError::invalid(
+                    i,
+                    format!("dtype {} differs from input 0's {dt}", t.dtype()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ----- ConvTranspose ------------------------------------------------------------------------
+
+/// `ConvTranspose` (opsets 1, 11, 22): the gradient of Conv with respect to its input.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose {
+    /// Kernel, strides, dilations, pads, auto_pad.
+    pub spatial: SpatialAttrs,
+    /// Number of groups.
+    pub group: usize,
+    /// Extra size added at the end of each output axis.
+    pub output_padding: Option<Vec<usize>>,
+    /// Explicit output spatial shape.
+    pub output_shape: Option<Vec<usize>>,
+}
+
+fn build_conv_transpose(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let nonneg = |name: &str| -> OpResult<Option<Vec<usize>>> {
+        match ctx.attrs.ints(name)? {
+            None => Ok(None),
+            Some(v) => v
+                .iter()
+                .map(|&x| {
+                    usize::try_from(x).map_err(|_| {
+                        OpError::attribute(name, format!("must be non-negative, got {v:?}"))
+                    })
+                })
+                .collect::<OpResult<Vec<_>>>()
+                .map(Some),
+        }
+    };
+    Ok(Box::new(ConvTranspose {
+        spatial: SpatialAttrs::parse(ctx.attrs)?,
+        group: parse_group(ctx)?,
+        output_padding: nonneg("output_padding")?,
+        output_shape: nonneg("output_shape")?,
+    }))
+}
+
+/// ConvTranspose geometry on three lifted axes; pads may be negative (output_shape larger
+/// than the natural size).
+#[derive(Debug, Clone)]
+struct TransPlan {
+    n: usize,
+    c: usize,
+    m: usize,
+    input: [usize; 3],
+    kernel: [usize; 3],
+    strides: [usize; 3],
+    dilations: [usize; 3],
+    pad_begin: [isize; 3],
+    output: [usize; 3],
+    out_shape: Vec<usize>,
+}
+
+impl ConvTranspose {
+    fn plan(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> OpResult<TransPlan> {
+        if x.len() < 3 || x.len() > 5 {
+            return Err(OpError::invalid(
+                0,
+                format!("ConvTranspose input must have rank 3 to 5, got shape {x:?}"),
+            ));
+        }
+        if w.len() != x.len() {
+            return Err(OpError::invalid(
+                1,
+                format!("weights of shape {w:?} do not match input rank {}", x.len()),
+            ));
+        }
+        let g = self.group;
+        let (n, c, m) = (x[0], x[1], w[1] * g);
+        if w[0] != c || c % g != 0 {
+            return Err(OpError::invalid(
+                1,
+                format!("weights {w:?} do not fit input channels {c} with group {g}"),
+            ));
+        }
+        if let Some(b) = b {
+            if b != [m] {
+                return Err(OpError::invalid(
+                    2,
+                    format!("bias must have shape [{m}], got {b:?}"),
+                ));
+            }
+        }
+        let nd = x.len() - 2;
+        let kernel = &w[2..];
+        if kernel.contains(&0) {
+            return Err(OpError::invalid(
+                1,
+                format!("weights {w:?} have an empty kernel axis"),
+            ));
+        }
+        if let Some(k) = &self.spatial.kernel {
+            if k.as_slice() != kernel {
+                return Err(OpError::attribute(
+                    "kernel_shape",
+                    format!("{k:?} differs from the weights' {kernel:?}"),
+                ));
+            }
+        }
+        let axis_attr =
+            |v: &Option<Vec<usize>>, name: &str, default: usize| -> OpResult<Vec<usize>> {
+                match v {
+                    None => Ok(vec![default; nd]),
+                    Some(v) if v.len() == nd => Ok(v.clone()),
+                    Some(v) => Err(OpError::attribute(
+                        name,
+                        format!("has {} values for {nd} spatial axes", v.len()),
+                    )),
+                }
+            };
+        let strides = axis_attr(&self.spatial.strides, "strides", 1)?;
+        let dilations = axis_attr(&self.spatial.dilations, "dilations", 1)?;
+        let out_pad = axis_attr(&self.output_padding, "output_padding", 0)?;
+        let pads = match (&self.spatial.pads, self.spatial.auto_pad()) {
+            (Some(p), AutoPad::NotSet) if p.len() == 2 * nd => p.clone(),
+            (Some(p), AutoPad::NotSet) => {
+                return Err(OpError::attribute(
+                    "pads",
+                    format!("has {} values for {nd} spatial axes", p.len()),
+                ))
+            }
+            _ => vec![0; 2 * nd],
+        };
+        let explicit_out = match &self.output_shape {
+            None => None,
+            Some(s) if s.len() == nd => Some(s.clone()),
+            Some(s) if s.len() == nd + 2 => Some(s[2..].to_vec()),
+            Some(s) => {
+                return Err(OpError::attribute(
+                    "output_shape",
+                    format!("has {} values for {nd} spatial axes", s.len()),
+                ))
+            }
+        };
+        let auto = self.spatial.auto_pad();
+        let mut pad_begin = vec![0isize; nd];
+        let mut output = vec![0usize; nd];
+        for i in 0..nd {
+            let dk = (kernel[i] as isize - 1) * dilations[i] as isize + 1;
+            let natural = strides[i] as isize * (x[2 + i] as isize - 1) + out_pad[i] as isize + dk;
+            let same = matches!(auto, AutoPad::SameUpper | AutoPad::SameLower);
+            let target = match &explicit_out {
+                Some(s) => Some(s[i] as isize),
+                None if same => Some((x[2 + i] * strides[i]) as isize),
+                None => None,
+            };
+            match target {
+                Some(out) => {
+                    let total = natural - out;
+                    let t = total.max(0);
+                    // As onnxruntime and the spec: SAME_UPPER puts the odd pad at the end,
+                    // SAME_LOWER and an explicit output_shape at the beginning.
+                    pad_begin[i] = if auto == AutoPad::SameUpper {
+                        t / 2
+                    } else {
+                        t - t / 2
+                    };
+                    output[i] = out as usize;
+                }
+                None => {
+                    let o = natural - pads[i] as isize - pads[nd + i] as isize;
+                    if o < 0 {
+                        return Err(OpError::Shape(format!(
+                            "ConvTranspose output axis {i} would have negative size {o} (pads {pads:?})"
+                        )));
+                    }
+                    pad_begin[i] = pads[i] as isize;
+                    output[i] = o as usize;
+                }
+            }
+        }
+        let lift = |v: &[usize], fill: usize| {
+            let mut a = [fill; 3];
+            a[3 - nd..].copy_from_slice(v);
+            a
+        };
+        let mut pb = [0isize; 3];
+        pb[3 - nd..].copy_from_slice(&pad_begin);
+        let mut out_shape = vec![n, m];
+        out_shape.extend_from_slice(&output);
+        Ok(TransPlan {
+            n,
+            c,
+            m,
+            input: lift(&x[2..], 1),
+            kernel: lift(kernel, 1),
+            strides: lift(&strides, 1),
+            dilations: lift(&dilations, 1),
+            pad_begin: pb,
+            output: lift(&output, 1),
+            out_shape,
+        })
+    }
+
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Tensor> {
+        let (x, w) = (
+            inputs.tensor(0)?.contiguous(),
+            inputs.tensor(1)?.contiguous(),
+        );
+        let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
+        let p = self.plan(x.shape(), w.shape(), bias.as_ref().map(Tensor::shape))?;
+        let mut out = ctx.alloc(F::DTYPE, &p.out_shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        if o.is_empty() {
+            return Ok(out);
+        }
+        let (xv, wv) = (x.as_slice::<F>()?, w.as_slice::<F>()?);
+        let bv = match &bias {
+            Some(b) => Some(b.as_slice::<F>()?),
+            None => None,
+        };
+        let g = self.group;
+        let (cg, mg) = (p.c / g, p.m / g);
+        let isz: usize = p.input.iter().product();
+        let osz: usize = p.output.iter().product();
+        let ksz: usize = p.kernel.iter().product();
+        let rows = mg * ksz;
+        let threads = ctx.threads();
+        let tasks = p.n * g;
+        let task = |t: usize,
+                    out_g: &mut [F],
+                    col: &mut Vec<F>,
+                    inner: Option<&EvalCtx<'_>>|
+         -> OpResult<()> {
+            let (b, gi) = (t / g, t % g);
+            let xg = MatRef::row_major(&xv[(b * p.c + gi * cg) * isz..][..cg * isz], cg, isz);
+            let wg = MatRef::row_major(&wv[gi * cg * rows..][..cg * rows], cg, rows).t();
+            col.resize(rows * isz, F::ZERO);
+            match inner {
+                Some(ctx) => par_gemm(ctx, F::ONE, wg, xg, F::ZERO, col)?,
+                None => gemm(F::ONE, wg, xg, F::ZERO, MatMut::row_major(col, rows, isz))?,
+            }
+            let col = col.as_slice();
+            let fill = |m: usize, plane: &mut [F]| {
+                plane.fill(bv.map_or(F::ZERO, |bv| bv[gi * mg + m]));
+                col2im_channel(&col[m * ksz * isz..][..ksz * isz], &p, plane);
+            };
+            match inner {
+                Some(ctx) => ctx.par_chunks_mut(out_g, osz, fill),
+                None => out_g
+                    .chunks_mut(osz)
+                    .enumerate()
+                    .for_each(|(m, plane)| fill(m, plane)),
+            }
+            Ok(())
+        };
+        if threads > 1 && tasks >= threads {
+            let per = tasks.div_ceil(threads);
+            let errors = ErrorSlot::default();
+            ctx.par_chunks_mut(o, per * mg * osz, |ci, chunk| {
+                let mut col = Vec::new();
+                for (j, out_g) in chunk.chunks_mut(mg * osz).enumerate() {
+                    errors.record(task(ci * per + j, out_g, &mut col, None));
+                }
+            });
+            errors.finish()?;
+        } else {
+            let mut col = Vec::new();
+            let inner = (threads > 1).then_some(ctx);
+            for (t, out_g) in o.chunks_mut(mg * osz).enumerate() {
+                task(t, out_g, &mut col, inner)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Scatters the `kernel_size` col rows of one output channel into its output plane.
+fn col2im_channel<F: Float>(col: &[F], p: &TransPlan, out: &mut [F]) {
+    let [id, ih, iw] = p.input;
+    let [_, oh, ow] = p.output;
+    let isz = id * ih * iw;
+    let (s, d, pb) = (p.strides, p.dilations, p.pad_begin);
+    let mut r = 0;
+    for kd in 0..p.kernel[0] {
+        let (z_lo, z_hi) = tap_range(id, p.output[0], s[0], kd * d[0], pb[0]);
+        for kh in 0..p.kernel[1] {
+            let (y_lo, y_hi) = tap_range(ih, oh, s[1], kh * d[1], pb[1]);
+            for kw in 0..p.kernel[2] {
+                let (x_lo, x_hi) = tap_range(iw, ow, s[2], kw * d[2], pb[2]);
+                let row = &col[r * isz..(r + 1) * isz];
+                r += 1;
+                if x_lo >= x_hi {
+                    continue;
+                }
+                let ox0 = ((x_lo * s[2] + kw * d[2]) as isize - pb[2]) as usize;
+                for z in z_lo..z_hi {
+                    let oz = ((z * s[0] + kd * d[0]) as isize - pb[0]) as usize;
+                    for y in y_lo..y_hi {
+                        let oy = ((y * s[1] + kh * d[1]) as isize - pb[1]) as usize;
+                        let src = &row[(z * ih + y) * iw..][x_lo..x_hi];
+                        let dst = &mut out[(oz * oh + oy) * ow..][..ow];
+                        if s[2] == 1 {
+                            for (o, &v) in dst[ox0..ox0 + src.len()].iter_mut().zip(src) {
+                                *o += v;
+                            }
+                        } else {
+                            for (j, &v) in src.iter().enumerate() {
+                                dst[ox0 + j * s[2]] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Operator for ConvTranspose {
+    op_boilerplate!("ConvTranspose");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        let (Some(dt), Some(x), Some(w)) = (
+            inputs.first().and_then(|f| f.dtype),
+            concrete(inputs, 0),
+            concrete(inputs, 1),
+        ) else {
+            return Ok(None);
+        };
+        let p = self.plan(&x, &w, None)?;
+        Ok(Some(vec![Fact::known(dt, &p.out_shape)]))
+    }
+
+    fn flops(&self, inputs: &[Fact]) -> u64 {
+        let (Some(x), Some(w)) = (concrete(inputs, 0), concrete(inputs, 1)) else {
+            return 0;
+        };
+        self.plan(&x, &w, None).map_or(0, |p| {
+            let isz: usize = p.input.iter().product();
+            let ksz: usize = p.kernel.iter().product();
+            2 * (p.n * p.c * isz * (p.m / self.group) * ksz) as u64
+        })
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let dt = inputs.tensor(0)?.dtype();
+        check_same_dtype(&inputs, dt)?;
+        let out = match dt {
+            DType::F32 => self.run::<f32>(ctx, &inputs)?,
+            DType::F64 => self.run::<f64>(ctx, &inputs)?,
+            DType::F16 | DType::BF16 => {
+                return eval_via_f32(ctx, &inputs, dt, 1, |c, i| self.eval(c, i))
+            }
+            d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
+        };
+        Ok(vec![out.into()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{build, eval, f64s, pat, s, t};
+    use crate::{Attribute, EvalCtx, Fact, Inputs};
+    use strata_tensor::{DType, Tensor};
+
+    /// Direct 2-D convolution: x [N,C,H,W], w [M,C/g,KH,KW], pads [t,l,b,r].
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        b: Option<&[f32]>,
+        g: usize,
+        st: [usize; 2],
+        pads: [usize; 4],
+        dil: [usize; 2],
+    ) -> (Vec<f32>, Vec<usize>) {
+        let [n, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let oh = (h + pads[0] + pads[2] - ((kh - 1) * dil[0] + 1)) / st[0] + 1;
+        let ow = (wd + pads[1] + pads[3] - ((kw - 1) * dil[1] + 1)) / st[1] + 1;
+        let mg = m / g;
+        let mut out = vec![0f32; n * m * oh * ow];
+        for bi in 0..n {
+            for mi in 0..m {
+                let gi = mi / mg;
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = b.map_or(0.0, |b| b[mi]) as f64;
+                        for ci in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (y * st[0] + ky * dil[0]) as isize - pads[0] as isize;
+                                    let ix = (xo * st[1] + kx * dil[1]) as isize - pads[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((bi * c + gi * cg + ci) * h + iy as usize) * wd
+                                        + ix as usize];
+                                    let wv = w[((mi * cg + ci) * kh + ky) * kw + kx];
+                                    acc += (xv * wv) as f64;
+                                }
+                            }
+                        }
+                        out[((bi * m + mi) * oh + y) * ow + xo] = acc as f32;
+                    }
+                }
+            }
+        }
+        (out, vec![n, m, oh, ow])
+    }
+
+    fn check_against_naive(
+        xs: [usize; 4],
+        ws: [usize; 4],
+        g: usize,
+        st: [usize; 2],
+        pads: [usize; 4],
+        dil: [usize; 2],
+        bias: bool,
+    ) {
+        let x = pat(xs.iter().product(), 1);
+        let w = pat(ws.iter().product(), 2);
+        let b = pat(ws[0], 3);
+        let (want, shape) = naive_conv(&x, xs, &w, ws, bias.then_some(&b[..]), g, st, pads, dil);
+        let op = build(
+            "Conv",
+            11,
+            &[
+                ("group", Attribute::Int(g as i64)),
+                (
+                    "strides",
+                    Attribute::Ints(st.iter().map(|&v| v as i64).collect()),
+                ),
+                (
+                    "pads",
+                    Attribute::Ints(pads.iter().map(|&v| v as i64).collect()),
+                ),
+                (
+                    "dilations",
+                    Attribute::Ints(dil.iter().map(|&v| v as i64).collect()),
+                ),
+            ],
+            3,
+            1,
+        );
+        let mut ins = vec![Some(t(&x, &xs)), Some(t(&w, &ws))];
+        if bias {
+            ins.push(Some(t(&b, &[ws[0]])));
+        }
+        let out = eval(op.as_ref(), &ins);
+        assert_eq!(out[0].shape(), &shape[..]);
+        let got = out[0].as_slice::<f32>().unwrap();
+        for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                "element {i}: {a} vs {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn conv_matches_naive_across_paths() {
+        // General im2col, one task: inner parallel GEMM (large) and im2col rows.
+        check_against_naive(
+            [1, 16, 12, 12],
+            [32, 16, 3, 3],
+            1,
+            [1, 1],
+            [1, 1, 1, 1],
+            [1, 1],
+            true,
+        );
+        // Many (batch, group) tasks split over threads.
+        check_against_naive(
+            [3, 6, 7, 9],
+            [4, 3, 2, 3],
+            2,
+            [2, 1],
+            [0, 2, 1, 0],
+            [2, 1],
+            false,
+        );
+        // Pointwise.
+        check_against_naive([2, 8, 5, 5], [4, 8, 1, 1], 1, [1, 1], [0; 4], [1, 1], true);
+        // Strided 1x1 is not pointwise.
+        check_against_naive([1, 4, 5, 5], [3, 4, 1, 1], 1, [2, 2], [0; 4], [1, 1], false);
+        // Depthwise (multiplier 2) with strides and padding, many planes.
+        check_against_naive(
+            [2, 8, 9, 10],
+            [16, 1, 3, 3],
+            8,
+            [2, 2],
+            [1, 1, 1, 1],
+            [1, 1],
+            true,
+        );
+        check_against_naive(
+            [1, 3, 8, 8],
+            [3, 1, 5, 5],
+            3,
+            [1, 1],
+            [2, 2, 2, 2],
+            [1, 1],
+            false,
+        );
+        // Kernel larger than input in one axis with padding.
+        check_against_naive(
+            [1, 2, 2, 6],
+            [2, 2, 3, 3],
+            1,
+            [1, 1],
+            [1, 0, 1, 0],
+            [1, 1],
+            true,
+        );
+    }
+
+    #[test]
+    fn conv_1d_by_hand() {
+        // Ones kernel of width 3, pad 1: neighbour sums.
+        let op = build("Conv", 1, &[("pads", Attribute::Ints(vec![1, 1]))], 2, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2., 3., 4., 5.], &[1, 1, 5])),
+                Some(t(&[1., 1., 1.], &[1, 1, 3])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[3., 6., 9., 12., 9.]);
+        // kernel_shape may be given and must agree with the weights.
+        let op = build(
+            "Conv",
+            11,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("strides", Attribute::Ints(vec![2])),
+            ],
+            2,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2., 3., 4., 5.], &[1, 1, 5])),
+                Some(t(&[1., -1.], &[1, 1, 2])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-1., -1.]);
+    }
+
+    #[test]
+    fn conv_errors_name_the_problem() {
+        let op = build("Conv", 11, &[], 2, 1);
+        let ctx = EvalCtx::default();
+        let run = |x: Tensor, w: Tensor, b: Option<Tensor>| {
+            let mut v = vec![Some(x.into()), Some(w.into())];
+            if let Some(b) = b {
+                v.push(Some(b.into()));
+            }
+            op.eval(&ctx, Inputs::new(v)).unwrap_err().to_string()
+        };
+        let e = run(t(&[0.; 8], &[1, 2, 4]), t(&[0.; 6], &[1, 3, 2]), None);
+        assert!(e.contains("input 1"), "{e}");
+        let e = run(
+            t(&[0.; 8], &[1, 2, 4]),
+            t(&[0.; 4], &[1, 2, 2]),
+            Some(t(&[0.; 2], &[2])),
+        );
+        assert!(e.contains("input 2") && e.contains("bias"), "{e}");
+        let e = run(t(&[0.; 4], &[1, 2, 2]), t(&[0.; 6], &[1, 2, 3]), None);
+        assert!(e.contains("kernel"), "{e}");
+        let e = run(t(&[0.; 4], &[4]), t(&[0.; 6], &[1, 2, 3]), None);
+        assert!(e.contains("rank"), "{e}");
+        let e = run(
+            t(&[0.; 2], &[1, 1, 1, 1, 1, 2]),
+            t(&[0.; 1], &[1, 1, 1, 1, 1, 1]),
+            None,
+        );
+        assert!(e.contains("spatial axes"), "{e}");
+        let bad = build(
+            "Conv",
+            11,
+            &[("kernel_shape", Attribute::Ints(vec![3]))],
+            2,
+            1,
+        );
+        let e = bad
+            .eval(
+                &ctx,
+                Inputs::from_tensors([t(&[0.; 4], &[1, 1, 4]), t(&[0.; 2], &[1, 1, 2])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kernel_shape"), "{e}");
+        let x = Tensor::from_vec(vec![1i32; 4], &[1, 1, 4]).unwrap();
+        let e = op
+            .eval(&ctx, Inputs::from_tensors([x.clone(), x]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dtype"), "{e}");
+    }
+
+    #[test]
+    fn conv_degenerate_shapes() {
+        // Empty input axis, covered by padding: only bias remains.
+        let op = build("Conv", 11, &[("pads", Attribute::Ints(vec![1, 1]))], 3, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[], &[1, 1, 0])),
+                Some(t(&[1., 1.], &[1, 1, 2])),
+                Some(t(&[0.5], &[1])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[0.5]);
+        // Empty batch.
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[], &[0, 1, 3])),
+                Some(t(&[1., 1.], &[1, 1, 2])),
+                Some(t(&[0.5], &[1])),
+            ],
+        );
+        assert_eq!(out[0].shape(), &[0, 1, 4]);
+        // Empty kernel axes are rejected.
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([t(&[1.; 3], &[1, 1, 3]), t(&[], &[1, 1, 0])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+        let op = build("ConvTranspose", 11, &[], 2, 1);
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([t(&[1.; 3], &[1, 1, 3]), t(&[], &[1, 1, 0])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn conv_infer_and_flops() {
+        let op = build(
+            "Conv",
+            11,
+            &[
+                ("pads", Attribute::Ints(vec![1, 1, 1, 1])),
+                ("group", Attribute::Int(2)),
+            ],
+            2,
+            1,
+        );
+        let facts = [
+            Fact::known(DType::F32, &[2, 4, 8, 8]),
+            Fact::known(DType::F32, &[6, 2, 3, 3]),
+        ];
+        let out = op.infer(&facts).unwrap().unwrap();
+        assert_eq!(out[0].concrete_shape().unwrap(), vec![2, 6, 8, 8]);
+        assert_eq!(op.flops(&facts), 2 * 2 * 6 * 64 * 2 * 9);
+        assert!(op
+            .infer(&[Fact::default(), Fact::default()])
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn conv_f16_goes_through_f32() {
+        let op = build("Conv", 11, &[], 2, 1);
+        let x = t(&[1., 2., 3.], &[1, 1, 3]).cast(DType::F16).unwrap();
+        let w = t(&[0.5, 0.5], &[1, 1, 2]).cast(DType::F16).unwrap();
+        let out = eval(op.as_ref(), &[Some(x), Some(w)]);
+        assert_eq!(out[0].dtype(), DType::F16);
+        assert_eq!(f64s(&out[0]), vec![1.5, 2.5]);
+    }
+
+    /// Direct 2-D transposed convolution (scatter form), pads [t,l,b,r].
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv_t(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        g: usize,
+        st: [usize; 2],
+        pads: [usize; 4],
+        outpad: [usize; 2],
+    ) -> (Vec<f32>, Vec<usize>) {
+        let [n, c, h, wd] = xs;
+        let [_, mg, kh, kw] = ws;
+        let cg = c / g;
+        let m = mg * g;
+        let oh = st[0] * (h - 1) + outpad[0] + kh - pads[0] - pads[2];
+        let ow = st[1] * (wd - 1) + outpad[1] + kw - pads[1] - pads[3];
+        let mut out = vec![0f32; n * m * oh * ow];
+        for bi in 0..n {
+            for ci in 0..c {
+                let gi = ci / cg;
+                for y in 0..h {
+                    for xi in 0..wd {
+                        let v = x[((bi * c + ci) * h + y) * wd + xi];
+                        for mo in 0..mg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let oy = (y * st[0] + ky) as isize - pads[0] as isize;
+                                    let ox = (xi * st[1] + kx) as isize - pads[1] as isize;
+                                    if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                        continue;
+                                    }
+                                    let mi = gi * mg + mo;
+                                    out[((bi * m + mi) * oh + oy as usize) * ow + ox as usize] +=
+                                        v * w[((ci * mg + mo) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (out, vec![n, m, oh, ow])
+    }
+
+    #[test]
+    fn conv_transpose_matches_naive() {
+        for (xs, ws, g, st, pads, outpad) in [
+            ([1, 8, 9, 9], [8, 16, 4, 4], 1, [2, 2], [1, 1, 1, 1], [0, 0]),
+            ([3, 4, 5, 4], [4, 3, 3, 2], 2, [2, 3], [0, 1, 2, 0], [1, 2]),
+            ([1, 2, 3, 3], [2, 1, 3, 3], 1, [1, 1], [0, 0, 0, 0], [0, 0]),
+        ] {
+            let x = pat(xs.iter().product(), 4);
+            let w = pat(ws.iter().product(), 5);
+            let (want, shape) = naive_conv_t(&x, xs, &w, ws, g, st, pads, outpad);
+            let op = build(
+                "ConvTranspose",
+                11,
+                &[
+                    ("group", Attribute::Int(g as i64)),
+                    (
+                        "strides",
+                        Attribute::Ints(st.iter().map(|&v| v as i64).collect()),
+                    ),
+                    (
+                        "pads",
+                        Attribute::Ints(pads.iter().map(|&v| v as i64).collect()),
+                    ),
+                    (
+                        "output_padding",
+                        Attribute::Ints(outpad.iter().map(|&v| v as i64).collect()),
+                    ),
+                ],
+                2,
+                1,
+            );
+            let out = eval(op.as_ref(), &[Some(t(&x, &xs)), Some(t(&w, &ws))]);
+            assert_eq!(out[0].shape(), &shape[..]);
+            for (i, (a, e)) in out[0]
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .zip(&want)
+                .enumerate()
+            {
+                assert!(
+                    (a - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                    "element {i}: {a} vs {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conv_transpose_by_hand_and_errors() {
+        // Stride 2, 1-wide kernel: zeros interleaved; bias added everywhere.
+        let op = build(
+            "ConvTranspose",
+            1,
+            &[("strides", Attribute::Ints(vec![2]))],
+            3,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2., 3.], &[1, 1, 3])),
+                Some(t(&[2.], &[1, 1, 1])),
+                Some(t(&[0.5], &[1])),
+            ],
+        );
+        assert_eq!(
+            out[0].as_slice::<f32>().unwrap(),
+            &[2.5, 0.5, 4.5, 0.5, 6.5]
+        );
+        // VALID behaves like no padding.
+        let op = build("ConvTranspose", 11, &[("auto_pad", s("VALID"))], 2, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 2.], &[1, 1, 2])),
+                Some(t(&[1., 1.], &[1, 1, 2])),
+            ],
+        );
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[1., 3., 2.]);
+        let op = build(
+            "ConvTranspose",
+            11,
+            &[("pads", Attribute::Ints(vec![3, 3]))],
+            2,
+            1,
+        );
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([t(&[1., 2.], &[1, 1, 2]), t(&[1., 1.], &[1, 1, 2])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("negative size"), "{e}");
+        let facts = [
+            Fact::known(DType::F32, &[1, 4, 3, 3]),
+            Fact::known(DType::F32, &[4, 2, 3, 3]),
+        ];
+        assert_eq!(
+            op.flops(&facts),
+            0,
+            "pads attribute has the wrong arity for 2-D"
+        );
+        let op = build("ConvTranspose", 11, &[("group", Attribute::Int(2))], 2, 1);
+        assert_eq!(op.flops(&facts), 2 * 4 * 9 * 2 * 9);
+        assert_eq!(
+            op.infer(&facts).unwrap().unwrap()[0]
+                .concrete_shape()
+                .unwrap(),
+            vec![1, 4, 5, 5]
+        );
+    }
+}

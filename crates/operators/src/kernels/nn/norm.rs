@@ -1,0 +1,821 @@
+//! Normalizations: `BatchNormalization`, `InstanceNormalization`, `LRN` and
+//! `LayerNormalization`. Per-channel work is folded into one multiply-add per element and
+//! split over (batch, channel) planes or normalized rows.
+
+use super::{concrete, flag};
+use crate::kernels::linalg::{eval_via_f32, Float};
+use crate::{
+    op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
+};
+use strata_tensor::{normalize_axis, DType, Tensor};
+
+/// Registers the normalization ops.
+pub fn register(registry: &mut OpRegistry) {
+    registry.register("", "BatchNormalization", 1, build_batch_norm);
+    registry.register("", "InstanceNormalization", 1, |c| {
+        Ok(Box::new(InstanceNorm {
+            epsilon: c.attrs.float_or("epsilon", 1e-5)?,
+        }))
+    });
+    registry.register("", "LRN", 1, build_lrn);
+    registry.register("", "LayerNormalization", 17, build_layer_norm);
+}
+
+/// Input `i` as a contiguous tensor of `dt` (casting small parameter tensors when their dtype
+/// differs, as BatchNormalization-15 allows).
+fn param_as(inputs: &Inputs, i: usize, dt: DType) -> OpResult<Tensor> {
+    let t = inputs.tensor(i)?;
+    Ok(if t.dtype() == dt {
+        t.contiguous()
+    } else {
+        t.cast(dt)?
+    })
+}
+
+fn float_dispatch(
+    op: &dyn Operator,
+    ctx: &EvalCtx<'_>,
+    inputs: Inputs,
+    cast_back: usize,
+    f32_run: impl FnOnce(&EvalCtx<'_>, &Inputs) -> OpResult<Vec<Value>>,
+    f64_run: impl FnOnce(&EvalCtx<'_>, &Inputs) -> OpResult<Vec<Value>>,
+) -> OpResult<Vec<Value>> {
+    match inputs.tensor(0)?.dtype() {
+        DType::F32 => f32_run(ctx, &inputs),
+        DType::F64 => f64_run(ctx, &inputs),
+        d @ (DType::F16 | DType::BF16) => {
+            eval_via_f32(ctx, &inputs, d, cast_back, |c, i| op.eval(c, i))
+        }
+        d => Err(OpError::UnsupportedDType { index: 0, dtype: d }),
+    }
+}
+
+// ----- BatchNormalization -------------------------------------------------------------------
+
+/// `BatchNormalization` (opsets 1-15). Inference uses the given statistics; with
+/// `training_mode = 1` (opset 14+) it normalizes with batch statistics and can output the
+/// updated running mean and variance.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNorm {
+    /// Added to the variance.
+    pub epsilon: f32,
+    /// Running-statistics momentum (training mode).
+    pub momentum: f32,
+    /// Normalize with the batch's own statistics.
+    pub training: bool,
+    /// Number of outputs the node declares.
+    pub outputs: usize,
+}
+
+fn build_batch_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let a = ctx.attrs;
+    // Older opsets: `is_test`, `spatial`, `consumed_inputs` are accepted; `spatial = 0` is
+    // handled by parameter shape ([C, D1, ...] parameters apply per element).
+    if ctx.opset < 9 {
+        flag(a, "spatial", 1)?;
+    }
+    if ctx.opset < 7 {
+        flag(a, "is_test", 0)?;
+    }
+    let training = ctx.opset >= 14 && flag(a, "training_mode", 0)?;
+    Ok(Box::new(BatchNorm {
+        epsilon: a.float_or("epsilon", 1e-5)?,
+        momentum: a.float_or("momentum", 0.9)?,
+        training,
+        outputs: ctx.output_count.max(1),
+    }))
+}
+
+impl BatchNorm {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        if shape.len() < 2 {
+            return Err(OpError::invalid(
+                0,
+                format!("BatchNormalization input must have rank >= 2, got {shape:?}"),
+            ));
+        }
+        let (n, c) = (shape[0], shape[1]);
+        let plane: usize = shape[2..].iter().product();
+        let params: Vec<Tensor> = (1..5)
+            .map(|i| param_as(inputs, i, F::DTYPE))
+            .collect::<OpResult<_>>()?;
+        // Per-channel ([C]) or per-element ([C, D1, ...], old `spatial = 0`) parameters.
+        let width = params[0].len();
+        if width != c && width != c * plane {
+            return Err(OpError::invalid(
+                1,
+                format!(
+                    "scale of shape {:?} does not fit input {shape:?}",
+                    params[0].shape()
+                ),
+            ));
+        }
+        for (i, p) in params.iter().enumerate().skip(1) {
+            if p.len() != width {
+                return Err(OpError::invalid(
+                    i + 1,
+                    format!(
+                        "shape {:?} differs from scale's {:?}",
+                        p.shape(),
+                        params[0].shape()
+                    ),
+                ));
+            }
+        }
+        let [scale, bias, mean, var] = [0, 1, 2, 3].map(|i| params[i].as_slice::<F>());
+        let (scale, bias, mean_in, var_in) = (scale?, bias?, mean?, var?);
+        let eps = F::from_f32(self.epsilon);
+        let xv = x.as_slice::<F>()?;
+        let (mut mean, mut var) = (mean_in.to_vec(), var_in.to_vec());
+        if self.training {
+            if width != c {
+                return Err(OpError::Unsupported(
+                    "training-mode BatchNormalization with per-element parameters".into(),
+                ));
+            }
+            let count = F::from_usize((n * plane).max(1));
+            for ch in 0..c {
+                let planes = (0..n).map(|b| &xv[(b * c + ch) * plane..][..plane]);
+                let m = planes.clone().flatten().fold(F::ZERO, |s, &v| s + v) / count;
+                let v = planes
+                    .flatten()
+                    .fold(F::ZERO, |s, &v| s + (v - m) * (v - m))
+                    / count;
+                mean[ch] = m;
+                var[ch] = v;
+            }
+        }
+        let a: Vec<F> = (0..width)
+            .map(|i| scale[i] / (var[i] + eps).sqrt())
+            .collect();
+        let b: Vec<F> = (0..width).map(|i| bias[i] - mean[i] * a[i]).collect();
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        if plane > 0 && !o.is_empty() {
+            let per = (n * c).div_ceil(ctx.threads() * 4).max(1);
+            ctx.par_chunks_mut(o, per * plane, |ci, chunk| {
+                for (j, op) in chunk.chunks_mut(plane).enumerate() {
+                    let idx = ci * per + j;
+                    let ch = idx % c;
+                    let xp = &xv[idx * plane..][..plane];
+                    if width == c {
+                        let (s, t) = (a[ch], b[ch]);
+                        for (o, &v) in op.iter_mut().zip(xp) {
+                            *o = v * s + t;
+                        }
+                    } else {
+                        let (s, t) = (&a[ch * plane..][..plane], &b[ch * plane..][..plane]);
+                        for ((o, &v), (&s, &t)) in op.iter_mut().zip(xp).zip(s.iter().zip(t)) {
+                            *o = v * s + t;
+                        }
+                    }
+                }
+            });
+        }
+        let mut outs = vec![Value::from(out)];
+        if self.training && self.outputs > 1 {
+            let mom = F::from_f32(self.momentum);
+            let stat = |input: &[F], batch: &[F]| -> OpResult<Value> {
+                let mut t = ctx.alloc(F::DTYPE, &[c])?;
+                for ((o, &i), &bt) in t.as_slice_mut::<F>()?.iter_mut().zip(input).zip(batch) {
+                    *o = i * mom + bt * (F::ONE - mom);
+                }
+                Ok(t.into())
+            };
+            outs.push(stat(mean_in, &mean)?);
+            outs.push(stat(var_in, &var)?);
+        }
+        Ok(outs)
+    }
+}
+
+impl Operator for BatchNorm {
+    op_boilerplate!("BatchNormalization");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        let (Some(dt), Some(x)) = (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0))
+        else {
+            return Ok(None);
+        };
+        let mut facts = vec![Fact::known(dt, &x)];
+        if self.training && self.outputs > 1 && x.len() >= 2 {
+            facts.push(Fact::known(dt, &[x[1]]));
+            facts.push(Fact::known(dt, &[x[1]]));
+        }
+        Ok(Some(facts))
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            3,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
+// ----- InstanceNormalization ----------------------------------------------------------------
+
+/// `InstanceNormalization` (opsets 1, 6, 22): per (batch, channel) plane normalization.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceNorm {
+    /// Added to the variance.
+    pub epsilon: f32,
+}
+
+impl InstanceNorm {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        if shape.len() < 3 {
+            return Err(OpError::invalid(
+                0,
+                format!("InstanceNormalization input must have rank >= 3, got {shape:?}"),
+            ));
+        }
+        let c = shape[1];
+        let plane: usize = shape[2..].iter().product();
+        let (scale, bias) = (
+            param_as(inputs, 1, F::DTYPE)?,
+            param_as(inputs, 2, F::DTYPE)?,
+        );
+        for (i, p) in [(1, &scale), (2, &bias)] {
+            if p.len() != c {
+                return Err(OpError::invalid(
+                    i,
+                    format!("shape {:?} must hold {c} channel values", p.shape()),
+                ));
+            }
+        }
+        let (sv, bv) = (scale.as_slice::<F>()?, bias.as_slice::<F>()?);
+        let xv = x.as_slice::<F>()?;
+        let eps = F::from_f32(self.epsilon);
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        if plane > 0 && !o.is_empty() {
+            let count = F::from_usize(plane);
+            ctx.par_chunks_mut(o, plane, |idx, op| {
+                let ch = idx % c;
+                let xp = &xv[idx * plane..][..plane];
+                let mean = xp.iter().fold(F::ZERO, |s, &v| s + v) / count;
+                let var = xp.iter().fold(F::ZERO, |s, &v| s + (v - mean) * (v - mean)) / count;
+                let a = sv[ch] / (var + eps).sqrt();
+                let b = bv[ch] - mean * a;
+                for (o, &v) in op.iter_mut().zip(xp) {
+                    *o = v * a + b;
+                }
+            });
+        }
+        Ok(vec![out.into()])
+    }
+}
+
+impl Operator for InstanceNorm {
+    op_boilerplate!("InstanceNormalization");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        Ok(
+            match (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0)) {
+                (Some(dt), Some(x)) => Some(vec![Fact::known(dt, &x)]),
+                _ => None,
+            },
+        )
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            1,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
+// ----- LRN ----------------------------------------------------------------------------------
+
+/// `LRN` (opsets 1, 13): local response normalization across channels.
+#[derive(Debug, Clone, Copy)]
+pub struct Lrn {
+    /// Number of channels summed over.
+    pub size: usize,
+    /// Scale of the sum.
+    pub alpha: f32,
+    /// Exponent.
+    pub beta: f32,
+    /// Additive bias (`bias` attribute).
+    pub bias: f32,
+}
+
+fn build_lrn(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let a = ctx.attrs;
+    let size = a
+        .int("size")?
+        .ok_or_else(|| OpError::attribute("size", "is required"))?;
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .ok_or_else(|| OpError::attribute("size", format!("must be positive, got {size}")))?;
+    Ok(Box::new(Lrn {
+        size,
+        alpha: a.float_or("alpha", 1e-4)?,
+        beta: a.float_or("beta", 0.75)?,
+        bias: a.float_or("bias", 1.0)?,
+    }))
+}
+
+impl Lrn {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        if shape.len() < 2 {
+            return Err(OpError::invalid(
+                0,
+                format!("LRN input must have rank >= 2, got {shape:?}"),
+            ));
+        }
+        let c = shape[1];
+        let plane: usize = shape[2..].iter().product();
+        let xv = x.as_slice::<F>()?;
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        let (before, after) = ((self.size - 1) / 2, self.size / 2);
+        let (alpha, beta, bias) = (
+            F::from_f32(self.alpha / self.size as f32),
+            F::from_f32(self.beta),
+            F::from_f32(self.bias),
+        );
+        if plane > 0 && !o.is_empty() {
+            ctx.par_chunks_mut(o, plane, |idx, op| {
+                let (b, ch) = (idx / c, idx % c);
+                op.fill(F::ZERO);
+                for cc in ch.saturating_sub(before)..(ch + after + 1).min(c) {
+                    for (s, &v) in op.iter_mut().zip(&xv[(b * c + cc) * plane..][..plane]) {
+                        *s += v * v;
+                    }
+                }
+                for (s, &v) in op.iter_mut().zip(&xv[idx * plane..][..plane]) {
+                    *s = v / (bias + alpha * *s).powf(beta);
+                }
+            });
+        }
+        Ok(vec![out.into()])
+    }
+}
+
+impl Operator for Lrn {
+    op_boilerplate!("LRN");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        Ok(
+            match (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0)) {
+                (Some(dt), Some(x)) => Some(vec![Fact::known(dt, &x)]),
+                _ => None,
+            },
+        )
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            1,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
+// ----- LayerNormalization -------------------------------------------------------------------
+
+/// `LayerNormalization` (opset 17+): normalizes over the axes from `axis` on, with optional
+/// `Mean` and `InvStdDev` outputs.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNorm {
+    /// First normalized axis (may be negative).
+    pub axis: i64,
+    /// Added to the variance.
+    pub epsilon: f32,
+    /// Number of outputs the node declares.
+    pub outputs: usize,
+}
+
+fn build_layer_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let a = ctx.attrs;
+    let stash = a.int_or("stash_type", 1)?;
+    if stash != 1 && stash != 11 {
+        return Err(OpError::attribute(
+            "stash_type",
+            format!("unsupported value {stash}"),
+        ));
+    }
+    Ok(Box::new(LayerNorm {
+        axis: a.int_or("axis", -1)?,
+        epsilon: a.float_or("epsilon", 1e-5)?,
+        outputs: ctx.output_count.clamp(1, 3),
+    }))
+}
+
+impl LayerNorm {
+    fn split(&self, shape: &[usize]) -> OpResult<usize> {
+        normalize_axis(self.axis, shape.len()).map_err(|_| {
+            OpError::attribute(
+                "axis",
+                format!("{} is out of range for shape {shape:?}", self.axis),
+            )
+        })
+    }
+
+    fn stat_shape(shape: &[usize], axis: usize) -> Vec<usize> {
+        let mut s = shape.to_vec();
+        s[axis..].fill(1);
+        s
+    }
+
+    /// A parameter broadcast to the normalized shape, as a contiguous vector.
+    fn param<F: Float>(
+        inputs: &Inputs,
+        i: usize,
+        norm_shape: &[usize],
+    ) -> OpResult<Option<Vec<F>>> {
+        let Some(t) = inputs.opt_tensor(i)? else {
+            return Ok(None);
+        };
+        if t.dtype() != F::DTYPE {
+            return Err(OpError::invalid(
+                i,
+                format!("dtype {} differs from input 0's {}", t.dtype(), F::DTYPE),
+            ));
+        }
+        let b = t.broadcast_to(norm_shape).map_err(|_| {
+            OpError::invalid(
+                i,
+                format!(
+                    "shape {:?} does not broadcast to the normalized shape {norm_shape:?}",
+                    t.shape()
+                ),
+            )
+        })?;
+        Ok(Some(b.to_vec::<F>()?))
+    }
+
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        let axis = self.split(&shape)?;
+        let d: usize = shape[axis..].iter().product();
+        let rows: usize = shape[..axis].iter().product();
+        let scale = Self::param::<F>(inputs, 1, &shape[axis..])?
+            .ok_or(OpError::MissingInput { index: 1 })?;
+        let bias = Self::param::<F>(inputs, 2, &shape[axis..])?;
+        let xv = x.as_slice::<F>()?;
+        let eps = F::from_f32(self.epsilon);
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let stat_shape = Self::stat_shape(&shape, axis);
+        let mut mean_t = ctx.alloc(F::DTYPE, &stat_shape)?;
+        let mut inv_t = ctx.alloc(F::DTYPE, &stat_shape)?;
+        {
+            let means = mean_t.as_slice_mut::<F>()?;
+            let invs = inv_t.as_slice_mut::<F>()?;
+            let o = out.as_slice_mut::<F>()?;
+            if d > 0 {
+                let count = F::from_usize(d);
+                let mut rows_out: Vec<(&mut [F], (&mut F, &mut F))> = o
+                    .chunks_mut(d)
+                    .zip(means.iter_mut().zip(invs.iter_mut()))
+                    .collect();
+                let per = rows.div_ceil(ctx.threads() * 4).max(1);
+                ctx.par_chunks_mut(&mut rows_out, per, |ci, chunk| {
+                    for (j, (orow, (m_out, iv_out))) in chunk.iter_mut().enumerate() {
+                        let xr = &xv[(ci * per + j) * d..][..d];
+                        let m = xr.iter().fold(F::ZERO, |s, &v| s + v) / count;
+                        let var = xr.iter().fold(F::ZERO, |s, &v| s + (v - m) * (v - m)) / count;
+                        let iv = F::ONE / (var + eps).sqrt();
+                        (**m_out, **iv_out) = (m, iv);
+                        match &bias {
+                            Some(bias) => {
+                                for (((o, &v), &s), &b) in
+                                    orow.iter_mut().zip(xr).zip(&scale).zip(bias)
+                                {
+                                    *o = (v - m) * iv * s + b;
+                                }
+                            }
+                            None => {
+                                for ((o, &v), &s) in orow.iter_mut().zip(xr).zip(&scale) {
+                                    *o = (v - m) * iv * s;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        let mut outs = vec![Value::from(out)];
+        if self.outputs > 1 {
+            outs.push(mean_t.into());
+        }
+        if self.outputs > 2 {
+            outs.push(inv_t.into());
+        }
+        Ok(outs)
+    }
+}
+
+impl Operator for LayerNorm {
+    op_boilerplate!("LayerNormalization");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        let (Some(dt), Some(x)) = (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0))
+        else {
+            return Ok(None);
+        };
+        let axis = self.split(&x)?;
+        let stat_dt = if matches!(dt, DType::F16 | DType::BF16) {
+            DType::F32
+        } else {
+            dt
+        };
+        let stat = Self::stat_shape(&x, axis);
+        let mut facts = vec![Fact::known(dt, &x)];
+        facts.extend((1..self.outputs).map(|_| Fact::known(stat_dt, &stat)));
+        Ok(Some(facts))
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            1,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{build, build_err, close, eval, f64s, pat, t};
+    use crate::{Attribute, EvalCtx, Fact, Inputs};
+    use strata_tensor::DType;
+
+    #[test]
+    fn batch_norm_by_hand_and_old_opsets() {
+        let x = t(&[1., 2., 3., 4., 5., 6., 7., 8.], &[2, 2, 2]);
+        let p = |v: [f32; 2]| Some(t(&v, &[2]));
+        let ins = [
+            Some(x.clone()),
+            p([1., 2.]),
+            p([0., 1.]),
+            p([1., 2.]),
+            p([4., 1.]),
+        ];
+        let want = [0., 0.5, 3.0, 5.0, 2.0, 2.5, 11.0, 13.0];
+        for opset in [1, 6, 7, 9, 14, 15] {
+            let op = build(
+                "BatchNormalization",
+                opset,
+                &[
+                    ("epsilon", Attribute::Float(0.0)),
+                    ("is_test", Attribute::Int(1)),
+                ],
+                5,
+                1,
+            );
+            let out = eval(op.as_ref(), &ins);
+            close(&f64s(&out[0]), &want, 1e-6);
+        }
+        // spatial = 0: per-element parameters of shape [C, D].
+        let op = build(
+            "BatchNormalization",
+            7,
+            &[
+                ("spatial", Attribute::Int(0)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            5,
+            1,
+        );
+        let q = |v: [f32; 4]| Some(t(&v, &[2, 2]));
+        let ins = [
+            Some(x),
+            q([1., 1., 2., 2.]),
+            q([0., 1., 0., 1.]),
+            q([0., 0., 0., 0.]),
+            q([1., 1., 1., 1.]),
+        ];
+        close(
+            &f64s(&eval(op.as_ref(), &ins)[0]),
+            &[1., 3., 6., 9., 5., 7., 14., 17.],
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn batch_norm_training_mode_and_mixed_dtypes() {
+        let op = build(
+            "BatchNormalization",
+            15,
+            &[
+                ("training_mode", Attribute::Int(1)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            5,
+            3,
+        );
+        let x = t(&[1., 3., 10., 10., 2., 4., 20., 30.], &[2, 2, 2]);
+        let ones = t(&[1., 1.], &[2]);
+        let zeros = t(&[0., 0.], &[2]);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(x),
+                Some(ones.clone()),
+                Some(zeros.clone()),
+                Some(zeros),
+                Some(ones),
+            ],
+        );
+        // Channel 0: mean 2.5, var 1.25; channel 1: mean 17.5, var 68.75.
+        let s0 = 1.25f64.sqrt();
+        close(&f64s(&out[0])[..2], &[-1.5 / s0, 0.5 / s0], 1e-5);
+        close(&f64s(&out[1]), &[0.25, 1.75], 1e-6);
+        close(&f64s(&out[2]), &[0.9 + 0.1 * 1.25, 0.9 + 0.1 * 68.75], 1e-5);
+        // Opset 15: statistics may have another float type than X.
+        let op = build(
+            "BatchNormalization",
+            15,
+            &[("epsilon", Attribute::Float(0.0))],
+            5,
+            1,
+        );
+        let x = t(&[2., 4.], &[1, 2]);
+        let p64 = |v: [f32; 2]| Some(t(&v, &[2]).cast(DType::F64).unwrap());
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(x),
+                Some(t(&[1., 1.], &[2])),
+                Some(t(&[0., 0.], &[2])),
+                p64([1., 2.]),
+                p64([1., 4.]),
+            ],
+        );
+        close(&f64s(&out[0]), &[1., 1.], 1e-6);
+    }
+
+    #[test]
+    fn batch_norm_errors() {
+        let op = build("BatchNormalization", 15, &[], 5, 1);
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([
+                    t(&[1.; 6], &[1, 3, 2]),
+                    t(&[1.; 2], &[2]),
+                    t(&[1.; 3], &[3]),
+                    t(&[1.; 3], &[3]),
+                    t(&[1.; 3], &[3]),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input 1"), "{e}");
+        assert!(build_err(
+            "BatchNormalization",
+            15,
+            &[("training_mode", Attribute::Int(5))]
+        )
+        .contains("training_mode"));
+    }
+
+    #[test]
+    fn instance_norm_and_lrn() {
+        let op = build(
+            "InstanceNormalization",
+            6,
+            &[("epsilon", Attribute::Float(0.0))],
+            3,
+            1,
+        );
+        let x = t(&[1., 3., 5., 5., 0., 4.], &[1, 2, 3]);
+        let out = eval(
+            op.as_ref(),
+            &[Some(x), Some(t(&[2., 1.], &[2])), Some(t(&[1., -1.], &[2]))],
+        );
+        // Channel 0: mean 3, var 8/3; channel 1 is constant-ish: mean 3, var 14/3.
+        let (s0, s1) = ((8f64 / 3.).sqrt(), (14f64 / 3.).sqrt());
+        close(
+            &f64s(&out[0]),
+            &[
+                1. - 4. / s0,
+                1.,
+                1. + 4. / s0,
+                -1. + 2. / s1,
+                -1. - 3. / s1,
+                -1. + 1. / s1,
+            ],
+            1e-5,
+        );
+        // LRN with an even size sums channels [c-1, c+2].
+        let op = build(
+            "LRN",
+            13,
+            &[
+                ("size", Attribute::Int(4)),
+                ("alpha", Attribute::Float(4.0)),
+                ("beta", Attribute::Float(1.0)),
+            ],
+            1,
+            1,
+        );
+        let x = t(&[1., 2., 3., 4.], &[1, 4, 1]);
+        let out = eval(op.as_ref(), &[Some(x)]);
+        // sums: c0: 1+4+9=14, c1: 1+4+9+16=30, c2: 4+9+16=29, c3: 9+16=25; y = x / (1 + sum).
+        close(
+            &f64s(&out[0]),
+            &[1. / 15., 2. / 31., 3. / 30., 4. / 26.],
+            1e-6,
+        );
+        assert!(build_err("LRN", 13, &[]).contains("size"));
+    }
+
+    #[test]
+    fn layer_norm_outputs_and_broadcast_scale() {
+        let op = build(
+            "LayerNormalization",
+            17,
+            &[("epsilon", Attribute::Float(0.0))],
+            2,
+            3,
+        );
+        let x = t(&[1., 3., 2., 4., -1., 1.], &[3, 2]);
+        let out = eval(op.as_ref(), &[Some(x.clone()), Some(t(&[1., 2.], &[2]))]);
+        close(&f64s(&out[0]), &[-1., 2., -1., 2., -1., 2.], 1e-6);
+        assert_eq!(out[1].shape(), &[3, 1]);
+        close(&f64s(&out[1]), &[2., 3., 0.], 1e-6);
+        close(&f64s(&out[2]), &[1., 1., 1.], 1e-6);
+        // axis 0 with a scalar-like scale broadcast to the whole tensor, bias given.
+        let op = build(
+            "LayerNormalization",
+            17,
+            &[
+                ("axis", Attribute::Int(0)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            3,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&[1., 3.], &[2, 1])),
+                Some(t(&[3.], &[1])),
+                Some(t(&[1., 2.], &[2, 1])),
+            ],
+        );
+        close(&f64s(&out[0]), &[-2., 5.], 1e-6);
+        // Parallel rows and f16.
+        let big = t(&pat(64 * 48, 9), &[64, 48]);
+        let op = build("LayerNormalization", 17, &[], 3, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(big.cast(DType::F16).unwrap()),
+                Some(t(&pat(48, 2), &[48]).cast(DType::F16).unwrap()),
+                None,
+            ],
+        );
+        assert_eq!(out[0].dtype(), DType::F16);
+        let facts = op
+            .infer(&[
+                Fact::known(DType::F16, &[64, 48]),
+                Fact::known(DType::F16, &[48]),
+            ])
+            .unwrap()
+            .unwrap();
+        assert_eq!(facts.len(), 1);
+        let e = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([big, t(&[1.; 5], &[5])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input 1"), "{e}");
+        assert!(build_err(
+            "LayerNormalization",
+            17,
+            &[("stash_type", Attribute::Int(7))]
+        )
+        .contains("stash_type"));
+    }
+}

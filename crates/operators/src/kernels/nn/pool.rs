@@ -1,0 +1,774 @@
+//! Pooling: `MaxPool` (with the optional `Indices` output), `AveragePool`, `LpPool` and their
+//! global forms, for 1-D to 3-D spatial inputs. Each (batch, channel) plane is one task.
+
+use super::{concrete, flag, Geo3, SpatialAttrs};
+use crate::kernels::linalg::{eval_via_f32, Float};
+use crate::{
+    Attribute, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
+};
+use strata_tensor::{DType, Element, Tensor};
+
+/// Registers the pooling ops.
+pub fn register(registry: &mut OpRegistry) {
+    registry.register("", "MaxPool", 1, |c| build_pool(c, PoolKind::Max));
+    registry.register("", "AveragePool", 1, |c| build_pool(c, PoolKind::Average));
+    registry.register("", "LpPool", 1, |c| build_pool(c, PoolKind::Lp));
+    registry.register("", "GlobalMaxPool", 1, |c| build_global(c, PoolKind::Max));
+    registry.register("", "GlobalAveragePool", 1, |c| {
+        build_global(c, PoolKind::Average)
+    });
+    registry.register("", "GlobalLpPool", 1, |c| build_global(c, PoolKind::Lp));
+}
+
+/// The reduction a pool applies to each window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Maximum.
+    Max,
+    /// Mean.
+    Average,
+    /// `(sum |x|^p)^(1/p)`.
+    Lp,
+}
+
+/// `p` of LpPool: a float in opset 1, an int from opset 2 (either is accepted). Default 2.
+fn parse_p(ctx: &BuildCtx<'_>) -> OpResult<f32> {
+    let p = match ctx.attrs.get("p") {
+        None => 2.0,
+        Some(Attribute::Int(v)) => *v as f32,
+        Some(Attribute::Float(v)) => *v,
+        Some(_) => return Err(OpError::attribute("p", "expected an int or float")),
+    };
+    if p.is_finite() && p > 0.0 {
+        Ok(p)
+    } else {
+        Err(OpError::attribute(
+            "p",
+            format!("must be positive, got {p}"),
+        ))
+    }
+}
+
+fn build_pool(ctx: &BuildCtx<'_>, kind: PoolKind) -> OpResult<Box<dyn Operator>> {
+    let spatial = SpatialAttrs::parse(ctx.attrs)?;
+    if spatial.kernel.is_none() {
+        return Err(OpError::attribute("kernel_shape", "is required"));
+    }
+    let storage_order = flag(ctx.attrs, "storage_order", 0)?;
+    Ok(Box::new(Pool {
+        kind,
+        spatial,
+        ceil_mode: flag(ctx.attrs, "ceil_mode", 0)?,
+        count_include_pad: flag(ctx.attrs, "count_include_pad", 0)?,
+        storage_order,
+        p: if kind == PoolKind::Lp {
+            parse_p(ctx)?
+        } else {
+            2.0
+        },
+        want_indices: kind == PoolKind::Max && ctx.output_count > 1,
+    }))
+}
+
+/// `MaxPool` (opsets 1-22), `AveragePool` (opsets 1-22) or `LpPool` (opsets 1-22).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// The reduction.
+    pub kind: PoolKind,
+    /// Kernel, strides, dilations, pads, auto_pad.
+    pub spatial: SpatialAttrs,
+    /// Round output sizes up.
+    pub ceil_mode: bool,
+    /// AveragePool: divide by the window size including padding.
+    pub count_include_pad: bool,
+    /// MaxPool: column-major spatial indices.
+    pub storage_order: bool,
+    /// LpPool exponent.
+    pub p: f32,
+    /// MaxPool: the node asks for the `Indices` output.
+    pub want_indices: bool,
+}
+
+/// Per-axis tap ranges for each output position.
+#[derive(Debug)]
+struct Taps {
+    /// `[lo, hi)` of kernel taps landing inside the input, per output index, per axis.
+    valid: [Vec<(usize, usize)>; 3],
+    /// Number of taps inside the input plus explicit padding, per output index, per axis.
+    padded: [Vec<usize>; 3],
+}
+
+fn taps(g: &Geo3) -> Taps {
+    let axis = |a: usize| -> (Vec<(usize, usize)>, Vec<usize>) {
+        let (s, d, k, n_in) = (g.strides[a], g.dilations[a], g.kernel[a], g.input[a]);
+        let (pb, pe) = (g.pad_begin[a], g.pad_end[a]);
+        (0..g.output[a])
+            .map(|o| {
+                let start = o * s; // window start in padded coordinates
+                let lo = if start >= pb {
+                    0
+                } else {
+                    (pb - start).div_ceil(d)
+                };
+                let hi = if n_in + pb > start {
+                    ((n_in + pb - start - 1) / d + 1).min(k)
+                } else {
+                    0
+                };
+                let limit = n_in + pb + pe;
+                let padded = if limit > start {
+                    (limit - start).div_ceil(d).min(k)
+                } else {
+                    0
+                };
+                ((lo.min(hi), hi), padded)
+            })
+            .unzip()
+    };
+    let (v0, p0) = axis(0);
+    let (v1, p1) = axis(1);
+    let (v2, p2) = axis(2);
+    Taps {
+        valid: [v0, v1, v2],
+        padded: [p0, p1, p2],
+    }
+}
+
+impl Pool {
+    fn geometry(&self, x: &[usize]) -> OpResult<(Geo3, Vec<usize>)> {
+        if x.len() < 3 {
+            return Err(OpError::invalid(
+                0,
+                format!("pool input must have rank >= 3, got shape {x:?}"),
+            ));
+        }
+        let kernel = self.spatial.kernel.as_deref().unwrap_or_default();
+        let geo = self.spatial.resolve(&x[2..], kernel, self.ceil_mode)?;
+        let mut out = x[..2].to_vec();
+        out.extend_from_slice(&geo.output);
+        Ok((geo.geo3()?, out))
+    }
+
+    fn run_max<T: Element>(&self, ctx: &EvalCtx<'_>, x: &Tensor) -> OpResult<Vec<Value>> {
+        let x = x.contiguous();
+        let (g, out_shape) = self.geometry(x.shape())?;
+        let xv = x.as_slice::<T>()?;
+        let mut out = ctx.alloc(T::DTYPE, &out_shape)?;
+        let (isz, osz) = (g.in_size(), g.out_size());
+        let t = taps(&g);
+        let col_major = self.storage_order;
+        let kernel = |plane_idx: usize, o: &mut [T], mut ind: Option<&mut [i64]>| {
+            let xp = &xv[plane_idx * isz..][..isz];
+            let base = (plane_idx * isz) as i64;
+            let [id, ih, iw] = g.input;
+            let [od, oh, ow] = g.output;
+            let mut i = 0;
+            for z in 0..od {
+                let (z0, z1) = t.valid[0][z];
+                for y in 0..oh {
+                    let (y0, y1) = t.valid[1][y];
+                    for xo in 0..ow {
+                        let (x0, x1) = t.valid[2][xo];
+                        let mut best: Option<(T, usize)> = None;
+                        for kz in z0..z1 {
+                            let iz = z * g.strides[0] + kz * g.dilations[0] - g.pad_begin[0];
+                            for ky in y0..y1 {
+                                let iy = y * g.strides[1] + ky * g.dilations[1] - g.pad_begin[1];
+                                let row = (iz * ih + iy) * iw;
+                                for kx in x0..x1 {
+                                    let ix =
+                                        xo * g.strides[2] + kx * g.dilations[2] - g.pad_begin[2];
+                                    let v = xp[row + ix];
+                                    if best.is_none_or(|(b, _)| v > b) {
+                                        best = Some((v, row + ix));
+                                    }
+                                }
+                            }
+                        }
+                        let (v, at) = best.unwrap_or((T::default(), 0));
+                        o[i] = v;
+                        if let Some(ind) = ind.as_deref_mut() {
+                            let at = if col_major {
+                                let (iz, rest) = (at / (ih * iw), at % (ih * iw));
+                                let (iy, ix) = (rest / iw, rest % iw);
+                                (ix * ih + iy) * id + iz
+                            } else {
+                                at
+                            };
+                            ind[i] = base + at as i64;
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        };
+        let o = out.as_slice_mut::<T>()?;
+        if !self.want_indices {
+            let planes = (o.len() / osz.max(1)).div_ceil(ctx.threads() * 4).max(1);
+            ctx.par_chunks_mut(o, planes * osz.max(1), |ci, chunk| {
+                for (j, plane) in chunk.chunks_mut(osz.max(1)).enumerate() {
+                    kernel(ci * planes + j, plane, None);
+                }
+            });
+            return Ok(vec![out.into()]);
+        }
+        let mut indices = ctx.alloc(DType::I64, &out_shape)?;
+        let iv = indices.as_slice_mut::<i64>()?;
+        let mut pairs: Vec<(&mut [T], &mut [i64])> = o
+            .chunks_mut(osz.max(1))
+            .zip(iv.chunks_mut(osz.max(1)))
+            .collect();
+        ctx.par_chunks_mut(&mut pairs, 1, |ci, pair| {
+            if let Some((o, ind)) = pair.first_mut() {
+                kernel(ci, o, Some(ind));
+            }
+        });
+        drop(pairs);
+        Ok(vec![out.into(), indices.into()])
+    }
+
+    fn run_float<F: Float>(&self, ctx: &EvalCtx<'_>, x: &Tensor) -> OpResult<Vec<Value>> {
+        let x = x.contiguous();
+        let (g, out_shape) = self.geometry(x.shape())?;
+        let xv = x.as_slice::<F>()?;
+        let mut out = ctx.alloc(F::DTYPE, &out_shape)?;
+        let (isz, osz) = (g.in_size(), g.out_size().max(1));
+        let t = taps(&g);
+        let (lp, p) = (self.kind == PoolKind::Lp, F::from_f32(self.p));
+        let inv_p = F::ONE / p;
+        let include_pad = self.count_include_pad;
+        let kind = self.kind;
+        let kernel = |plane_idx: usize, o: &mut [F]| {
+            let xp = &xv[plane_idx * isz..][..isz];
+            if kind != PoolKind::Lp {
+                pool_plane_rows(kind, xp, &g, o);
+                if kind == PoolKind::Average {
+                    let [_, oh, ow] = g.output;
+                    let count = |a: usize, i: usize| {
+                        if include_pad {
+                            t.padded[a][i]
+                        } else {
+                            t.valid[a][i].1 - t.valid[a][i].0
+                        }
+                    };
+                    for (i, v) in o.iter_mut().enumerate() {
+                        let (z, y, x) = (i / (oh * ow), (i / ow) % oh, i % ow);
+                        let c = count(0, z) * count(1, y) * count(2, x);
+                        *v = if c == 0 {
+                            F::ZERO
+                        } else {
+                            *v / F::from_usize(c)
+                        };
+                    }
+                }
+                return;
+            }
+            let [_, ih, iw] = g.input;
+            let [od, oh, ow] = g.output;
+            let mut i = 0;
+            for z in 0..od {
+                let (z0, z1) = t.valid[0][z];
+                for y in 0..oh {
+                    let (y0, y1) = t.valid[1][y];
+                    for xo in 0..ow {
+                        let (x0, x1) = t.valid[2][xo];
+                        let mut acc = F::ZERO;
+                        for kz in z0..z1 {
+                            let iz = z * g.strides[0] + kz * g.dilations[0] - g.pad_begin[0];
+                            for ky in y0..y1 {
+                                let iy = y * g.strides[1] + ky * g.dilations[1] - g.pad_begin[1];
+                                let row = &xp[(iz * ih + iy) * iw..][..iw];
+                                for kx in x0..x1 {
+                                    let v = row
+                                        [xo * g.strides[2] + kx * g.dilations[2] - g.pad_begin[2]];
+                                    acc += if lp { v.abs().powf(p) } else { v };
+                                }
+                            }
+                        }
+                        o[i] = if lp {
+                            acc.powf(inv_p)
+                        } else {
+                            let count = if include_pad {
+                                t.padded[0][z] * t.padded[1][y] * t.padded[2][xo]
+                            } else {
+                                (z1 - z0) * (y1 - y0) * (x1 - x0)
+                            };
+                            if count == 0 {
+                                F::ZERO
+                            } else {
+                                acc / F::from_usize(count)
+                            }
+                        };
+                        i += 1;
+                    }
+                }
+            }
+        };
+        let o = out.as_slice_mut::<F>()?;
+        let planes = (o.len() / osz).div_ceil(ctx.threads() * 4).max(1);
+        ctx.par_chunks_mut(o, planes * osz, |ci, chunk| {
+            for (j, plane) in chunk.chunks_mut(osz).enumerate() {
+                kernel(ci * planes + j, plane);
+            }
+        });
+        Ok(vec![out.into()])
+    }
+}
+
+impl Operator for Pool {
+    fn op_type(&self) -> &str {
+        match self.kind {
+            PoolKind::Max => "MaxPool",
+            PoolKind::Average => "AveragePool",
+            PoolKind::Lp => "LpPool",
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        let (Some(dt), Some(x)) = (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0))
+        else {
+            return Ok(None);
+        };
+        let (_, shape) = self.geometry(&x)?;
+        let mut facts = vec![Fact::known(dt, &shape)];
+        if self.want_indices {
+            facts.push(Fact::known(DType::I64, &shape));
+        }
+        Ok(Some(facts))
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let dt = x.dtype();
+        match (self.kind, dt) {
+            (PoolKind::Max, DType::F32) if self.want_indices => self.run_max::<f32>(ctx, x),
+            (PoolKind::Max, DType::F64) if self.want_indices => self.run_max::<f64>(ctx, x),
+            (PoolKind::Max, DType::I8) => self.run_max::<i8>(ctx, x),
+            (PoolKind::Max, DType::U8) => self.run_max::<u8>(ctx, x),
+            (_, DType::F32) => self.run_float::<f32>(ctx, x),
+            (_, DType::F64) => self.run_float::<f64>(ctx, x),
+            (_, DType::F16 | DType::BF16) => {
+                eval_via_f32(ctx, &inputs, dt, 1, |c, i| self.eval(c, i))
+            }
+            (_, d) => Err(OpError::UnsupportedDType { index: 0, dtype: d }),
+        }
+    }
+}
+
+/// Max or sum pooling of one plane, tap by tap: each kernel tap updates a whole range of an
+/// output row at once (vectorizable), reading the input row at the tap's offset. Windows with
+/// no valid tap keep -inf (max) or 0 (sum).
+fn pool_plane_rows<F: Float>(kind: PoolKind, x: &[F], g: &Geo3, out: &mut [F]) {
+    let max = kind == PoolKind::Max;
+    out.fill(if max { F::NEG_INFINITY } else { F::ZERO });
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let sw = g.strides[2];
+    for kd in 0..g.kernel[0] {
+        let (d_lo, d_hi) = g.valid_range(0, kd);
+        for kh in 0..g.kernel[1] {
+            let (h_lo, h_hi) = g.valid_range(1, kh);
+            for kw in 0..g.kernel[2] {
+                let (w_lo, w_hi) = g.valid_range(2, kw);
+                if w_lo >= w_hi {
+                    continue;
+                }
+                let ix0 = w_lo * sw + kw * g.dilations[2] - g.pad_begin[2];
+                for z in d_lo..d_hi {
+                    let iz = z * g.strides[0] + kd * g.dilations[0] - g.pad_begin[0];
+                    for y in h_lo..h_hi {
+                        let iy = y * g.strides[1] + kh * g.dilations[1] - g.pad_begin[1];
+                        let src = &x[(iz * ih + iy) * iw..][..iw];
+                        let dst = &mut out[(z * oh + y) * ow..][w_lo..w_hi];
+                        match (max, sw) {
+                            (true, 1) => {
+                                for (o, &v) in dst.iter_mut().zip(&src[ix0..]) {
+                                    *o = if v > *o { v } else { *o };
+                                }
+                            }
+                            (true, _) => {
+                                for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                    *o = if v > *o { v } else { *o };
+                                }
+                            }
+                            (false, 1) => {
+                                for (o, &v) in dst.iter_mut().zip(&src[ix0..]) {
+                                    *o += v;
+                                }
+                            }
+                            (false, _) => {
+                                for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                                    *o += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ----- global pools -------------------------------------------------------------------------
+
+fn build_global(ctx: &BuildCtx<'_>, kind: PoolKind) -> OpResult<Box<dyn Operator>> {
+    let p = if kind == PoolKind::Lp {
+        parse_p(ctx)?
+    } else {
+        2.0
+    };
+    Ok(Box::new(GlobalPool { kind, p }))
+}
+
+/// `GlobalMaxPool`, `GlobalAveragePool`, `GlobalLpPool` (opsets 1-22): one value per
+/// (batch, channel) over all spatial positions; the spatial axes become 1.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalPool {
+    /// The reduction.
+    pub kind: PoolKind,
+    /// GlobalLpPool exponent.
+    pub p: f32,
+}
+
+fn global_shape(x: &[usize]) -> OpResult<Vec<usize>> {
+    if x.len() < 2 {
+        return Err(OpError::invalid(
+            0,
+            format!("global pool input must have rank >= 2, got shape {x:?}"),
+        ));
+    }
+    let mut s = vec![1; x.len()];
+    s[..2].copy_from_slice(&x[..2]);
+    Ok(s)
+}
+
+impl GlobalPool {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, x: &Tensor) -> OpResult<Tensor> {
+        let x = x.contiguous();
+        let shape = global_shape(x.shape())?;
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let xv = x.as_slice::<F>()?;
+        let plane: usize = x.shape()[2..].iter().product();
+        let o = out.as_slice_mut::<F>()?;
+        if plane == 0 {
+            return Err(OpError::invalid(
+                0,
+                format!("global pool over empty spatial dims {:?}", x.shape()),
+            ));
+        }
+        let (kind, p) = (self.kind, F::from_f32(self.p));
+        let per = o.len().div_ceil(ctx.threads() * 4).max(1);
+        ctx.par_chunks_mut(o, per, |ci, chunk| {
+            for (j, v) in chunk.iter_mut().enumerate() {
+                let xs = &xv[(ci * per + j) * plane..][..plane];
+                *v = match kind {
+                    PoolKind::Max => xs
+                        .iter()
+                        .fold(F::NEG_INFINITY, |m, &v| if v > m { v } else { m }),
+                    PoolKind::Average => {
+                        xs.iter().fold(F::ZERO, |a, &v| a + v) / F::from_usize(plane)
+                    }
+                    PoolKind::Lp => xs
+                        .iter()
+                        .fold(F::ZERO, |a, &v| a + v.abs().powf(p))
+                        .powf(F::ONE / p),
+                };
+            }
+        });
+        Ok(out)
+    }
+}
+
+impl Operator for GlobalPool {
+    fn op_type(&self) -> &str {
+        match self.kind {
+            PoolKind::Max => "GlobalMaxPool",
+            PoolKind::Average => "GlobalAveragePool",
+            PoolKind::Lp => "GlobalLpPool",
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        let (Some(dt), Some(x)) = (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(vec![Fact::known(dt, &global_shape(&x)?)]))
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?;
+        let out = match x.dtype() {
+            DType::F32 => self.run::<f32>(ctx, x)?,
+            DType::F64 => self.run::<f64>(ctx, x)?,
+            d @ (DType::F16 | DType::BF16) => {
+                return eval_via_f32(ctx, &inputs, d, 1, |c, i| self.eval(c, i))
+            }
+            d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
+        };
+        Ok(vec![out.into()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{build, build_err, eval, f64s, pat, s, t};
+    use crate::{Attribute, Fact};
+    use strata_tensor::{DType, Tensor};
+
+    #[test]
+    fn maxpool_1d_indices_and_padding() {
+        let op = build(
+            "MaxPool",
+            12,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("strides", Attribute::Ints(vec![2])),
+                ("pads", Attribute::Ints(vec![1, 0])),
+            ],
+            1,
+            2,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&[-1., -5., 3., 2., -4., -2., 0., 9.], &[2, 1, 4]))],
+        );
+        // Padding never wins, even against negative values.
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-1., 3., -4., 0.]);
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[0, 2, 4, 6]);
+        // Without the Indices output only one output is produced.
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![3]))],
+            1,
+            1,
+        );
+        let out = eval(op.as_ref(), &[Some(t(&[1., 3., 2., 5.], &[1, 1, 4]))]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[3., 5.]);
+    }
+
+    #[test]
+    fn maxpool_integers_and_column_major_indices() {
+        let op = build(
+            "MaxPool",
+            12,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2, 2])),
+                ("storage_order", Attribute::Int(1)),
+            ],
+            1,
+            2,
+        );
+        let x = Tensor::from_vec(vec![1i8, 2, 3, 4, 5, 6, 7, 8, 9], &[1, 1, 3, 3]).unwrap();
+        let out = eval(op.as_ref(), &[Some(x)]);
+        assert_eq!(out[0].as_slice::<i8>().unwrap(), &[5, 6, 8, 9]);
+        // Maxima at (y, x) = (1,1), (1,2), (2,1), (2,2); column-major index x * 3 + y.
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[4, 7, 5, 8]);
+        let u = Tensor::from_vec(vec![1u8, 200, 3, 4], &[1, 1, 4]).unwrap();
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![2]))],
+            1,
+            1,
+        );
+        assert_eq!(
+            eval(op.as_ref(), &[Some(u)])[0].as_slice::<u8>().unwrap(),
+            &[200, 200, 4]
+        );
+    }
+
+    #[test]
+    fn average_pool_padding_modes() {
+        let x = t(&[1., 2., 3., 4.], &[1, 1, 4]);
+        let attrs = |include: i64| {
+            vec![
+                ("kernel_shape", Attribute::Ints(vec![3])),
+                ("pads", Attribute::Ints(vec![1, 1])),
+                ("count_include_pad", Attribute::Int(include)),
+            ]
+        };
+        let op = build("AveragePool", 11, &attrs(0), 1, 1);
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x.clone())])[0]
+                .as_slice::<f32>()
+                .unwrap(),
+            &[1.5, 2., 3., 3.5]
+        );
+        let op = build("AveragePool", 11, &attrs(1), 1, 1);
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x.clone())])[0]
+                .as_slice::<f32>()
+                .unwrap(),
+            &[1., 2., 3., 7. / 3.]
+        );
+        // ceil_mode adds a partial window that is averaged over its valid part.
+        let op = build(
+            "AveragePool",
+            10,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![3])),
+                ("strides", Attribute::Ints(vec![2])),
+                ("ceil_mode", Attribute::Int(1)),
+            ],
+            1,
+            1,
+        );
+        let x5 = t(&[1., 2., 3., 4., 5., 6.], &[1, 1, 6]);
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x5)])[0].as_slice::<f32>().unwrap(),
+            &[2., 4., 5.5]
+        );
+        // VALID and SAME_UPPER.
+        let op = build(
+            "AveragePool",
+            11,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("auto_pad", s("VALID")),
+            ],
+            1,
+            1,
+        );
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x.clone())])[0]
+                .as_slice::<f32>()
+                .unwrap(),
+            &[1.5, 2.5, 3.5]
+        );
+        let op = build(
+            "AveragePool",
+            11,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("auto_pad", s("SAME_UPPER")),
+            ],
+            1,
+            1,
+        );
+        assert_eq!(
+            eval(op.as_ref(), &[Some(x)])[0].as_slice::<f32>().unwrap(),
+            &[1.5, 2.5, 3.5, 4.]
+        );
+    }
+
+    #[test]
+    fn lp_and_global_pools() {
+        let op = build(
+            "LpPool",
+            1,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("p", Attribute::Float(2.0)),
+            ],
+            1,
+            1,
+        );
+        let out = eval(op.as_ref(), &[Some(t(&[3., -4., 0.], &[1, 1, 3]))]);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[5., 4.]);
+        let x = t(&[1., -2., 3., 6., 5., 4.], &[1, 2, 3]);
+        let g = |name: &str| eval(build(name, 2, &[], 1, 1).as_ref(), &[Some(x.clone())]);
+        assert_eq!(
+            g("GlobalAveragePool")[0].as_slice::<f32>().unwrap(),
+            &[2. / 3., 5.]
+        );
+        assert_eq!(g("GlobalMaxPool")[0].shape(), &[1, 2, 1]);
+        assert_eq!(g("GlobalMaxPool")[0].as_slice::<f32>().unwrap(), &[3., 6.]);
+        let lp = g("GlobalLpPool");
+        assert!((lp[0].as_slice::<f32>().unwrap()[0] - 14f32.sqrt()).abs() < 1e-6);
+        // f16 goes through f32.
+        let out = eval(
+            build("GlobalAveragePool", 1, &[], 1, 1).as_ref(),
+            &[Some(x.cast(DType::F16).unwrap())],
+        );
+        assert_eq!(out[0].dtype(), DType::F16);
+        assert_eq!(f64s(&out[0])[1], 5.0);
+    }
+
+    #[test]
+    fn pools_parallel_planes_match_serial() {
+        // Many planes so the two-thread run splits them; eval() checks serial == parallel.
+        let x = t(&pat(4 * 6 * 9 * 9, 3), &[4, 6, 9, 9]);
+        for name in ["MaxPool", "AveragePool", "LpPool"] {
+            let op = build(
+                name,
+                19,
+                &[
+                    ("kernel_shape", Attribute::Ints(vec![3, 3])),
+                    ("strides", Attribute::Ints(vec![2, 2])),
+                    ("pads", Attribute::Ints(vec![1, 1, 1, 1])),
+                ],
+                1,
+                1,
+            );
+            assert_eq!(
+                eval(op.as_ref(), &[Some(x.clone())])[0].shape(),
+                &[4, 6, 5, 5]
+            );
+        }
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![2, 2]))],
+            1,
+            2,
+        );
+        let out = eval(op.as_ref(), &[Some(x)]);
+        assert_eq!(out[1].dtype(), DType::I64);
+    }
+
+    #[test]
+    fn pool_errors_and_infer() {
+        assert!(build_err("MaxPool", 12, &[]).contains("kernel_shape"));
+        assert!(build_err(
+            "AveragePool",
+            12,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("ceil_mode", Attribute::Int(3))
+            ]
+        )
+        .contains("ceil_mode"));
+        assert!(build_err(
+            "LpPool",
+            2,
+            &[
+                ("kernel_shape", Attribute::Ints(vec![2])),
+                ("p", Attribute::Int(0))
+            ]
+        )
+        .contains("'p'"));
+        let op = build(
+            "MaxPool",
+            12,
+            &[("kernel_shape", Attribute::Ints(vec![2, 2]))],
+            1,
+            2,
+        );
+        let facts = op
+            .infer(&[Fact::known(DType::F32, &[1, 3, 5, 5])])
+            .unwrap()
+            .unwrap();
+        assert_eq!(facts.len(), 2);
+        assert_eq!(facts[1].dtype, Some(DType::I64));
+        assert!(op.infer(&[Fact::known(DType::F32, &[1, 3, 5])]).is_err());
+        let e = op
+            .eval(
+                &crate::EvalCtx::default(),
+                crate::Inputs::from_tensors([t(&[1.; 4], &[1, 1, 1, 4])]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smaller than the dilated kernel"), "{e}");
+    }
+}
