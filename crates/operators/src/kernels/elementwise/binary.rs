@@ -86,7 +86,11 @@ impl Binary {
     }
 }
 
-fn build_legacy(ctx: &BuildCtx<'_>, op: &'static str, kind: BinaryKind) -> OpResult<Box<dyn Operator>> {
+fn build_legacy(
+    ctx: &BuildCtx<'_>,
+    op: &'static str,
+    kind: BinaryKind,
+) -> OpResult<Box<dyn Operator>> {
     let broadcast = ctx.attrs.int_or("broadcast", 0)? != 0;
     let axis = ctx.attrs.int("axis")?;
     Ok(Box::new(Binary {
@@ -118,7 +122,12 @@ pub fn register(r: &mut OpRegistry) {
         let kind = match c.attrs.int_or("fmod", 0)? {
             0 => BinaryKind::Mod,
             1 => BinaryKind::FMod,
-            v => return Err(OpError::attribute("fmod", format!("expected 0 or 1, got {v}"))),
+            v => {
+                return Err(OpError::attribute(
+                    "fmod",
+                    format!("expected 0 or 1, got {v}"),
+                ))
+            }
         };
         Ok(Box::new(Binary::new("Mod", kind)))
     });
@@ -189,8 +198,14 @@ shift_impl!(u8, u16, u32, u64);
 impl Binary {
     fn align_legacy(&self, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         match self.legacy {
-            None | Some(LegacyBroadcast { broadcast: true, axis: None }) => Ok(b.clone()),
-            Some(LegacyBroadcast { broadcast: false, .. }) => {
+            None
+            | Some(LegacyBroadcast {
+                broadcast: true,
+                axis: None,
+            }) => Ok(b.clone()),
+            Some(LegacyBroadcast {
+                broadcast: false, ..
+            }) => {
                 if a.shape() != b.shape() {
                     return Err(OpError::invalid(
                         1,
@@ -203,7 +218,10 @@ impl Binary {
                 }
                 Ok(b.clone())
             }
-            Some(LegacyBroadcast { broadcast: true, axis: Some(axis) }) => {
+            Some(LegacyBroadcast {
+                broadcast: true,
+                axis: Some(axis),
+            }) => {
                 let rank = a.rank() as i64;
                 let ax = if axis < 0 { axis + rank } else { axis };
                 if ax < 0 || ax + b.rank() as i64 > rank {
@@ -224,6 +242,8 @@ impl Binary {
         }
     }
 
+    // PRelu's `x < 0` is always false for unsigned types, which is intended.
+    #[allow(clippy::absurd_extreme_comparisons)]
     fn compute(
         &self,
         ctx: &EvalCtx<'_>,
@@ -270,8 +290,13 @@ impl Binary {
                 if a.dtype() != DType::Bool {
                     return Err(unsupported());
                 }
-                plan.binary(ctx, a.as_bool_slice()?, b.as_bool_slice()?, out.as_bool_slice_mut()?,
-                    |&$x: &u8, &$y: &u8| $body);
+                plan.binary(
+                    ctx,
+                    a.as_bool_slice()?,
+                    b.as_bool_slice()?,
+                    out.as_bool_slice_mut()?,
+                    |&$x: &u8, &$y: &u8| $body,
+                );
                 Ok(())
             }};
         }
@@ -295,8 +320,13 @@ impl Binary {
                 }
             };
             ($T:ty, $method:ident) => {{
-                plan.binary(ctx, a.as_slice::<$T>()?, b.as_slice::<$T>()?, out.as_slice_mut::<$T>()?,
-                    |&x: &$T, &y: &$T| x.$method(y));
+                plan.binary(
+                    ctx,
+                    a.as_slice::<$T>()?,
+                    b.as_slice::<$T>()?,
+                    out.as_slice_mut::<$T>()?,
+                    |&x: &$T, &y: &$T| x.$method(y),
+                );
                 Ok(())
             }};
         }
@@ -342,7 +372,11 @@ impl Binary {
             return Err(bad_exponent());
         }
         if a.dtype().is_float() {
-            let e = if b.dtype() == a.dtype() { b.clone() } else { b.cast(a.dtype())? };
+            let e = if b.dtype() == a.dtype() {
+                b.clone()
+            } else {
+                b.cast(a.dtype())?
+            };
             return dispatch_float!(a.dtype(), T => {
                 let (x, e, o) = (a.as_slice::<T>()?, e.as_slice::<T>()?, out.as_slice_mut::<T>()?);
                 if e.len() == 1 && x.len() == o.len() {

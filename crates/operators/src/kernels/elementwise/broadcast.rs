@@ -144,6 +144,7 @@ impl<const K: usize> BroadcastPlan<K> {
     /// Calls `f(out_pos, len, offsets, inner_strides)` for each segment of output positions
     /// `start..end`: output elements `out_pos..out_pos + len` read input `k` at
     /// `offsets[k] + i * inner_strides[k]`.
+    #[allow(clippy::needless_range_loop)]
     pub fn for_each_segment(
         &self,
         start: usize,
@@ -240,7 +241,10 @@ impl BroadcastPlan<1> {
             self.for_each_segment(start, start + chunk.len(), |pos, len, [ob], [sb]| {
                 let o = &mut chunk[pos - start..pos - start + len];
                 match sb {
-                    1 => o.iter_mut().zip(&b[ob..ob + len]).for_each(|(o, y)| *o = f(o, y)),
+                    1 => o
+                        .iter_mut()
+                        .zip(&b[ob..ob + len])
+                        .for_each(|(o, y)| *o = f(o, y)),
                     0 => {
                         let y = &b[ob];
                         o.iter_mut().for_each(|o| *o = f(o, y));
@@ -291,31 +295,35 @@ impl BroadcastPlan<2> {
             return;
         }
         self.par_chunks(ctx, out, |start, chunk| {
-            self.for_each_segment(start, start + chunk.len(), |pos, len, [oa, ob], [sa, sb]| {
-                let o = &mut chunk[pos - start..pos - start + len];
-                match (sa, sb) {
-                    (1, 1) => o
-                        .iter_mut()
-                        .zip(a[oa..oa + len].iter().zip(&b[ob..ob + len]))
-                        .for_each(|(o, (x, y))| *o = f(x, y)),
-                    (0, 1) => {
-                        let x = &a[oa];
-                        o.iter_mut()
-                            .zip(&b[ob..ob + len])
-                            .for_each(|(o, y)| *o = f(x, y));
+            self.for_each_segment(
+                start,
+                start + chunk.len(),
+                |pos, len, [oa, ob], [sa, sb]| {
+                    let o = &mut chunk[pos - start..pos - start + len];
+                    match (sa, sb) {
+                        (1, 1) => o
+                            .iter_mut()
+                            .zip(a[oa..oa + len].iter().zip(&b[ob..ob + len]))
+                            .for_each(|(o, (x, y))| *o = f(x, y)),
+                        (0, 1) => {
+                            let x = &a[oa];
+                            o.iter_mut()
+                                .zip(&b[ob..ob + len])
+                                .for_each(|(o, y)| *o = f(x, y));
+                        }
+                        (1, 0) => {
+                            let y = &b[ob];
+                            o.iter_mut()
+                                .zip(&a[oa..oa + len])
+                                .for_each(|(o, x)| *o = f(x, y));
+                        }
+                        _ => o
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(i, o)| *o = f(&a[oa + i * sa], &b[ob + i * sb])),
                     }
-                    (1, 0) => {
-                        let y = &b[ob];
-                        o.iter_mut()
-                            .zip(&a[oa..oa + len])
-                            .for_each(|(o, x)| *o = f(x, y));
-                    }
-                    _ => o
-                        .iter_mut()
-                        .enumerate()
-                        .for_each(|(i, o)| *o = f(&a[oa + i * sa], &b[ob + i * sb])),
-                }
-            })
+                },
+            )
         });
     }
 }
@@ -455,7 +463,9 @@ mod tests {
             }
             i
         };
-        (0..n).map(|f| a[idx_of(ash, f)] * 1000 + b[idx_of(bsh, f)]).collect()
+        (0..n)
+            .map(|f| a[idx_of(ash, f)] * 1000 + b[idx_of(bsh, f)])
+            .collect()
     }
 
     #[test]
@@ -493,7 +503,9 @@ mod tests {
             }
         }
         assert_eq!(
-            BroadcastPlan::new([&[0, 3][..], &[1, 3][..]]).unwrap().out_shape(),
+            BroadcastPlan::new([&[0, 3][..], &[1, 3][..]])
+                .unwrap()
+                .out_shape(),
             &[0, 3]
         );
     }
@@ -515,7 +527,9 @@ mod tests {
 
     #[test]
     fn incompatible_shapes_are_errors() {
-        let err = BroadcastPlan::new([&[2, 3][..], &[4, 3][..]]).unwrap_err().to_string();
+        let err = BroadcastPlan::new([&[2, 3][..], &[4, 3][..]])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[2, 3]") && err.contains("[4, 3]"), "{err}");
         assert!(BroadcastPlan::new([&[0][..], &[2][..]]).is_err());
         assert!(BroadcastPlan::to_shape([&[3][..]], &[3, 1]).is_err());
@@ -527,13 +541,20 @@ mod tests {
         let ctx = EvalCtx::default();
         let plan = BroadcastPlan::new([&[2, 1][..], &[3][..], &[][..]]).unwrap();
         let mut out = vec![0; 6];
-        plan.ternary(&ctx, &[true, false], &[1, 2, 3], &[9], &mut out, |&c, &x, &y| {
-            if c {
-                x
-            } else {
-                y
-            }
-        });
+        plan.ternary(
+            &ctx,
+            &[true, false],
+            &[1, 2, 3],
+            &[9],
+            &mut out,
+            |&c, &x, &y| {
+                if c {
+                    x
+                } else {
+                    y
+                }
+            },
+        );
         assert_eq!(out, [1, 2, 3, 9, 9, 9]);
         let plan = BroadcastPlan::to_shape([&[2, 1][..]], &[2, 3]).unwrap();
         plan.assign(&ctx, &mut out, &[10, 20], |&o, &b| o + b);
@@ -557,7 +578,10 @@ mod tests {
         let c = f(vec![sym("n")]);
         let d = f(vec![sym("m")]);
         assert!(broadcast_fact_shapes(&[&c, &d]).unwrap().is_none());
-        assert_eq!(broadcast_fact_shapes(&[&c, &c]).unwrap().unwrap(), vec![sym("n")]);
+        assert_eq!(
+            broadcast_fact_shapes(&[&c, &c]).unwrap().unwrap(),
+            vec![sym("n")]
+        );
         let e = f(vec![Dim::Known(2)]);
         let g = f(vec![Dim::Known(5)]);
         assert!(broadcast_fact_shapes(&[&e, &g]).is_err());

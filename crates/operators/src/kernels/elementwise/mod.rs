@@ -16,7 +16,9 @@ mod unary;
 mod variadic;
 
 pub use binary::{Binary, BinaryKind, LegacyBroadcast};
-pub use broadcast::{broadcast_fact_shapes, chunk_len, unary_map, BroadcastPlan, MIN_PARALLEL_CHUNK};
+pub use broadcast::{
+    broadcast_fact_shapes, chunk_len, unary_map, BroadcastPlan, MIN_PARALLEL_CHUNK,
+};
 pub use unary::{Clip, Unary, UnaryKind};
 pub use variadic::{Variadic, VariadicKind, Where};
 

@@ -172,7 +172,11 @@ macro_rules! float_arith {
             fn rem_py(self, o: Self) -> Self {
                 let (a, b) = ($to(self), $to(o));
                 let r = a % b;
-                $from(if r != 0.0 && ((r < 0.0) != (b < 0.0)) { r + b } else { r })
+                $from(if r != 0.0 && ((r < 0.0) != (b < 0.0)) {
+                    r + b
+                } else {
+                    r
+                })
             }
             #[inline(always)]
             fn magnitude(self) -> Self {
@@ -348,14 +352,46 @@ impl Real for f64 {
 macro_rules! dispatch_int {
     ($dtype:expr, $T:ident => $body:expr, $fallback:expr) => {{
         match $dtype {
-            ::strata_tensor::DType::I8 => { #[allow(dead_code)] type $T = i8; $body }
-            ::strata_tensor::DType::I16 => { #[allow(dead_code)] type $T = i16; $body }
-            ::strata_tensor::DType::I32 => { #[allow(dead_code)] type $T = i32; $body }
-            ::strata_tensor::DType::I64 => { #[allow(dead_code)] type $T = i64; $body }
-            ::strata_tensor::DType::U8 => { #[allow(dead_code)] type $T = u8; $body }
-            ::strata_tensor::DType::U16 => { #[allow(dead_code)] type $T = u16; $body }
-            ::strata_tensor::DType::U32 => { #[allow(dead_code)] type $T = u32; $body }
-            ::strata_tensor::DType::U64 => { #[allow(dead_code)] type $T = u64; $body }
+            ::strata_tensor::DType::I8 => {
+                #[allow(dead_code)]
+                type $T = i8;
+                $body
+            }
+            ::strata_tensor::DType::I16 => {
+                #[allow(dead_code)]
+                type $T = i16;
+                $body
+            }
+            ::strata_tensor::DType::I32 => {
+                #[allow(dead_code)]
+                type $T = i32;
+                $body
+            }
+            ::strata_tensor::DType::I64 => {
+                #[allow(dead_code)]
+                type $T = i64;
+                $body
+            }
+            ::strata_tensor::DType::U8 => {
+                #[allow(dead_code)]
+                type $T = u8;
+                $body
+            }
+            ::strata_tensor::DType::U16 => {
+                #[allow(dead_code)]
+                type $T = u16;
+                $body
+            }
+            ::strata_tensor::DType::U32 => {
+                #[allow(dead_code)]
+                type $T = u32;
+                $body
+            }
+            ::strata_tensor::DType::U64 => {
+                #[allow(dead_code)]
+                type $T = u64;
+                $body
+            }
             #[allow(unreachable_patterns)]
             _ => $fallback,
         }
@@ -406,10 +442,16 @@ mod tests {
             (7.0, 1.0),
         ];
         for (x, want) in cases {
-            let got64 = Real::erf(x as f64);
-            assert!((got64 - want).abs() < 1e-14, "erf64({x}) = {got64}, want {want}");
+            let got64: f64 = Real::erf(x);
+            assert!(
+                (got64 - want).abs() < 1e-14,
+                "erf64({x}) = {got64}, want {want}"
+            );
             let got32 = Real::erf(x as f32);
-            assert!((got32 as f64 - want).abs() < 2e-7, "erf32({x}) = {got32}, want {want}");
+            assert!(
+                (got32 as f64 - want).abs() < 2e-7,
+                "erf32({x}) = {got32}, want {want}"
+            );
         }
         assert!(Real::erf(f32::NAN).is_nan());
     }

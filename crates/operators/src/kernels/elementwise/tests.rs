@@ -1,6 +1,10 @@
 //! Op-level tests of the elementwise kernels, built through the registry.
 
-use crate::{Attribute, Attributes, BuildCtx, EvalCtx, Fact, Inputs, OpRegistry, OpResult, Operator};
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
+
+use crate::{
+    Attribute, Attributes, BuildCtx, EvalCtx, Fact, Inputs, OpRegistry, OpResult, Operator,
+};
 use strata_tensor::{bf16, f16, DType, Tensor};
 
 fn build(op_type: &str, opset: i64, attrs: Attributes) -> OpResult<Box<dyn Operator>> {
@@ -60,23 +64,158 @@ const X5: [f32; 5] = [-2.0, -0.5, 0.0, 0.5, 2.0];
 fn float_unary_ops_match_numpy() {
     // Expected values from numpy (float64 math rounded to float32).
     let cases: &[(&str, [f32; 5])] = &[
-        ("Sigmoid", [0.11920291930437088, 0.3775406777858734, 0.5, 0.622459352016449, 0.8807970881462097]),
-        ("Softplus", [0.12692801654338837, 0.4740769863128662, 0.6931471824645996, 0.9740769863128662, 2.1269280910491943]),
-        ("Softsign", [-0.6666666865348816, -0.3333333432674408, 0.0, 0.3333333432674408, 0.6666666865348816]),
-        ("HardSigmoid", [0.10000000149011612, 0.4000000059604645, 0.5, 0.6000000238418579, 0.8999999761581421]),
-        ("HardSwish", [-0.3333333432674408, -0.2083333283662796, 0.0, 0.2916666567325592, 1.6666666269302368]),
-        ("Elu", [-0.8646647334098816, -0.39346933364868164, 0.0, 0.5, 2.0]),
-        ("Selu", [-1.5201665163040161, -0.6917582154273987, 0.0, 0.5253505110740662, 2.1014020442962646]),
-        ("Celu", [-0.8646647334098816, -0.39346933364868164, 0.0, 0.5, 2.0]),
-        ("LeakyRelu", [-0.019999999552965164, -0.004999999888241291, 0.0, 0.5, 2.0]),
-        ("Gelu", [-0.0455002635717392, -0.1542687714099884, 0.0, 0.3457312285900116, 1.9544997215270996]),
-        ("Mish", [-0.2525014877319336, -0.22074377536773682, 0.0, 0.37524521350860596, 1.9439589977264404]),
-        ("Erf", [-0.9953222870826721, -0.5204998850822449, 0.0, 0.5204998850822449, 0.9953222870826721]),
-        ("Tanh", [-0.9640275835990906, -0.46211716532707214, 0.0, 0.46211716532707214, 0.9640275835990906]),
-        ("Exp", [0.1353352814912796, 0.6065306663513184, 1.0, 1.6487212181091309, 7.389056205749512]),
-        ("Atan", [-1.1071487665176392, -0.46364760398864746, 0.0, 0.46364760398864746, 1.1071487665176392]),
-        ("Sinh", [-3.6268603801727295, -0.5210952758789062, 0.0, 0.5210952758789062, 3.6268603801727295]),
-        ("Asinh", [-1.4436354637145996, -0.4812118113040924, 0.0, 0.4812118113040924, 1.4436354637145996]),
+        (
+            "Sigmoid",
+            [
+                0.11920291930437088,
+                0.3775406777858734,
+                0.5,
+                0.622459352016449,
+                0.8807970881462097,
+            ],
+        ),
+        (
+            "Softplus",
+            [
+                0.12692801654338837,
+                0.4740769863128662,
+                0.6931471824645996,
+                0.9740769863128662,
+                2.1269280910491943,
+            ],
+        ),
+        (
+            "Softsign",
+            [
+                -0.6666666865348816,
+                -0.3333333432674408,
+                0.0,
+                0.3333333432674408,
+                0.6666666865348816,
+            ],
+        ),
+        (
+            "HardSigmoid",
+            [
+                0.10000000149011612,
+                0.4000000059604645,
+                0.5,
+                0.6000000238418579,
+                0.8999999761581421,
+            ],
+        ),
+        (
+            "HardSwish",
+            [
+                -0.3333333432674408,
+                -0.2083333283662796,
+                0.0,
+                0.2916666567325592,
+                1.6666666269302368,
+            ],
+        ),
+        (
+            "Elu",
+            [-0.8646647334098816, -0.39346933364868164, 0.0, 0.5, 2.0],
+        ),
+        (
+            "Selu",
+            [
+                -1.5201665163040161,
+                -0.6917582154273987,
+                0.0,
+                0.5253505110740662,
+                2.1014020442962646,
+            ],
+        ),
+        (
+            "Celu",
+            [-0.8646647334098816, -0.39346933364868164, 0.0, 0.5, 2.0],
+        ),
+        (
+            "LeakyRelu",
+            [-0.019999999552965164, -0.004999999888241291, 0.0, 0.5, 2.0],
+        ),
+        (
+            "Gelu",
+            [
+                -0.0455002635717392,
+                -0.1542687714099884,
+                0.0,
+                0.3457312285900116,
+                1.9544997215270996,
+            ],
+        ),
+        (
+            "Mish",
+            [
+                -0.2525014877319336,
+                -0.22074377536773682,
+                0.0,
+                0.37524521350860596,
+                1.9439589977264404,
+            ],
+        ),
+        (
+            "Erf",
+            [
+                -0.9953222870826721,
+                -0.5204998850822449,
+                0.0,
+                0.5204998850822449,
+                0.9953222870826721,
+            ],
+        ),
+        (
+            "Tanh",
+            [
+                -0.9640275835990906,
+                -0.46211716532707214,
+                0.0,
+                0.46211716532707214,
+                0.9640275835990906,
+            ],
+        ),
+        (
+            "Exp",
+            [
+                0.1353352814912796,
+                0.6065306663513184,
+                1.0,
+                1.6487212181091309,
+                7.389056205749512,
+            ],
+        ),
+        (
+            "Atan",
+            [
+                -1.1071487665176392,
+                -0.46364760398864746,
+                0.0,
+                0.46364760398864746,
+                1.1071487665176392,
+            ],
+        ),
+        (
+            "Sinh",
+            [
+                -3.6268603801727295,
+                -0.5210952758789062,
+                0.0,
+                0.5210952758789062,
+                3.6268603801727295,
+            ],
+        ),
+        (
+            "Asinh",
+            [
+                -1.4436354637145996,
+                -0.4812118113040924,
+                0.0,
+                0.4812118113040924,
+                1.4436354637145996,
+            ],
+        ),
         ("Relu", [0.0, 0.0, 0.0, 0.5, 2.0]),
         ("Abs", [2.0, 0.5, 0.0, 0.5, 2.0]),
         ("Neg", [2.0, 0.5, -0.0, -0.5, -2.0]),
@@ -100,7 +239,13 @@ fn float_unary_ops_match_numpy() {
     )
     .unwrap();
     let got = run(&*gelu_tanh, vec![f32s(&X5, &[5])]).unwrap();
-    let want = [-0.04540230706334114, -0.1542859971523285, 0.0, 0.3457140028476715, 1.9545977115631104];
+    let want = [
+        -0.04540230706334114,
+        -0.1542859971523285,
+        0.0,
+        0.3457140028476715,
+        1.9545977115631104,
+    ];
     close(got.as_slice::<f32>().unwrap(), &want, 2e-6);
 }
 
@@ -108,11 +253,20 @@ fn float_unary_ops_match_numpy() {
 fn rounding_ops() {
     let x = f32s(&[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 2.7, -2.2], &[8]);
     let r = run(&*op("Round", 11), vec![x.clone()]).unwrap();
-    assert_eq!(r.as_slice::<f32>().unwrap(), &[-2., -2., -0., 0., 2., 2., 3., -2.]);
+    assert_eq!(
+        r.as_slice::<f32>().unwrap(),
+        &[-2., -2., -0., 0., 2., 2., 3., -2.]
+    );
     let f = run(&*op("Floor", 13), vec![x.clone()]).unwrap();
-    assert_eq!(f.as_slice::<f32>().unwrap(), &[-3., -2., -1., 0., 1., 2., 2., -3.]);
+    assert_eq!(
+        f.as_slice::<f32>().unwrap(),
+        &[-3., -2., -1., 0., 1., 2., 2., -3.]
+    );
     let c = run(&*op("Ceil", 13), vec![x]).unwrap();
-    assert_eq!(c.as_slice::<f32>().unwrap(), &[-2., -1., -0., 1., 2., 3., 3., -2.]);
+    assert_eq!(
+        c.as_slice::<f32>().unwrap(),
+        &[-2., -1., -0., 1., 2., 3., 3., -2.]
+    );
 }
 
 #[test]
@@ -120,10 +274,16 @@ fn half_types_compute_through_f32() {
     let x = Tensor::from_vec(vec![f16::from_f32(4.0), f16::from_f32(0.25)], &[2]).unwrap();
     let y = run(&*op("Sqrt", 13), vec![x]).unwrap();
     assert_eq!(y.dtype(), DType::F16);
-    assert_eq!(y.as_slice::<f16>().unwrap(), &[f16::from_f32(2.0), f16::from_f32(0.5)]);
+    assert_eq!(
+        y.as_slice::<f16>().unwrap(),
+        &[f16::from_f32(2.0), f16::from_f32(0.5)]
+    );
     let b = Tensor::from_vec(vec![bf16::from_f32(-3.0), bf16::from_f32(1.0)], &[2]).unwrap();
     let s = run(&*op("Add", 14), vec![b.clone(), b]).unwrap();
-    assert_eq!(s.as_slice::<bf16>().unwrap(), &[bf16::from_f32(-6.0), bf16::from_f32(2.0)]);
+    assert_eq!(
+        s.as_slice::<bf16>().unwrap(),
+        &[bf16::from_f32(-6.0), bf16::from_f32(2.0)]
+    );
 }
 
 #[test]
@@ -139,7 +299,9 @@ fn integer_unary_and_type_errors() {
     assert_eq!(n.as_slice::<i32>().unwrap(), &[2, -1, -6, i32::MAX]);
     let err = run(&*op("Exp", 13), vec![x]).unwrap_err().to_string();
     assert!(err.contains("input 0") && err.contains("int32"), "{err}");
-    let err = run(&*op("Not", 1), vec![f32s(&[1.0], &[1])]).unwrap_err().to_string();
+    let err = run(&*op("Not", 1), vec![f32s(&[1.0], &[1])])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("float32"), "{err}");
 }
 
@@ -176,16 +338,36 @@ fn clip_attributes_and_inputs() {
     )
     .unwrap();
     let got = run(&*legacy, vec![x.clone()]).unwrap();
-    close(got.as_slice::<f32>().unwrap(), &[-1.5, -1.0, 0.5, 1.0, f32::NAN], 0.0);
+    close(
+        got.as_slice::<f32>().unwrap(),
+        &[-1.5, -1.0, 0.5, 1.0, f32::NAN],
+        0.0,
+    );
     let modern = op("Clip", 13);
-    let only_max = run_opt(&*modern, vec![Some(x.clone()), None, Some(Tensor::scalar(0.0f32))]).unwrap();
-    close(only_max.as_slice::<f32>().unwrap(), &[-3.0, -1.0, 0.0, 0.0, f32::NAN], 0.0);
+    let only_max = run_opt(
+        &*modern,
+        vec![Some(x.clone()), None, Some(Tensor::scalar(0.0f32))],
+    )
+    .unwrap();
+    close(
+        only_max.as_slice::<f32>().unwrap(),
+        &[-3.0, -1.0, 0.0, 0.0, f32::NAN],
+        0.0,
+    );
     let ints = Tensor::from_vec(vec![-5i64, 0, 9], &[3]).unwrap();
-    let got = run(&*modern, vec![ints, Tensor::scalar(-1i64), Tensor::scalar(3i64)]).unwrap();
+    let got = run(
+        &*modern,
+        vec![ints, Tensor::scalar(-1i64), Tensor::scalar(3i64)],
+    )
+    .unwrap();
     assert_eq!(got.as_slice::<i64>().unwrap(), &[-1, 0, 3]);
-    let err = run(&*modern, vec![x.clone(), f32s(&[0.0, 1.0], &[2])]).unwrap_err().to_string();
+    let err = run(&*modern, vec![x.clone(), f32s(&[0.0, 1.0], &[2])])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("input 1") && err.contains("[2]"), "{err}");
-    let err = run(&*modern, vec![x, Tensor::scalar(0.0f64)]).unwrap_err().to_string();
+    let err = run(&*modern, vec![x, Tensor::scalar(0.0f64)])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("input 1") && err.contains("float64"), "{err}");
 }
 
@@ -195,20 +377,31 @@ fn binary_broadcasting_and_shapes() {
     let b = f32s(&[10.0, 20.0], &[2, 1]);
     let s = run(&*op("Add", 14), vec![a.clone(), b.clone()]).unwrap();
     assert_eq!(s.shape(), &[2, 3]);
-    assert_eq!(s.as_slice::<f32>().unwrap(), &[11., 12., 13., 24., 25., 26.]);
+    assert_eq!(
+        s.as_slice::<f32>().unwrap(),
+        &[11., 12., 13., 24., 25., 26.]
+    );
     let d = run(&*op("Sub", 14), vec![Tensor::scalar(1.0f32), a.clone()]).unwrap();
     assert_eq!(d.as_slice::<f32>().unwrap(), &[0., -1., -2., -3., -4., -5.]);
     // Zero-size dimension broadcast against 1.
-    let z = run(&*op("Mul", 14), vec![f32s(&[], &[0, 3]), f32s(&[1.0, 2.0, 3.0], &[1, 3])]).unwrap();
+    let z = run(
+        &*op("Mul", 14),
+        vec![f32s(&[], &[0, 3]), f32s(&[1.0, 2.0, 3.0], &[1, 3])],
+    )
+    .unwrap();
     assert_eq!(z.shape(), &[0, 3]);
     // Non-contiguous input (a transposed view).
     let t = a.permute(&[1, 0]).unwrap();
     let m = run(&*op("Mul", 14), vec![t, f32s(&[1.0, -1.0], &[2])]).unwrap();
     assert_eq!(m.as_slice::<f32>().unwrap(), &[1., -4., 2., -5., 3., -6.]);
     // Incompatible shapes and dtypes are errors naming them.
-    let err = run(&*op("Add", 14), vec![a.clone(), f32s(&[1.0, 2.0], &[2])]).unwrap_err().to_string();
+    let err = run(&*op("Add", 14), vec![a.clone(), f32s(&[1.0, 2.0], &[2])])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("[2, 3]") && err.contains("[2]"), "{err}");
-    let err = run(&*op("Add", 14), vec![a, i64s(&[1], &[1])]).unwrap_err().to_string();
+    let err = run(&*op("Add", 14), vec![a, i64s(&[1], &[1])])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("input 1") && err.contains("int64"), "{err}");
 }
 
@@ -235,11 +428,19 @@ fn pow_mixed_dtypes() {
     assert_eq!(p.dtype(), DType::F32);
     assert_eq!(p.as_slice::<f32>().unwrap(), &[4.0, 9.0, 16.0]);
     let p = run(&*op("Pow", 15), vec![base.clone(), Tensor::scalar(0.5f32)]).unwrap();
-    close(p.as_slice::<f32>().unwrap(), &[std::f32::consts::SQRT_2, 1.7320508, 2.0], 1e-7);
+    close(
+        p.as_slice::<f32>().unwrap(),
+        &[std::f32::consts::SQRT_2, 1.7320508, 2.0],
+        1e-7,
+    );
     let p = run(&*op("Pow", 15), vec![base, f32s(&[1.0, 0.0, -1.0], &[3])]).unwrap();
     assert_eq!(p.as_slice::<f32>().unwrap(), &[2.0, 1.0, 0.25]);
     let ib = Tensor::from_vec(vec![2i32, -3, 5, 1], &[4]).unwrap();
-    let p = run(&*op("Pow", 15), vec![ib.clone(), i64s(&[10, 3, -1, -7], &[4])]).unwrap();
+    let p = run(
+        &*op("Pow", 15),
+        vec![ib.clone(), i64s(&[10, 3, -1, -7], &[4])],
+    )
+    .unwrap();
     assert_eq!(p.as_slice::<i32>().unwrap(), &[1024, -27, 0, 1]);
     let p = run(&*op("Pow", 15), vec![ib, f32s(&[0.5], &[1])]).unwrap();
     assert_eq!(p.as_slice::<i32>().unwrap(), &[1, 0, 2, 1]); // sqrt(-3) is NaN → 0
@@ -304,7 +505,11 @@ fn bit_ops() {
     assert_eq!(or.as_slice::<u8>().unwrap(), &[1, 255, 24]);
     let xor = run(&*op("BitwiseXor", 18), vec![a, s]).unwrap();
     assert_eq!(xor.as_slice::<u8>().unwrap(), &[0, 251, 24]);
-    assert!(run(&*op("BitwiseAnd", 18), vec![f32s(&[1.0], &[1]), f32s(&[1.0], &[1])]).is_err());
+    assert!(run(
+        &*op("BitwiseAnd", 18),
+        vec![f32s(&[1.0], &[1]), f32s(&[1.0], &[1])]
+    )
+    .is_err());
 }
 
 #[test]
@@ -313,7 +518,11 @@ fn prelu_broadcasts_slope_to_x() {
     let slope = f32s(&[0.1, 0.5], &[2]);
     let y = run(&*op("PRelu", 16), vec![x.clone(), slope]).unwrap();
     close(y.as_slice::<f32>().unwrap(), &[-0.1, 2.0, -0.3, 4.0], 1e-7);
-    assert!(run(&*op("PRelu", 16), vec![f32s(&[-1.0], &[1]), f32s(&[0.1, 0.2], &[2])]).is_err());
+    assert!(run(
+        &*op("PRelu", 16),
+        vec![f32s(&[-1.0], &[1]), f32s(&[0.1, 0.2], &[2])]
+    )
+    .is_err());
 }
 
 #[test]
@@ -331,14 +540,27 @@ fn legacy_broadcast_attributes() {
     .unwrap();
     let s = run(&*add, vec![a.clone(), b.clone()]).unwrap();
     assert_eq!(s.shape(), &[2, 3, 4]);
-    assert_eq!(&s.as_slice::<f32>().unwrap()[..8], &[1., 1., 1., 1., 2., 2., 2., 2.]);
+    assert_eq!(
+        &s.as_slice::<f32>().unwrap()[..8],
+        &[1., 1., 1., 1., 2., 2., 2., 2.]
+    );
     // broadcast=1 without axis: suffix alignment.
-    let mul = build("Mul", 1, Attributes::new().with("broadcast", Attribute::Int(1))).unwrap();
+    let mul = build(
+        "Mul",
+        1,
+        Attributes::new().with("broadcast", Attribute::Int(1)),
+    )
+    .unwrap();
     let m = run(&*mul, vec![f32s(&[1.0; 6], &[2, 3]), b.clone()]).unwrap();
     assert_eq!(m.as_slice::<f32>().unwrap(), &[1., 2., 3., 1., 2., 3.]);
     // broadcast=0 requires equal shapes.
-    let err = run(&*op("Add", 6), vec![a.clone(), b.clone()]).unwrap_err().to_string();
-    assert!(err.contains("input 1") && err.contains("broadcast"), "{err}");
+    let err = run(&*op("Add", 6), vec![a.clone(), b.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("input 1") && err.contains("broadcast"),
+        "{err}"
+    );
     let bad_axis = build(
         "Add",
         6,
@@ -360,20 +582,43 @@ fn variadic_ops() {
     assert_eq!(s.shape(), &[2, 3]);
     assert_eq!(s.as_slice::<f32>().unwrap(), &[5., 4., 6., 9., 8., 10.]);
     let m = run(&*op("Mean", 13), vec![a.clone(), b.clone(), c]).unwrap();
-    close(m.as_slice::<f32>().unwrap(), &[5. / 3., 4. / 3., 2., 3., 8. / 3., 10. / 3.], 1e-7);
+    close(
+        m.as_slice::<f32>().unwrap(),
+        &[5. / 3., 4. / 3., 2., 3., 8. / 3., 10. / 3.],
+        1e-7,
+    );
     let mx = run(&*op("Max", 13), vec![a.clone(), b.clone()]).unwrap();
     assert_eq!(mx.as_slice::<f32>().unwrap(), &[3., 2., 4., 5., 5., 5.]);
     let mn = run(&*op("Min", 13), vec![a.clone(), b.clone()]).unwrap();
     assert_eq!(mn.as_slice::<f32>().unwrap(), &[1., 1., 1., 3., 2., 4.]);
     let one = run(&*op("Max", 13), vec![b.clone()]).unwrap();
     assert_eq!(one.as_slice::<f32>().unwrap(), &[3., 2., 4.]);
-    let ints = run(&*op("Min", 13), vec![i64s(&[4, -2], &[2]), i64s(&[1], &[1])]).unwrap();
+    let ints = run(
+        &*op("Min", 13),
+        vec![i64s(&[4, -2], &[2]), i64s(&[1], &[1])],
+    )
+    .unwrap();
     assert_eq!(ints.as_slice::<i64>().unwrap(), &[1, -2]);
-    let nan = run(&*op("Max", 13), vec![f32s(&[f32::NAN, 1.0], &[2]), f32s(&[0.0, f32::NAN], &[2])]).unwrap();
+    let nan = run(
+        &*op("Max", 13),
+        vec![f32s(&[f32::NAN, 1.0], &[2]), f32s(&[0.0, f32::NAN], &[2])],
+    )
+    .unwrap();
     assert!(nan.as_slice::<f32>().unwrap().iter().all(|v| v.is_nan()));
-    let err = run(&*op("Sum", 13), vec![a.clone(), f32s(&[1.0, 2.0], &[2, 1]), f32s(&[1.0; 3], &[3, 1])]).unwrap_err().to_string();
+    let err = run(
+        &*op("Sum", 13),
+        vec![
+            a.clone(),
+            f32s(&[1.0, 2.0], &[2, 1]),
+            f32s(&[1.0; 3], &[3, 1]),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("input 2") && err.contains("[3, 1]"), "{err}");
-    let err = run(&*op("Sum", 13), vec![a, i64s(&[1], &[1])]).unwrap_err().to_string();
+    let err = run(&*op("Sum", 13), vec![a, i64s(&[1], &[1])])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("input 1"), "{err}");
 }
 
@@ -389,10 +634,22 @@ fn where_broadcasts_three_ways() {
     let ys = Tensor::from_strings(vec!["no".into(), "nope".into()], &[1, 2]).unwrap();
     let w = run(&*op("Where", 16), vec![c.clone(), xs, ys]).unwrap();
     assert_eq!(w.as_strings().unwrap(), &["yes", "yes", "no", "nope"]);
-    let w = run(&*op("Where", 16), vec![c.clone(), i64s(&[7], &[1]), i64s(&[0, 1], &[2])]).unwrap();
+    let w = run(
+        &*op("Where", 16),
+        vec![c.clone(), i64s(&[7], &[1]), i64s(&[0, 1], &[2])],
+    )
+    .unwrap();
     assert_eq!(w.as_slice::<i64>().unwrap(), &[7, 7, 0, 1]);
-    assert!(run(&*op("Where", 16), vec![c.clone(), i64s(&[7], &[1]), f32s(&[0.0], &[1])]).is_err());
-    assert!(run(&*op("Where", 16), vec![x_f(), i64s(&[7], &[1]), i64s(&[0], &[1])]).is_err());
+    assert!(run(
+        &*op("Where", 16),
+        vec![c.clone(), i64s(&[7], &[1]), f32s(&[0.0], &[1])]
+    )
+    .is_err());
+    assert!(run(
+        &*op("Where", 16),
+        vec![x_f(), i64s(&[7], &[1]), i64s(&[0], &[1])]
+    )
+    .is_err());
 }
 
 fn x_f() -> Tensor {
@@ -408,18 +665,28 @@ fn type_inference() {
         value: None,
     };
     let b = Fact::known(DType::F32, &[5]);
-    let out = op("Add", 14).infer(&[a.clone(), b.clone()]).unwrap().unwrap();
+    let out = op("Add", 14)
+        .infer(&[a.clone(), b.clone()])
+        .unwrap()
+        .unwrap();
     assert_eq!(out[0].dtype, Some(DType::F32));
     assert_eq!(out[0].shape, Some(vec![sym("batch"), crate::Dim::Known(5)]));
     let out = op("Less", 13).infer(&[a.clone(), b]).unwrap().unwrap();
     assert_eq!(out[0].dtype, Some(DType::Bool));
-    let out = op("IsNaN", 13).infer(&[a.clone()]).unwrap().unwrap();
+    let out = op("IsNaN", 13)
+        .infer(std::slice::from_ref(&a))
+        .unwrap()
+        .unwrap();
     assert_eq!(out[0].dtype, Some(DType::Bool));
     assert_eq!(out[0].shape, a.shape);
     let bad = op("Add", 14).infer(&[Fact::known(DType::F32, &[2]), Fact::known(DType::F32, &[3])]);
     assert!(bad.is_err());
     let w = op("Where", 16)
-        .infer(&[Fact::known(DType::Bool, &[2, 1]), Fact::known(DType::I64, &[3]), Fact::known(DType::I64, &[])])
+        .infer(&[
+            Fact::known(DType::Bool, &[2, 1]),
+            Fact::known(DType::I64, &[3]),
+            Fact::known(DType::I64, &[]),
+        ])
         .unwrap()
         .unwrap();
     assert_eq!(w[0].dtype, Some(DType::I64));
@@ -449,7 +716,12 @@ fn registry_covers_opset_ranges() {
     assert!(r.lookup("", "Gelu", 19).is_none());
     let legacy = r.lookup("", "Add", 6).unwrap();
     assert_eq!((legacy.since, legacy.until), (1, 6));
-    assert!(build("Gelu", 20, Attributes::new().with("approximate", Attribute::String(b"fast".to_vec()))).is_err());
+    assert!(build(
+        "Gelu",
+        20,
+        Attributes::new().with("approximate", Attribute::String(b"fast".to_vec()))
+    )
+    .is_err());
 }
 
 #[test]
@@ -459,10 +731,25 @@ fn large_inputs_use_every_path() {
     let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
     let at = f32s(&a, &[n / 100, 100]);
     let same = run(&*op("Add", 14), vec![at.clone(), at.clone()]).unwrap();
-    assert!(same.as_slice::<f32>().unwrap().iter().enumerate().all(|(i, &v)| v == 2.0 * i as f32));
+    assert!(same
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == 2.0 * i as f32));
     let row: Vec<f32> = (0..100).map(|i| i as f32).collect();
     let bc = run(&*op("Sub", 14), vec![at.clone(), f32s(&row, &[100])]).unwrap();
-    assert!(bc.as_slice::<f32>().unwrap().iter().enumerate().all(|(i, &v)| v == (i - i % 100) as f32));
+    assert!(bc
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == (i - i % 100) as f32));
     let col = run(&*op("Sub", 14), vec![at, f32s(&[1.0; 2000], &[2000, 1])]).unwrap();
-    assert!(col.as_slice::<f32>().unwrap().iter().enumerate().all(|(i, &v)| v == i as f32 - 1.0));
+    assert!(col
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == i as f32 - 1.0));
 }

@@ -97,11 +97,7 @@ fn float_attr(ctx: &BuildCtx<'_>, name: &str, default: f32) -> OpResult<f64> {
     Ok(f64::from(ctx.attrs.float_or(name, default)?))
 }
 
-fn build(
-    ctx: &BuildCtx<'_>,
-    op: &'static str,
-    kind: UnaryKind,
-) -> OpResult<Box<dyn Operator>> {
+fn build(ctx: &BuildCtx<'_>, op: &'static str, kind: UnaryKind) -> OpResult<Box<dyn Operator>> {
     let mut u = Unary::new(op, kind);
     use UnaryKind::*;
     match kind {
@@ -423,7 +419,11 @@ fn scalar_bound<T: Element>(t: Option<&Tensor>, index: usize) -> OpResult<Option
     if t.dtype() != T::DTYPE {
         return Err(OpError::invalid(
             index,
-            format!("bound has dtype {} but the input is {}", t.dtype(), T::DTYPE),
+            format!(
+                "bound has dtype {} but the input is {}",
+                t.dtype(),
+                T::DTYPE
+            ),
         ));
     }
     Ok(t.contiguous().as_slice::<T>()?.first().copied())

@@ -35,7 +35,9 @@ pub fn register(r: &mut OpRegistry) {
 
 /// The broadcast shape of all `tensors`, naming the first input that does not fit.
 fn broadcast_all(tensors: &[&Tensor]) -> OpResult<Shape> {
-    let mut shape: Shape = tensors.first().map_or_else(Shape::new, |t| t.shape().into());
+    let mut shape: Shape = tensors
+        .first()
+        .map_or_else(Shape::new, |t| t.shape().into());
     for (i, t) in tensors.iter().enumerate().skip(1) {
         shape = strata_tensor::broadcast_shapes(&shape, t.shape()).map_err(|_| {
             OpError::invalid(
@@ -64,8 +66,15 @@ impl Variadic {
             ($f:expr) => {{
                 let f = $f;
                 if inputs.len() >= 2 {
-                    let plan = BroadcastPlan::to_shape([inputs[0].shape(), inputs[1].shape()], shape)?;
-                    plan.binary(ctx, inputs[0].as_slice::<T>()?, inputs[1].as_slice::<T>()?, out, f);
+                    let plan =
+                        BroadcastPlan::to_shape([inputs[0].shape(), inputs[1].shape()], shape)?;
+                    plan.binary(
+                        ctx,
+                        inputs[0].as_slice::<T>()?,
+                        inputs[1].as_slice::<T>()?,
+                        out,
+                        f,
+                    );
                 } else {
                     let plan = BroadcastPlan::to_shape([inputs[0].shape()], shape)?;
                     plan.assign(ctx, out, inputs[0].as_slice::<T>()?, |_, &x| x);
@@ -84,7 +93,9 @@ impl Variadic {
         if self.kind == VariadicKind::Mean {
             let n = T::from_f64(inputs.len() as f64);
             let chunk = chunk_len(ctx, out.len());
-            ctx.par_chunks_mut(out, chunk, |_, c| c.iter_mut().for_each(|v| *v = v.divide(n)));
+            ctx.par_chunks_mut(out, chunk, |_, c| {
+                c.iter_mut().for_each(|v| *v = v.divide(n))
+            });
         }
         Ok(())
     }

@@ -53,12 +53,21 @@ fn build_reduce(
     let keepdims = match ctx.attrs.int_or("keepdims", 1)? {
         0 => false,
         1 => true,
-        v => return Err(OpError::attribute("keepdims", format!("expected 0 or 1, got {v}"))),
+        v => {
+            return Err(OpError::attribute(
+                "keepdims",
+                format!("expected 0 or 1, got {v}"),
+            ))
+        }
     };
     Ok(Box::new(Reduce {
         op,
         kind,
-        attr_axes: if axes_input { None } else { ctx.attrs.ints("axes")? },
+        attr_axes: if axes_input {
+            None
+        } else {
+            ctx.attrs.ints("axes")?
+        },
         axes_input,
         keepdims,
         noop_with_empty_axes: ctx.attrs.int_or("noop_with_empty_axes", 0)? != 0,
@@ -114,7 +123,11 @@ fn layout(shape: &[usize], reduced: &[bool]) -> Option<Layout> {
         [(k, false)] => Layout::Rows { k: *k, r: 1 },
         [(r, true)] => Layout::Rows { k: 1, r: *r },
         [(k, false), (r, true)] => Layout::Rows { k: *k, r: *r },
-        [(r, true), (k2, false)] => Layout::Middle { k1: 1, r: *r, k2: *k2 },
+        [(r, true), (k2, false)] => Layout::Middle {
+            k1: 1,
+            r: *r,
+            k2: *k2,
+        },
         [(k1, false), (r, true), (k2, false)] => Layout::Middle {
             k1: *k1,
             r: *r,
@@ -235,22 +248,77 @@ impl Reduce {
         let same = |a: C<T>, _| T::from_c(a);
         match self.kind {
             ReduceKind::Sum => run(ctx, lay, x, out, C::<T>::ZERO, id, |a, b| a.plus(b), same),
-            ReduceKind::Mean => run(ctx, lay, x, out, C::<T>::ZERO, id, |a, b| a.plus(b), |a, n| {
-                T::from_c(a.divide(C::<T>::from_f64(n as f64)))
-            }),
-            ReduceKind::Max => run(ctx, lay, x, out, C::<T>::LOWEST, id, |a, b| a.max_prop(b), same),
-            ReduceKind::Min => run(ctx, lay, x, out, C::<T>::HIGHEST, id, |a, b| a.min_prop(b), same),
+            ReduceKind::Mean => run(
+                ctx,
+                lay,
+                x,
+                out,
+                C::<T>::ZERO,
+                id,
+                |a, b| a.plus(b),
+                |a, n| T::from_c(a.divide(C::<T>::from_f64(n as f64))),
+            ),
+            ReduceKind::Max => run(
+                ctx,
+                lay,
+                x,
+                out,
+                C::<T>::LOWEST,
+                id,
+                |a, b| a.max_prop(b),
+                same,
+            ),
+            ReduceKind::Min => run(
+                ctx,
+                lay,
+                x,
+                out,
+                C::<T>::HIGHEST,
+                id,
+                |a, b| a.min_prop(b),
+                same,
+            ),
             ReduceKind::Prod => run(ctx, lay, x, out, C::<T>::ONE, id, |a, b| a.times(b), same),
-            ReduceKind::L1 => run(ctx, lay, x, out, C::<T>::ZERO, |v| v.magnitude(), |a, b| a.plus(b), same),
-            ReduceKind::SumSquare => {
-                run(ctx, lay, x, out, C::<T>::ZERO, |v| v.times(v), |a, b| a.plus(b), same)
-            }
-            ReduceKind::L2 => run(ctx, lay, x, out, C::<T>::ZERO, |v| v.times(v), |a, b| a.plus(b), |a, _| {
-                T::from_f64(a.to_f64().sqrt())
-            }),
-            ReduceKind::LogSum => run(ctx, lay, x, out, C::<T>::ZERO, id, |a, b| a.plus(b), |a, _| {
-                T::from_f64(a.to_f64().ln())
-            }),
+            ReduceKind::L1 => run(
+                ctx,
+                lay,
+                x,
+                out,
+                C::<T>::ZERO,
+                |v| v.magnitude(),
+                |a, b| a.plus(b),
+                same,
+            ),
+            ReduceKind::SumSquare => run(
+                ctx,
+                lay,
+                x,
+                out,
+                C::<T>::ZERO,
+                |v| v.times(v),
+                |a, b| a.plus(b),
+                same,
+            ),
+            ReduceKind::L2 => run(
+                ctx,
+                lay,
+                x,
+                out,
+                C::<T>::ZERO,
+                |v| v.times(v),
+                |a, b| a.plus(b),
+                |a, _| T::from_f64(a.to_f64().sqrt()),
+            ),
+            ReduceKind::LogSum => run(
+                ctx,
+                lay,
+                x,
+                out,
+                C::<T>::ZERO,
+                id,
+                |a, b| a.plus(b),
+                |a, _| T::from_f64(a.to_f64().ln()),
+            ),
             ReduceKind::LogSumExp => match lay {
                 Layout::Rows { r, .. } => log_sum_exp_rows(ctx, x, out, r),
                 Layout::Middle { .. } => {
@@ -276,7 +344,13 @@ impl Reduce {
     fn reduced_axes(&self, inputs: &Inputs, rank: usize) -> OpResult<Vec<bool>> {
         let (axes, from_input) = if self.axes_input {
             match inputs.opt_tensor(1)? {
-                Some(t) => (t.to_i64_vec().map_err(|_| OpError::UnsupportedDType { index: 1, dtype: t.dtype() })?, true),
+                Some(t) => (
+                    t.to_i64_vec().map_err(|_| OpError::UnsupportedDType {
+                        index: 1,
+                        dtype: t.dtype(),
+                    })?,
+                    true,
+                ),
                 None => (Vec::new(), true),
             }
         } else {
@@ -328,13 +402,19 @@ impl Operator for Reduce {
     }
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(x) = inputs.first() else { return Ok(None) };
+        let Some(x) = inputs.first() else {
+            return Ok(None);
+        };
         let axes = if self.axes_input {
             match inputs.get(1) {
                 None => Some(Vec::new()),
                 Some(f) => match &f.value {
                     Some(t) => Some(t.to_i64_vec()?),
-                    None if f.shape.as_ref().is_some_and(|s| s.first() == Some(&Dim::Known(0))) => {
+                    None if f
+                        .shape
+                        .as_ref()
+                        .is_some_and(|s| s.first() == Some(&Dim::Known(0))) =>
+                    {
                         Some(Vec::new())
                     }
                     None => None,
@@ -363,7 +443,8 @@ impl Operator for Reduce {
         let out_shape = self.out_shape(x.shape(), &flags, 1);
         let dtype = x.dtype();
         let mut out = ctx.alloc(dtype, &out_shape)?;
-        let bool_minmax = dtype == DType::Bool && matches!(self.kind, ReduceKind::Max | ReduceKind::Min);
+        let bool_minmax =
+            dtype == DType::Bool && matches!(self.kind, ReduceKind::Max | ReduceKind::Min);
         let float_only = self.kind == ReduceKind::LogSumExp && !dtype.is_float();
         if float_only || (dtype == DType::Bool && !bool_minmax) {
             return Err(OpError::UnsupportedDType { index: 0, dtype });
@@ -384,7 +465,10 @@ impl Operator for Reduce {
                 // Move the reduced axes last, then reduce rows.
                 let mut perm: Vec<usize> = (0..x.rank()).filter(|&a| !flags[a]).collect();
                 perm.extend((0..x.rank()).filter(|&a| flags[a]));
-                let r: usize = (0..x.rank()).filter(|&a| flags[a]).map(|a| x.shape()[a]).product();
+                let r: usize = (0..x.rank())
+                    .filter(|&a| flags[a])
+                    .map(|a| x.shape()[a])
+                    .product();
                 x = x.permute(&perm)?.contiguous();
                 Layout::Rows { k: out.len(), r }
             }
@@ -471,7 +555,9 @@ impl Operator for ArgReduce {
     }
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let Some(x) = inputs.first() else { return Ok(None) };
+        let Some(x) = inputs.first() else {
+            return Ok(None);
+        };
         let shape = match &x.shape {
             Some(s) => {
                 let axis = normalize_axis(self.axis, s.len())
@@ -511,7 +597,11 @@ impl Operator for ArgReduce {
         if n == 0 {
             return Err(OpError::invalid(
                 0,
-                format!("{} over axis {axis} of length 0 (shape {:?})", self.op, x.shape()),
+                format!(
+                    "{} over axis {axis} of length 0 (shape {:?})",
+                    self.op,
+                    x.shape()
+                ),
             ));
         }
         let o = out.as_slice_mut::<i64>()?;
@@ -587,16 +677,18 @@ impl Operator for CumSum {
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?.contiguous();
         let axis_t = inputs.tensor(1)?;
-        let axes = axis_t
-            .to_i64_vec()
-            .map_err(|_| OpError::UnsupportedDType { index: 1, dtype: axis_t.dtype() })?;
+        let axes = axis_t.to_i64_vec().map_err(|_| OpError::UnsupportedDType {
+            index: 1,
+            dtype: axis_t.dtype(),
+        })?;
         let [axis] = axes.as_slice() else {
             return Err(OpError::invalid(
                 1,
                 format!("axis must hold one value, got shape {:?}", axis_t.shape()),
             ));
         };
-        let axis = normalize_axis(*axis, x.rank()).map_err(|e| OpError::invalid(1, e.to_string()))?;
+        let axis =
+            normalize_axis(*axis, x.rank()).map_err(|e| OpError::invalid(1, e.to_string()))?;
         let (_, n, inner) = split_at_axis(x.shape(), axis);
         let mut out = ctx.alloc(x.dtype(), x.shape())?;
         if out.is_empty() {

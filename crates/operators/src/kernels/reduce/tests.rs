@@ -1,6 +1,10 @@
 //! Op-level tests of the reduction kernels, built through the registry.
 
-use crate::{Attribute, Attributes, BuildCtx, EvalCtx, Fact, Inputs, OpRegistry, OpResult, Operator};
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
+
+use crate::{
+    Attribute, Attributes, BuildCtx, EvalCtx, Fact, Inputs, OpRegistry, OpResult, Operator,
+};
 use strata_tensor::{f16, DType, Tensor};
 
 fn build(op_type: &str, opset: i64, attrs: Attributes) -> OpResult<Box<dyn Operator>> {
@@ -46,10 +50,16 @@ fn sum_layouts() {
     let x = arange(&[2, 3, 4]);
     let mid = reduce("ReduceSum", 1, x.clone(), &[1]);
     assert_eq!(mid.shape(), &[2, 1, 4]);
-    assert_eq!(mid.as_slice::<f32>().unwrap(), &[12., 15., 18., 21., 48., 51., 54., 57.]);
+    assert_eq!(
+        mid.as_slice::<f32>().unwrap(),
+        &[12., 15., 18., 21., 48., 51., 54., 57.]
+    );
     let rows = reduce("ReduceSum", 0, x.clone(), &[-1]);
     assert_eq!(rows.shape(), &[2, 3]);
-    assert_eq!(rows.as_slice::<f32>().unwrap(), &[6., 22., 38., 54., 70., 86.]);
+    assert_eq!(
+        rows.as_slice::<f32>().unwrap(),
+        &[6., 22., 38., 54., 70., 86.]
+    );
     let outer = reduce("ReduceSum", 0, x.clone(), &[0]);
     assert_eq!(outer.shape(), &[3, 4]);
     assert_eq!(outer.as_slice::<f32>().unwrap()[..4], [12., 14., 16., 18.]);
@@ -74,8 +84,19 @@ fn axes_attribute_before_opset_13_and_18() {
         keep(0).with("axes", Attribute::Ints(vec![0])),
     )
     .unwrap();
-    assert_eq!(run(&*old, vec![x.clone()]).unwrap().as_slice::<f32>().unwrap(), &[3., 5., 7.]);
-    let mean13 = build("ReduceMean", 13, keep(1).with("axes", Attribute::Ints(vec![1]))).unwrap();
+    assert_eq!(
+        run(&*old, vec![x.clone()])
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap(),
+        &[3., 5., 7.]
+    );
+    let mean13 = build(
+        "ReduceMean",
+        13,
+        keep(1).with("axes", Attribute::Ints(vec![1])),
+    )
+    .unwrap();
     let m = run(&*mean13, vec![x.clone()]).unwrap();
     assert_eq!(m.shape(), &[2, 1]);
     assert_eq!(m.as_slice::<f32>().unwrap(), &[1., 4.]);
@@ -83,8 +104,12 @@ fn axes_attribute_before_opset_13_and_18() {
     let all = run(&*all_old, vec![x.clone()]).unwrap();
     assert_eq!(all.shape(), &[] as &[usize]);
     assert_eq!(all.as_slice::<f32>().unwrap(), &[5.]);
-    let err = build("ReduceSum", 11, Attributes::new().with("axes", Attribute::Ints(vec![2])))
-        .unwrap();
+    let err = build(
+        "ReduceSum",
+        11,
+        Attributes::new().with("axes", Attribute::Ints(vec![2])),
+    )
+    .unwrap();
     let msg = run(&*err, vec![x.clone()]).unwrap_err().to_string();
     assert!(msg.contains("'axes'") && msg.contains("rank 2"), "{msg}");
     let new = build("ReduceSum", 13, keep(0)).unwrap();
@@ -104,7 +129,12 @@ fn noop_with_empty_axes() {
     let y = run(&*noop, vec![x.clone(), axes(&[])]).unwrap();
     assert_eq!(y.shape(), &[3]);
     assert_eq!(y.as_slice::<f32>().unwrap(), &[1., 4., 9.]);
-    let sum = build("ReduceSum", 13, Attributes::new().with("noop_with_empty_axes", Attribute::Int(1))).unwrap();
+    let sum = build(
+        "ReduceSum",
+        13,
+        Attributes::new().with("noop_with_empty_axes", Attribute::Int(1)),
+    )
+    .unwrap();
     let y = run(&*sum, vec![x.clone()]).unwrap();
     assert_eq!(y.as_slice::<f32>().unwrap(), &[-1., 2., -3.]);
 }
@@ -130,7 +160,12 @@ fn every_reduction_kind() {
             assert!((g - w).abs() < 1e-5, "{name}: {got:?} vs {want:?}");
         }
     }
-    let ls = reduce("ReduceLogSum", 0, Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[4]).unwrap(), &[]);
+    let ls = reduce(
+        "ReduceLogSum",
+        0,
+        Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[4]).unwrap(),
+        &[],
+    );
     assert!((ls.as_slice::<f32>().unwrap()[0] - 10f32.ln()).abs() < 1e-6);
     // LogSumExp over an outer axis, with large values that would overflow exp.
     let big = Tensor::from_vec(vec![1000.0f32, 1.0, 1000.0, 2.0], &[2, 2]).unwrap();
@@ -143,9 +178,24 @@ fn every_reduction_kind() {
 #[test]
 fn integer_half_and_bool_reductions() {
     let x = Tensor::from_vec(vec![3i64, -7, 2, 10], &[2, 2]).unwrap();
-    assert_eq!(reduce("ReduceSum", 0, x.clone(), &[0]).as_slice::<i64>().unwrap(), &[5, 3]);
-    assert_eq!(reduce("ReduceMean", 0, x.clone(), &[1]).as_slice::<i64>().unwrap(), &[-2, 6]);
-    assert_eq!(reduce("ReduceMin", 0, x.clone(), &[]).as_slice::<i64>().unwrap(), &[-7]);
+    assert_eq!(
+        reduce("ReduceSum", 0, x.clone(), &[0])
+            .as_slice::<i64>()
+            .unwrap(),
+        &[5, 3]
+    );
+    assert_eq!(
+        reduce("ReduceMean", 0, x.clone(), &[1])
+            .as_slice::<i64>()
+            .unwrap(),
+        &[-2, 6]
+    );
+    assert_eq!(
+        reduce("ReduceMin", 0, x.clone(), &[])
+            .as_slice::<i64>()
+            .unwrap(),
+        &[-7]
+    );
     let h = Tensor::from_vec(vec![f16::from_f32(0.5); 4096], &[4096]).unwrap();
     let s = reduce("ReduceSum", 0, h, &[0]);
     assert_eq!(s.as_slice::<f16>().unwrap(), &[f16::from_f32(2048.0)]);
@@ -177,7 +227,12 @@ fn reductions_over_empty_axes_give_identities() {
         assert_eq!(y.as_slice::<f32>().unwrap(), &[want, want], "{name}");
     }
     let i = Tensor::zeros(DType::I32, &[0, 3]).unwrap();
-    assert_eq!(reduce("ReduceMax", 0, i.clone(), &[0]).as_slice::<i32>().unwrap(), &[i32::MIN; 3]);
+    assert_eq!(
+        reduce("ReduceMax", 0, i.clone(), &[0])
+            .as_slice::<i32>()
+            .unwrap(),
+        &[i32::MIN; 3]
+    );
     assert_eq!(reduce("ReduceSum", 0, i, &[1]).shape(), &[0]);
 }
 
@@ -185,7 +240,9 @@ fn reductions_over_empty_axes_give_identities() {
 fn large_reductions_match_naive() {
     let (k1, r, k2) = (3usize, 1000usize, 50usize);
     let x = Tensor::from_vec(
-        (0..k1 * r * k2).map(|i| ((i * 7) % 13) as f32 - 6.0).collect(),
+        (0..k1 * r * k2)
+            .map(|i| ((i * 7) % 13) as f32 - 6.0)
+            .collect(),
         &[k1, r, k2],
     )
     .unwrap();
@@ -199,7 +256,10 @@ fn large_reductions_match_naive() {
     }
     let rows = reduce("ReduceMax", 0, x, &[1, 2]);
     for a in 0..k1 {
-        let want = data[a * r * k2..(a + 1) * r * k2].iter().cloned().fold(f32::MIN, f32::max);
+        let want = data[a * r * k2..(a + 1) * r * k2]
+            .iter()
+            .cloned()
+            .fold(f32::MIN, f32::max);
         assert_eq!(rows.as_slice::<f32>().unwrap()[a], want);
     }
 }
@@ -207,7 +267,12 @@ fn large_reductions_match_naive() {
 #[test]
 fn arg_max_and_min() {
     let x = Tensor::from_vec(vec![1.0f32, 5.0, 5.0, 7.0, 2.0, 7.0], &[2, 3]).unwrap();
-    let am = build("ArgMax", 13, Attributes::new().with("axis", Attribute::Int(1))).unwrap();
+    let am = build(
+        "ArgMax",
+        13,
+        Attributes::new().with("axis", Attribute::Int(1)),
+    )
+    .unwrap();
     let y = run(&*am, vec![x.clone()]).unwrap();
     assert_eq!(y.dtype(), DType::I64);
     assert_eq!(y.shape(), &[2, 1]);
@@ -228,10 +293,27 @@ fn arg_max_and_min() {
     assert_eq!(y.shape(), &[1, 3]);
     assert_eq!(y.as_slice::<i64>().unwrap(), &[0, 1, 0]);
     let ints = Tensor::from_vec(vec![4i32, 9, 9, 1], &[4]).unwrap();
-    assert_eq!(run(&*am_axis0(), vec![ints]).unwrap().as_slice::<i64>().unwrap(), &[1]);
+    assert_eq!(
+        run(&*am_axis0(), vec![ints])
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap(),
+        &[1]
+    );
     let nan = Tensor::from_vec(vec![1.0f32, f32::NAN, 3.0], &[3]).unwrap();
-    assert_eq!(run(&*am_axis0(), vec![nan]).unwrap().as_slice::<i64>().unwrap(), &[1]);
-    let bad = build("ArgMax", 13, Attributes::new().with("axis", Attribute::Int(2))).unwrap();
+    assert_eq!(
+        run(&*am_axis0(), vec![nan])
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap(),
+        &[1]
+    );
+    let bad = build(
+        "ArgMax",
+        13,
+        Attributes::new().with("axis", Attribute::Int(2)),
+    )
+    .unwrap();
     let err = run(&*bad, vec![x]).unwrap_err().to_string();
     assert!(err.contains("'axis'"), "{err}");
     let empty = Tensor::zeros(DType::F32, &[2, 0]).unwrap();
@@ -261,15 +343,25 @@ fn cumsum_modes() {
         )
         .unwrap();
         let y = run(&*o, vec![x.clone(), ax.clone()]).unwrap();
-        assert_eq!(y.as_slice::<f32>().unwrap(), &want, "exclusive={excl} reverse={rev}");
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &want,
+            "exclusive={excl} reverse={rev}"
+        );
     }
     let m = Tensor::from_vec(vec![1i32, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
     let o = build("CumSum", 14, Attributes::new()).unwrap();
-    let y = run(&*o, vec![m.clone(), Tensor::from_vec(vec![0i32], &[1]).unwrap()]).unwrap();
+    let y = run(
+        &*o,
+        vec![m.clone(), Tensor::from_vec(vec![0i32], &[1]).unwrap()],
+    )
+    .unwrap();
     assert_eq!(y.as_slice::<i32>().unwrap(), &[1, 2, 3, 5, 7, 9]);
     let y = run(&*o, vec![m.clone(), Tensor::scalar(-1i64)]).unwrap();
     assert_eq!(y.as_slice::<i32>().unwrap(), &[1, 3, 6, 4, 9, 15]);
-    let err = run(&*o, vec![m.clone(), Tensor::scalar(2i64)]).unwrap_err().to_string();
+    let err = run(&*o, vec![m.clone(), Tensor::scalar(2i64)])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("input 1"), "{err}");
     assert!(run(&*o, vec![m, axes(&[0, 1])]).is_err());
 }
@@ -277,15 +369,29 @@ fn cumsum_modes() {
 #[test]
 fn reduce_inference() {
     let o = build("ReduceMean", 18, keep(1)).unwrap();
-    let facts = [Fact::known(DType::F32, &[2, 3, 4]), Fact::constant(axes(&[1, 2]))];
+    let facts = [
+        Fact::known(DType::F32, &[2, 3, 4]),
+        Fact::constant(axes(&[1, 2])),
+    ];
     let out = o.infer(&facts).unwrap().unwrap();
     assert_eq!(out[0].concrete_shape(), Some(vec![2, 1, 1]));
-    let o = build("ReduceSum", 11, keep(0).with("axes", Attribute::Ints(vec![0]))).unwrap();
-    let out = o.infer(&[Fact::known(DType::F16, &[2, 3])]).unwrap().unwrap();
+    let o = build(
+        "ReduceSum",
+        11,
+        keep(0).with("axes", Attribute::Ints(vec![0])),
+    )
+    .unwrap();
+    let out = o
+        .infer(&[Fact::known(DType::F16, &[2, 3])])
+        .unwrap()
+        .unwrap();
     assert_eq!(out[0].concrete_shape(), Some(vec![3]));
     assert_eq!(out[0].dtype, Some(DType::F16));
     let a = build("ArgMin", 13, keep(0).with("axis", Attribute::Int(1))).unwrap();
-    let out = a.infer(&[Fact::known(DType::F32, &[2, 3])]).unwrap().unwrap();
+    let out = a
+        .infer(&[Fact::known(DType::F32, &[2, 3])])
+        .unwrap()
+        .unwrap();
     assert_eq!(out[0].dtype, Some(DType::I64));
     assert_eq!(out[0].concrete_shape(), Some(vec![2]));
 }
