@@ -1,6 +1,0 @@
-//! elementwise kernels.
-
-use crate::OpRegistry;
-
-/// Registers the elementwise ops.
-pub fn register(_registry: &mut OpRegistry) {}
