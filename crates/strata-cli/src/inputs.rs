@@ -29,8 +29,12 @@ pub struct InputArgs {
 pub fn dim_bindings(dims: &[String]) -> Result<BTreeMap<String, usize>> {
     dims.iter()
         .map(|d| {
-            let (name, value) = d.split_once('=').ok_or_else(|| anyhow!("--dim '{d}' must be SYMBOL=N"))?;
-            let n = value.parse().map_err(|_| anyhow!("--dim '{d}': '{value}' is not a size"))?;
+            let (name, value) = d
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--dim '{d}' must be SYMBOL=N"))?;
+            let n = value
+                .parse()
+                .map_err(|_| anyhow!("--dim '{d}': '{value}' is not a size"))?;
             Ok((name.to_string(), n))
         })
         .collect()
@@ -38,16 +42,25 @@ pub fn dim_bindings(dims: &[String]) -> Result<BTreeMap<String, usize>> {
 
 /// Reads a tensor from a `.npy` or `.pb` file.
 pub fn read_tensor(path: &Path) -> Result<Tensor> {
-    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "npy" => strata::io::npy::read(path).with_context(|| format!("reading {}", path.display())),
-        "pb" => strata::io::read_tensor_file(path).with_context(|| format!("reading {}", path.display())),
+        "pb" => strata::io::read_tensor_file(path)
+            .with_context(|| format!("reading {}", path.display())),
         _ => bail!("input file {} must end in .npy or .pb", path.display()),
     }
 }
 
 fn concrete_shape(info: &IoInfo, bindings: &BTreeMap<String, usize>) -> Result<Vec<usize>> {
-    let dims = info.dims.as_ref().ok_or_else(|| anyhow!("input '{}' has no declared shape; give it as a file", info.name))?;
+    let dims = info.dims.as_ref().ok_or_else(|| {
+        anyhow!(
+            "input '{}' has no declared shape; give it as a file",
+            info.name
+        )
+    })?;
     Ok(dims
         .iter()
         .map(|d| match d {
@@ -62,7 +75,10 @@ fn concrete_shape(info: &IoInfo, bindings: &BTreeMap<String, usize>) -> Result<V
 pub fn random_tensor(dtype: DType, shape: &[usize], rng: &mut impl Rng) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let t = match dtype {
-        DType::Bool => Tensor::from_bools(&(0..n).map(|_| rng.gen_bool(0.5)).collect::<Vec<_>>(), shape)?,
+        DType::Bool => Tensor::from_bools(
+            &(0..n).map(|_| rng.gen_bool(0.5)).collect::<Vec<_>>(),
+            shape,
+        )?,
         DType::String => Tensor::from_strings((0..n).map(|i| format!("s{i}")).collect(), shape)?,
         d if d.is_float() => {
             let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
@@ -77,7 +93,11 @@ pub fn random_tensor(dtype: DType, shape: &[usize], rng: &mut impl Rng) -> Resul
 }
 
 /// The inputs for one run, named and in graph order.
-pub fn gather(model: &Model, args: &InputArgs, random_by_default: bool) -> Result<Vec<(String, Tensor)>> {
+pub fn gather(
+    model: &Model,
+    args: &InputArgs,
+    random_by_default: bool,
+) -> Result<Vec<(String, Tensor)>> {
     let infos = model.inputs();
     let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
     let mut given: BTreeMap<String, Tensor> = BTreeMap::new();
@@ -86,12 +106,19 @@ pub fn gather(model: &Model, args: &InputArgs, random_by_default: bool) -> Resul
         let (name, file) = match spec.split_once('=') {
             Some((n, f)) if names.contains(&n) => (n.to_string(), f),
             Some((n, _)) if !Path::new(spec).exists() => {
-                bail!("unknown input '{n}'; the model's inputs are: {}", names.join(", "))
+                bail!(
+                    "unknown input '{n}'; the model's inputs are: {}",
+                    names.join(", ")
+                )
             }
             _ => {
-                let name = names
-                    .get(next_positional)
-                    .ok_or_else(|| anyhow!("{} inputs given but the model has {}", next_positional + 1, names.len()))?;
+                let name = names.get(next_positional).ok_or_else(|| {
+                    anyhow!(
+                        "{} inputs given but the model has {}",
+                        next_positional + 1,
+                        names.len()
+                    )
+                })?;
                 next_positional += 1;
                 (name.to_string(), spec.as_str())
             }
@@ -106,9 +133,16 @@ pub fn gather(model: &Model, args: &InputArgs, random_by_default: bool) -> Resul
             out.push((info.name.clone(), t));
         } else if args.random || random_by_default {
             let shape = concrete_shape(info, &bindings)?;
-            out.push((info.name.clone(), random_tensor(info.dtype.unwrap_or(DType::F32), &shape, &mut rng)?));
+            out.push((
+                info.name.clone(),
+                random_tensor(info.dtype.unwrap_or(DType::F32), &shape, &mut rng)?,
+            ));
         } else {
-            bail!("missing input '{}' (give --input {}=FILE or --random)", info.name, info.name);
+            bail!(
+                "missing input '{}' (give --input {}=FILE or --random)",
+                info.name,
+                info.name
+            );
         }
     }
     Ok(out)

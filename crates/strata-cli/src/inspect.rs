@@ -54,8 +54,16 @@ pub fn main(args: Args) -> Result<()> {
     let bindings = dim_bindings(&args.dims)?;
     let meta = model.metadata();
     let graph = model.graph();
-    let unsupported: Vec<String> = model.unsupported_ops().iter().map(ToString::to_string).collect();
-    let flops = if unsupported.is_empty() { model.estimate_flops(&bindings).ok() } else { None };
+    let unsupported: Vec<String> = model
+        .unsupported_ops()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let flops = if unsupported.is_empty() {
+        model.estimate_flops(&bindings).ok()
+    } else {
+        None
+    };
     let optimized = if args.optimized {
         let session = model.session(SessionOptions::default().with_threads(1))?;
         Some((session.graph().clone(), session.passes_applied().to_vec()))
@@ -109,21 +117,38 @@ pub fn main(args: Args) -> Result<()> {
         .collect();
     println!("opsets      {}", opsets.join(", "));
     if !meta.producer_name.is_empty() {
-        println!("producer    {} {}", meta.producer_name, meta.producer_version);
+        println!(
+            "producer    {} {}",
+            meta.producer_name, meta.producer_version
+        );
     }
     for (k, v) in &meta.metadata_props {
         println!("metadata    {k} = {v}");
     }
     println!("inputs");
     for i in model.inputs() {
-        println!("  {:<24} {:<8} {}", i.name, i.dtype.map_or("?", |d| d.numpy_name()), i.dims_string());
+        println!(
+            "  {:<24} {:<8} {}",
+            i.name,
+            i.dtype.map_or("?", |d| d.numpy_name()),
+            i.dims_string()
+        );
     }
     println!("outputs");
     for o in model.outputs() {
-        println!("  {:<24} {:<8} {}", o.name, o.dtype.map_or("?", |d| d.numpy_name()), o.dims_string());
+        println!(
+            "  {:<24} {:<8} {}",
+            o.name,
+            o.dtype.map_or("?", |d| d.numpy_name()),
+            o.dims_string()
+        );
     }
     println!("nodes       {}", graph.nodes.len());
-    println!("parameters  {} ({:.2} MB)", graph.parameter_count(), graph.parameter_bytes() as f64 / 1e6);
+    println!(
+        "parameters  {} ({:.2} MB)",
+        graph.parameter_count(),
+        graph.parameter_bytes() as f64 / 1e6
+    );
     match flops {
         Some(f) => println!("flops       {:.3} GFLOP per run", f as f64 / 1e9),
         None => println!("flops       unknown"),
@@ -136,12 +161,25 @@ pub fn main(args: Args) -> Result<()> {
         println!("unsupported {u}");
     }
     if let Some((g, passes)) = optimized {
-        println!("optimized graph ({} nodes; passes: {})", g.nodes.len(), passes.join(", "));
+        println!(
+            "optimized graph ({} nodes; passes: {})",
+            g.nodes.len(),
+            passes.join(", ")
+        );
         for (i, n) in g.nodes.iter().enumerate() {
             let names = |list: &[Option<usize>]| {
-                list.iter().map(|v| v.map_or(String::new(), |v| g.values[v].name.clone())).collect::<Vec<_>>().join(", ")
+                list.iter()
+                    .map(|v| v.map_or(String::new(), |v| g.values[v].name.clone()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
-            println!("  {}: {}({}) -> {}", g.node_label(i), n.op_type, names(&n.inputs), names(&n.outputs));
+            println!(
+                "  {}: {}({}) -> {}",
+                g.node_label(i),
+                n.op_type,
+                names(&n.inputs),
+                names(&n.outputs)
+            );
         }
     }
     Ok(())

@@ -26,12 +26,20 @@ pub fn main(args: Args) -> Result<()> {
     let rows: Vec<(String, Vec<String>)> = registry
         .iter()
         .map(|(domain, op, impls)| {
-            let name = if domain.is_empty() { op.to_string() } else { format!("{domain}.{op}") };
-            (name, impls.iter().map(|r| range(r.since, r.until)).collect())
+            let name = if domain.is_empty() {
+                op.to_string()
+            } else {
+                format!("{domain}.{op}")
+            };
+            (
+                name,
+                impls.iter().map(|r| range(r.since, r.until)).collect(),
+            )
         })
         .collect();
     if args.json {
-        let map: serde_json::Map<String, serde_json::Value> = rows.into_iter().map(|(n, r)| (n, json!(r))).collect();
+        let map: serde_json::Map<String, serde_json::Value> =
+            rows.into_iter().map(|(n, r)| (n, json!(r))).collect();
         println!("{}", serde_json::to_string_pretty(&map)?);
     } else {
         for (name, ranges) in &rows {

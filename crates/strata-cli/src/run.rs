@@ -30,7 +30,13 @@ pub struct Args {
 pub fn sanitize(name: &str, taken: &mut HashSet<String>) -> String {
     let mut base: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if base.is_empty() || base.chars().all(|c| c == '.') {
         base = "output".into();
@@ -51,14 +57,18 @@ fn write_outputs(dir: &Path, format: &str, outputs: &strata::Outputs) -> Result<
     let mut manifest = Vec::new();
     for (name, value) in outputs.iter() {
         let Value::Tensor(tensor) = value else {
-            bail!("output '{name}' is a {}; only tensors can be written", value.describe());
+            bail!(
+                "output '{name}' is a {}; only tensors can be written",
+                value.describe()
+            );
         };
         let file = format!("{}.{format}", sanitize(name, &mut taken));
         let path = dir.join(&file);
         if format == "pb" {
             strata::io::write_tensor_file(&path, tensor, name)?;
         } else {
-            strata::io::npy::write(&path, tensor).with_context(|| format!("writing output '{name}'"))?;
+            strata::io::npy::write(&path, tensor)
+                .with_context(|| format!("writing output '{name}'"))?;
         }
         manifest.push(json!({
             "name": name,
@@ -68,8 +78,11 @@ fn write_outputs(dir: &Path, format: &str, outputs: &strata::Outputs) -> Result<
         }));
     }
     let path = dir.join("manifest.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json!({ "outputs": manifest }))?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json!({ "outputs": manifest }))?,
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

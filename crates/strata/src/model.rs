@@ -139,8 +139,11 @@ impl Model {
             .nodes
             .iter()
             .map(|n| {
-                let inputs: Vec<strata_graph::Fact> =
-                    n.inputs.iter().map(|v| v.map(|v| facts[v].clone()).unwrap_or_default()).collect();
+                let inputs: Vec<strata_graph::Fact> = n
+                    .inputs
+                    .iter()
+                    .map(|v| v.map(|v| facts[v].clone()).unwrap_or_default())
+                    .collect();
                 n.op.flops(&inputs)
             })
             .sum())
