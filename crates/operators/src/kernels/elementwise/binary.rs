@@ -469,7 +469,10 @@ impl Operator for Binary {
                 ),
             ));
         }
-        let (a, b) = (a.contiguous(), b.contiguous());
+        let (a, mut b) = (a.contiguous(), b.contiguous());
+        if self.kind == BinaryKind::PRelu {
+            b = channel_slope(&a, b)?;
+        }
         let plan = if self.legacy.is_some() || self.kind == BinaryKind::PRelu {
             BroadcastPlan::to_shape([a.shape(), b.shape()], a.shape())?
         } else {
@@ -479,4 +482,22 @@ impl Operator for Binary {
         self.compute(ctx, &plan, &a, &b, &mut out)?;
         Ok(vec![out.into()])
     }
+}
+
+/// PRelu before opset 7 took one slope per channel (axis 1) as a 1-D tensor; numpy
+/// broadcasting would align it with the last axis instead. A 1-D slope of length C that
+/// cannot broadcast from the right is viewed as `[C, 1, ..., 1]`.
+fn channel_slope(x: &Tensor, slope: Tensor) -> OpResult<Tensor> {
+    let rank = x.rank();
+    let per_channel = slope.rank() == 1
+        && rank >= 2
+        && slope.shape()[0] == x.shape()[1]
+        && slope.shape()[0] != x.shape()[rank - 1]
+        && slope.shape()[0] != 1;
+    if !per_channel {
+        return Ok(slope);
+    }
+    let mut shape = vec![1; rank - 1];
+    shape[0] = slope.shape()[0];
+    Ok(slope.reshape(&shape)?)
 }
