@@ -292,14 +292,12 @@ fn check_tensor<'a>(
         return Err(shape_error());
     }
     for (dim, &size) in dims.iter().zip(tensor.shape()) {
-        match dim {
-            Dim::Known(n) if *n != size => return Err(shape_error()),
-            Dim::Symbol(s) => {
-                if *symbols.entry(s.as_str()).or_insert(size) != size {
-                    return Err(shape_error());
-                }
-            }
-            _ => {}
+        let consistent = match dim {
+            Dim::Known(n) => *n == size,
+            Dim::Symbol(s) => *symbols.entry(s.as_str()).or_insert(size) == size,
+        };
+        if !consistent {
+            return Err(shape_error());
         }
     }
     Ok(())

@@ -591,6 +591,16 @@ impl fmt::Debug for Tensor {
     }
 }
 
+impl Tensor {
+    /// The host buffer behind this tensor when nothing else shares it, for reuse by a pool.
+    pub fn into_buffer(self) -> Option<AlignedBuffer> {
+        match Arc::try_unwrap(self.storage) {
+            Ok(Storage::Host(buffer)) => Some(buffer),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,15 +677,5 @@ mod tests {
         let b = Tensor::from_bools(&[true, false], &[2]).unwrap();
         assert_eq!(b.as_bool_slice().unwrap(), &[1, 0]);
         assert_eq!(b.to_i64_vec().unwrap(), vec![1, 0]);
-    }
-}
-
-impl Tensor {
-    /// The host buffer behind this tensor when nothing else shares it, for reuse by a pool.
-    pub fn into_buffer(self) -> Option<AlignedBuffer> {
-        match Arc::try_unwrap(self.storage) {
-            Ok(Storage::Host(buffer)) => Some(buffer),
-            _ => None,
-        }
     }
 }
