@@ -19,6 +19,8 @@ pub struct ExecutionPlan {
     pub memory: MemoryPlan,
     /// Whether each value is an intermediate covered by `memory`.
     pub planned: Vec<bool>,
+    /// Lifetimes (steps and known byte sizes) of the planned values.
+    pub lifetimes: Vec<ValueLifetime>,
 }
 
 impl ExecutionPlan {
@@ -100,6 +102,7 @@ impl ExecutionPlan {
                 slot_bytes: slots.slot_bytes,
             },
             planned,
+            lifetimes: compact,
         })
     }
 }

@@ -10,8 +10,8 @@ mod plan;
 mod pool;
 
 pub use buffer::{allocation_count, AlignedBuffer, ALIGNMENT};
-pub use plan::{plan_slots, MemoryPlan, ValueLifetime};
-pub use pool::{BufferPool, PoolStats};
+pub use plan::{peak_buffers_by_class, plan_slots, MemoryPlan, ValueLifetime};
+pub use pool::{size_class, BufferPool, PoolStats};
 
 /// Errors raised by memory management.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! Static memory planning: values whose lifetimes do not overlap share a slot, so a plan needs
 //! as many buffers as its widest point rather than one per value.
 
+use std::collections::BTreeMap;
+
 /// When a value is produced and when it is last read, as step indices in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueLifetime {
@@ -31,6 +33,44 @@ impl MemoryPlan {
     pub fn total_bytes(&self) -> usize {
         self.slot_bytes.iter().sum()
     }
+}
+
+/// For a pool that hands out buffers by size class: the largest number of buffers of each
+/// class alive at the same step. Reserving that many per class before the first run lets every
+/// run, the first included, be served without allocating. Values of unknown size are skipped.
+pub fn peak_buffers_by_class(
+    lifetimes: &[ValueLifetime],
+    class_of: impl Fn(usize) -> usize,
+) -> BTreeMap<usize, usize> {
+    let mut events: BTreeMap<usize, BTreeMap<usize, i64>> = BTreeMap::new();
+    for life in lifetimes.iter().filter(|l| l.bytes > 0) {
+        let class = class_of(life.bytes);
+        *events
+            .entry(life.first)
+            .or_default()
+            .entry(class)
+            .or_default() += 1;
+        *events
+            .entry(life.last.max(life.first) + 1)
+            .or_default()
+            .entry(class)
+            .or_default() -= 1;
+    }
+    let mut live: BTreeMap<usize, i64> = BTreeMap::new();
+    let mut peak: BTreeMap<usize, usize> = BTreeMap::new();
+    for changes in events.values() {
+        // frees scheduled for this step happen before this step's allocations
+        for (&class, &delta) in changes.iter().filter(|(_, &d)| d < 0) {
+            *live.entry(class).or_default() += delta;
+        }
+        for (&class, &delta) in changes.iter().filter(|(_, &d)| d > 0) {
+            let n = live.entry(class).or_default();
+            *n += delta;
+            let p = peak.entry(class).or_default();
+            *p = (*p).max(*n as usize);
+        }
+    }
+    peak
 }
 
 /// Assigns slots greedily in order of first use, preferring the free slot whose size is
@@ -85,6 +125,21 @@ mod tests {
         assert_eq!(plan.slot_count(), 2);
         assert_ne!(plan.slot_of[0], plan.slot_of[1]);
         assert_eq!(plan.slot_of[0], plan.slot_of[2]);
+    }
+
+    #[test]
+    fn peak_counts_live_values_per_class() {
+        // three 100-byte values alive together at step 1, then one
+        let lifetimes = [
+            life(0, 1, 100),
+            life(1, 2, 100),
+            life(1, 1, 100),
+            life(3, 3, 100),
+            life(0, 3, 5000),
+        ];
+        let peak = peak_buffers_by_class(&lifetimes, crate::pool::size_class);
+        assert_eq!(peak[&128], 3);
+        assert_eq!(peak[&8192], 1);
     }
 
     #[test]

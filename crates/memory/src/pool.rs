@@ -33,7 +33,8 @@ struct PoolInner {
     stats: PoolStats,
 }
 
-fn size_class(bytes: usize) -> usize {
+/// The size class serving a request of `bytes` bytes: the next power of two, at least 64.
+pub fn size_class(bytes: usize) -> usize {
     bytes.max(crate::ALIGNMENT).next_power_of_two()
 }
 
@@ -48,6 +49,24 @@ impl BufferPool {
         BufferPool {
             limit: Some(limit),
             ..Self::default()
+        }
+    }
+
+    /// Makes sure at least `count` buffers of the class serving `bytes` are cached, allocating
+    /// the difference now so that later requests hit.
+    pub fn reserve(&self, bytes: usize, count: usize) {
+        let class = size_class(bytes);
+        let mut inner = self.inner.lock();
+        let have = inner.free.get(&class).map_or(0, Vec::len);
+        for _ in have..count {
+            inner.stats.allocated_bytes += class as u64;
+            inner.stats.cached_buffers += 1;
+            inner.stats.cached_bytes += class;
+            inner
+                .free
+                .entry(class)
+                .or_default()
+                .push(AlignedBuffer::zeroed(class));
         }
     }
 
@@ -115,6 +134,16 @@ mod tests {
         pool.release(b);
         let _c = pool.allocate(1000).unwrap();
         assert_eq!(pool.stats().misses, 2);
+    }
+
+    #[test]
+    fn reserved_buffers_serve_later_requests() {
+        let pool = BufferPool::new();
+        pool.reserve(1000, 2);
+        let _a = pool.allocate(1000).unwrap();
+        let _b = pool.allocate(900).unwrap();
+        let stats = pool.stats();
+        assert_eq!((stats.hits, stats.misses), (2, 0));
     }
 
     #[test]

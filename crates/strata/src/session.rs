@@ -4,7 +4,9 @@ use crate::model::unsupported_in;
 use crate::{Model, Result, StrataError};
 use std::collections::HashMap;
 use strata_graph::{infer, passes, Dim, ExecutionPlan, Fact, Graph};
-use strata_memory::{AlignedBuffer, Allocator, BufferPool, PoolStats};
+use strata_memory::{
+    peak_buffers_by_class, size_class, AlignedBuffer, Allocator, BufferPool, PoolStats,
+};
 use strata_onnx::ValueKind;
 use strata_ops::{OpResult, TensorAlloc, Value};
 use strata_sched::{Executor, ThreadPool};
@@ -128,13 +130,17 @@ impl Session {
             return Err(error);
         }
         let plan = ExecutionPlan::new(&graph)?;
+        let buffers = PooledAlloc::default();
+        for (class, count) in peak_buffers_by_class(&plan.lifetimes, size_class) {
+            buffers.0.reserve(class, count);
+        }
         Ok(Session {
             graph,
             declared_inputs,
             input_kinds: model.onnx().input_kinds.clone(),
             plan,
             pool: ThreadPool::new(options.threads),
-            buffers: PooledAlloc::default(),
+            buffers,
             passes_applied,
         })
     }

@@ -52,8 +52,13 @@ fn dependencies_point_up_the_layer_table() {
             let dep_index = LAYERS
                 .iter()
                 .position(|(n, _)| *n == dep)
-                .unwrap_or_else(|| panic!("{name} depends on {dep}, which is not in the layer table"));
-            assert!(dep_index < index, "{name} must not depend on {dep}: it sits below it in the layer table");
+                .unwrap_or_else(|| {
+                    panic!("{name} depends on {dep}, which is not in the layer table")
+                });
+            assert!(
+                dep_index < index,
+                "{name} must not depend on {dep}: it sits below it in the layer table"
+            );
         }
     }
     assert!(checked >= 8, "found only {checked} crates");
@@ -62,5 +67,8 @@ fn dependencies_point_up_the_layer_table() {
 #[test]
 fn parser_reads_dependency_names() {
     let manifest = "[package]\nname = \"x\"\n[dependencies]\nstrata-ops.workspace = true\nserde = \"1\"\nstrata-tensor = { path = \"../tensor\" }\n[dev-dependencies]\nstrata = { path = \"..\" }\n";
-    assert_eq!(strata_dependencies(manifest), vec!["strata-ops", "strata-tensor"]);
+    assert_eq!(
+        strata_dependencies(manifest),
+        vec!["strata-ops", "strata-tensor"]
+    );
 }
