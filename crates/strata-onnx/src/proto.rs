@@ -3,6 +3,7 @@
 
 use crate::{OnnxError, Result};
 use prost::Message;
+use std::borrow::Cow;
 use std::path::{Component, Path};
 use strata_ops::Value;
 use strata_tensor::{element_count, DType, Tensor};
@@ -203,10 +204,10 @@ pub(crate) fn tensor_from_proto(tp: &pb::TensorProto, base_dir: Option<&Path>) -
     }
 
     let external = tp.data_location == Some(pb::tensor_proto::DataLocation::External as i32);
-    let raw: Option<Vec<u8>> = if external {
-        Some(read_external(tp, base_dir, bytes_needed)?)
+    let raw: Option<Cow<'_, [u8]>> = if external {
+        Some(Cow::Owned(read_external(tp, base_dir, bytes_needed)?))
     } else if !tp.raw_data.is_empty() {
-        Some(tp.raw_data.clone())
+        Some(Cow::Borrowed(&tp.raw_data))
     } else {
         None
     };
