@@ -146,9 +146,7 @@ fn read_external(tp: &pb::TensorProto, base_dir: Option<&Path>, need: usize) -> 
         path: path.display().to_string(),
         source,
     })?;
-    let end = offset
-        .checked_add(length.unwrap_or(need))
-        .unwrap_or(usize::MAX);
+    let end = offset.saturating_add(length.unwrap_or(need));
     let data = bytes.get(offset..end).ok_or_else(|| {
         bad(
             name,

@@ -294,10 +294,8 @@ fn check_tensor<'a>(
     for (dim, &size) in dims.iter().zip(tensor.shape()) {
         match dim {
             Dim::Known(n) if *n != size => return Err(shape_error()),
-            Dim::Symbol(s) => {
-                if *symbols.entry(s.as_str()).or_insert(size) != size {
-                    return Err(shape_error());
-                }
+            Dim::Symbol(s) if *symbols.entry(s.as_str()).or_insert(size) != size => {
+                return Err(shape_error())
             }
             _ => {}
         }
