@@ -97,7 +97,8 @@ impl Graph {
     /// nodes on a cycle.
     pub fn topological_order(&self) -> Result<Vec<NodeId>> {
         let producers = self.producers();
-        let mut pending: Vec<usize> = self
+        // Distinct producer nodes of each node's inputs.
+        let deps_of: Vec<Vec<NodeId>> = self
             .nodes
             .iter()
             .map(|n| {
@@ -109,20 +110,13 @@ impl Graph {
                     .collect();
                 deps.sort_unstable();
                 deps.dedup();
-                deps.len()
+                deps
             })
             .collect();
+        let mut pending: Vec<usize> = deps_of.iter().map(Vec::len).collect();
         let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); self.nodes.len()];
-        for (id, n) in self.nodes.iter().enumerate() {
-            let mut deps: Vec<NodeId> = n
-                .inputs
-                .iter()
-                .flatten()
-                .filter_map(|&v| producers[v])
-                .collect();
-            deps.sort_unstable();
-            deps.dedup();
-            for d in deps {
+        for (id, deps) in deps_of.iter().enumerate() {
+            for &d in deps {
                 dependents[d].push(id);
             }
         }
@@ -141,8 +135,28 @@ impl Graph {
             }
         }
         if order.len() != self.nodes.len() {
+            // The nodes left wait on a cycle: they are on one or downstream of one. Peel off
+            // the downstream ones (no node left waits for them) so only cycles are named.
+            let mut stuck: Vec<bool> = pending.iter().map(|&p| p > 0).collect();
+            let mut waiting: Vec<usize> = (0..self.nodes.len())
+                .map(|n| dependents[n].iter().filter(|&&d| stuck[d]).count())
+                .collect();
+            let mut peel: Vec<NodeId> = (0..self.nodes.len())
+                .filter(|&n| stuck[n] && waiting[n] == 0)
+                .collect();
+            while let Some(n) = peel.pop() {
+                stuck[n] = false;
+                for &d in &deps_of[n] {
+                    if stuck[d] {
+                        waiting[d] -= 1;
+                        if waiting[d] == 0 {
+                            peel.push(d);
+                        }
+                    }
+                }
+            }
             let stuck = (0..self.nodes.len())
-                .filter(|&n| pending[n] > 0)
+                .filter(|&n| stuck[n])
                 .map(|n| self.node_label(n))
                 .collect();
             return Err(GraphError::Cycle(stuck));

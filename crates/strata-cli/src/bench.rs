@@ -1,11 +1,11 @@
 //! `strata bench`: load time, first-run time and steady-state latency percentiles.
 
-use crate::inputs::{gather, InputArgs};
+use crate::inputs::{gather, load_model, InputArgs};
 use anyhow::{bail, Result};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-use strata::{Model, SessionOptions};
+use strata::SessionOptions;
 
 /// Arguments of `strata bench`.
 #[derive(Debug, clap::Args)]
@@ -52,7 +52,7 @@ pub fn main(args: Args) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     let start = Instant::now();
-    let model = Model::load(&args.model)?;
+    let model = load_model(&args.model)?;
     let session = model.session(SessionOptions::default().with_threads(args.threads))?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let inputs = gather(&model, &args.inputs, true)?;

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use std::collections::BTreeMap;
 use std::path::Path;
-use strata::{DType, Dim, IoInfo, Model, Tensor};
+use strata::{DType, Dim, IoInfo, Model, OnnxError, StrataError, Tensor};
 
 /// Options shared by the commands that feed a model.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +38,15 @@ pub fn dim_bindings(dims: &[String]) -> Result<BTreeMap<String, usize>> {
             Ok((name.to_string(), n))
         })
         .collect()
+}
+
+/// Loads a model; errors other than a failed read (which names the file already) are
+/// prefixed with the file's path, so that "not a valid ONNX model" says which file.
+pub fn load_model(path: &Path) -> Result<Model> {
+    Model::load(path).map_err(|e| match e {
+        StrataError::Load(OnnxError::Io { .. }) => e.into(),
+        e => anyhow::Error::new(e).context(path.display().to_string()),
+    })
 }
 
 /// Reads a tensor from a `.npy` or `.pb` file.

@@ -1,10 +1,10 @@
 //! `strata inspect`: what a model contains.
 
-use crate::inputs::dim_bindings;
+use crate::inputs::{dim_bindings, load_model};
 use anyhow::Result;
 use serde_json::{json, Value as Json};
 use std::path::PathBuf;
-use strata::{IoInfo, Model, SessionOptions};
+use strata::{IoInfo, SessionOptions};
 
 /// Arguments of `strata inspect`.
 #[derive(Debug, clap::Args)]
@@ -50,7 +50,7 @@ fn histogram(graph: &strata::Graph) -> std::collections::BTreeMap<String, usize>
 
 /// Runs the command.
 pub fn main(args: Args) -> Result<()> {
-    let model = Model::load(&args.model)?;
+    let model = load_model(&args.model)?;
     let bindings = dim_bindings(&args.dims)?;
     let meta = model.metadata();
     let graph = model.graph();

@@ -1,12 +1,12 @@
 //! `strata run`: one inference, outputs written as files plus a manifest.
 
-use crate::inputs::{gather, InputArgs};
+use crate::inputs::{gather, load_model, InputArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use strata::{Model, SessionOptions, Value};
+use strata::{SessionOptions, Value};
 
 /// Arguments of `strata run`.
 #[derive(Debug, clap::Args)]
@@ -89,7 +89,7 @@ fn write_outputs(dir: &Path, format: &str, outputs: &strata::Outputs) -> Result<
 /// Runs the command.
 pub fn main(args: Args) -> Result<()> {
     let start = Instant::now();
-    let model = Model::load(&args.model)?;
+    let model = load_model(&args.model)?;
     let session = model.session(SessionOptions::default().with_threads(args.threads))?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let inputs = gather(&model, &args.inputs, false)?;

@@ -26,10 +26,11 @@ pub use error::StrataError;
 pub use model::{IoInfo, Model};
 pub use session::{Outputs, Session, SessionOptions};
 
-pub use strata_graph::{Dim, Fact, Graph};
+pub use strata_graph::{Dim, Fact, Graph, GraphError};
 pub use strata_memory::PoolStats;
-pub use strata_onnx::{ModelMetadata, ValueKind};
+pub use strata_onnx::{ModelMetadata, OnnxError, ValueKind};
 pub use strata_ops::{OpRegistry, Value};
+pub use strata_sched::ExecError;
 pub use strata_tensor::{DType, Tensor, TensorError};
 
 /// Tensor file formats: `.npy` and ONNX `TensorProto` `.pb`.
