@@ -1,11 +1,12 @@
-//! `cargo xtask ci`: every check CI runs, cheapest first, stopping at the first failure.
+//! `cargo xtask ci`: every check CI runs, cheapest first, stopping at the first failure;
+//! last, `bench --quick` prints the Strata-vs-tract table (informational only).
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use crate::flags::Args;
-use crate::{test, util};
+use crate::{bench, test, util};
 
 /// The cargo-deny checks we run. `advisories` is left out: it fetches the RustSec
 /// advisory database from GitHub, which the CI network cannot reach.
@@ -38,6 +39,8 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         util::run(util::cargo().args(["deny", "check"]).args(DENY_CHECKS))
     })?;
     test::run_tests(&args.passthrough)?;
+    // Only prints the comparison table: timings are never asserted on.
+    bench::run_compare(true, &[])?;
     println!(
         "ci: all checks passed in {:.1}s",
         start.elapsed().as_secs_f64()

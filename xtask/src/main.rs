@@ -5,6 +5,7 @@
 //! dispatches. New commands (e.g. `bench`, `conformance`) get a module, a match arm
 //! in [`run`] and a line in [`USAGE`].
 
+mod bench;
 mod ci;
 mod flags;
 mod test;
@@ -28,8 +29,14 @@ Commands:
                --force   redo every step even when its stamp is current
   test       `testdata`, then `cargo test --workspace` with STRATA_TESTDATA and
              STRATA_REQUIRE_TESTDATA=1 set; ARGS after `--` go to cargo test.
+  bench      `testdata`, then `cargo run --release -p strata-benches --bin compare`:
+             Strata vs tract on all test models (10 rounds), table printed and written
+             to target/bench/report.md (+ report.json). ARGS after `--` go to compare
+             (--models a,b --rounds R --warmup W --threads T; see `-- --help`).
+               --quick   squeezenet, mobilenetv2 and bert_encoder only, 5 rounds
   ci         cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans,
-             sources), then `test`. ARGS after `--` go to cargo test.
+             sources), `test`, then `bench --quick` (prints the table; asserts nothing
+             about time). ARGS after `--` go to cargo test.
   help       Print this message.
 
 Environment:
@@ -56,8 +63,8 @@ fn run(args: Args) -> Result<()> {
         Some("testdata") => testdata::run(&args),
         Some("test") => test::run(&args),
         Some("ci") => ci::run(&args),
+        Some("bench") => bench::run(&args),
         // Reserved for commands other contributors are adding:
-        // Some("bench") => bench::run(&args),
         // Some("conformance") => conformance::run(&args),
         Some("help") | None => {
             print!("{USAGE}");
