@@ -1,10 +1,14 @@
 //! CPU kernels, one module per op family. Each module has a `register` function that adds its
 //! ops to the registry with the opset range each implementation covers.
 
+pub mod detection;
+pub mod einsum;
 pub mod elementwise;
 pub mod linalg;
 pub mod nn;
 pub mod reduce;
+pub mod rnn;
+pub mod select;
 pub mod sequence;
 pub mod shape;
 pub mod string;
@@ -13,10 +17,14 @@ use crate::OpRegistry;
 
 /// Registers every CPU kernel.
 pub fn register_all(registry: &mut OpRegistry) {
+    detection::register(registry);
+    einsum::register(registry);
     elementwise::register(registry);
     linalg::register(registry);
     nn::register(registry);
     reduce::register(registry);
+    rnn::register(registry);
+    select::register(registry);
     sequence::register(registry);
     shape::register(registry);
     string::register(registry);
