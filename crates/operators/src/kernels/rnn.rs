@@ -5,6 +5,7 @@
 //! input dtype. Sequences shorter than the time axis (`sequence_lens`) leave zeros in `Y`
 //! past their end, and their `Y_h`/`Y_c` is the state after their last valid step.
 
+use crate::kernels::linalg::{gemm, MatMut, MatRef};
 use crate::{Attributes, Value};
 use crate::{BuildCtx, EvalCtx, Inputs, OpError, OpRegistry, OpResult, Operator};
 use strata_tensor::{DType, Tensor};
@@ -397,13 +398,6 @@ impl Operator for Recurrent {
                 ((bi * seq + t) * dirs + d) * hid
             }
         };
-        let xidx = |t: usize, bi: usize| {
-            if self.layout == 0 {
-                (t * batch + bi) * isz
-            } else {
-                (bi * seq + t) * isz
-            }
-        };
         let gh = g * hid;
         let mut gates = vec![0.0; gh];
         let mut tmp = vec![0.0; hid];
@@ -413,6 +407,16 @@ impl Operator for Recurrent {
             let rd = &r[d * gh * hid..][..gh * hid];
             let wb = &b[d * 2 * gh..][..gh];
             let rb = &b[d * 2 * gh + gh..][..gh];
+            // Input projections of every (time, batch) row at once: xw = X * W^T.
+            let rows = seq * batch;
+            let mut xw = vec![0.0; rows * gh];
+            gemm(
+                1.0,
+                MatRef::row_major(&x, rows, isz),
+                MatRef::row_major(wd, gh, isz).t(),
+                0.0,
+                MatMut::row_major(&mut xw, rows, gh),
+            )?;
             for bi in 0..batch {
                 let mut h = h0[sidx(d, bi)..][..hid].to_vec();
                 let mut c = if self.kind == Kind::Lstm {
@@ -423,9 +427,14 @@ impl Operator for Recurrent {
                 let len = lens[bi];
                 for step in 0..len {
                     let t = if reverse { len - 1 - step } else { step };
-                    let xv = &x[xidx(t, bi)..][..isz];
-                    gates.copy_from_slice(wb);
-                    matvec_add(&mut gates, wd, 0, isz, xv);
+                    let row = if self.layout == 0 {
+                        t * batch + bi
+                    } else {
+                        bi * seq + t
+                    };
+                    for ((g, &p), &bias) in gates.iter_mut().zip(&xw[row * gh..][..gh]).zip(wb) {
+                        *g = p + bias;
+                    }
                     match self.kind {
                         Kind::Rnn => {
                             matvec_add(&mut gates, rd, 0, hid, &h);
