@@ -436,3 +436,32 @@ fn onnx_node_conformance() {
         regressions.join("\n")
     );
 }
+
+#[test]
+fn worker_reports_timeouts_and_panics() {
+    let slow = run_with_timeout(Duration::from_millis(50), || {
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(())
+    });
+    assert_eq!(slow, Err("timeout after 0.05 s".to_string()));
+    let panicking = run_with_timeout::<()>(Duration::from_secs(10), || panic!("boom"));
+    assert_eq!(panicking, Err("panic: boom".to_string()));
+    assert_eq!(run_with_timeout(Duration::from_secs(10), || Ok(7)), Ok(7));
+}
+
+#[test]
+fn expanded_and_unloadable_cases_get_their_op() {
+    let found: BTreeMap<String, Option<String>> = [
+        ("test_softmax_axis_0", Some("Softmax")),
+        ("test_softmax_axis_0_expanded_ver18", Some("ReduceMax")),
+        ("test_reduce_sum_keepdims", None),
+        ("test_zzz_unheard_of", None),
+    ]
+    .into_iter()
+    .map(|(n, op)| (n.to_string(), op.map(str::to_string)))
+    .collect();
+    let ops = resolve_ops(&found);
+    assert_eq!(ops["test_softmax_axis_0_expanded_ver18"], "Softmax");
+    assert_eq!(ops["test_reduce_sum_keepdims"], "ReduceSum");
+    assert_eq!(ops["test_zzz_unheard_of"], "(unknown)");
+}
