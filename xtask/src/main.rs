@@ -7,6 +7,7 @@
 
 mod bench;
 mod ci;
+mod conformance;
 mod flags;
 mod test;
 mod testdata;
@@ -24,8 +25,9 @@ Usage: cargo xtask <COMMAND> [OPTIONS] [-- ARGS...]
 
 Commands:
   testdata   Create the Python venv (target/pyenv), copy the onnx package's backend test
-             data to testdata/onnx-backend/ and generate testdata/models/. Idempotent:
-             steps whose inputs are unchanged are skipped (stamp files).
+             data to testdata/onnx-backend/, generate testdata/models/ and write the onnx
+             node test cases to testdata/node/. Idempotent: steps whose inputs are
+             unchanged are skipped (stamp files).
                --force   redo every step even when its stamp is current
   test       `testdata`, then `cargo test --workspace` with STRATA_TESTDATA and
              STRATA_REQUIRE_TESTDATA=1 set; ARGS after `--` go to cargo test.
@@ -34,6 +36,13 @@ Commands:
              to target/bench/report.md (+ report.json). ARGS after `--` go to compare
              (--models a,b --rounds R --warmup W --threads T; see `-- --help`).
                --quick   squeezenet, mobilenetv2 and bert_encoder only, 5 rounds
+  conformance
+             Write the onnx node test cases to testdata/node/ (stamped), run them all
+             (`cargo test --release -p strata --test conformance`), compare with
+             crates/strata/tests/conformance_status.txt (regressions fail) and
+             regenerate docs/conformance.md. ARGS after `--` go to cargo test.
+               --bless   rewrite the status file with the current results
+               --force   regenerate the cases even when their stamp is current
   ci         cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans,
              sources), `test`, then `bench --quick` (prints the table; asserts nothing
              about time). ARGS after `--` go to cargo test.
@@ -64,8 +73,7 @@ fn run(args: Args) -> Result<()> {
         Some("test") => test::run(&args),
         Some("ci") => ci::run(&args),
         Some("bench") => bench::run(&args),
-        // Reserved for commands other contributors are adding:
-        // Some("conformance") => conformance::run(&args),
+        Some("conformance") => conformance::run(&args),
         Some("help") | None => {
             print!("{USAGE}");
             Ok(())

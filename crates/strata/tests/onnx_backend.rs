@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::{cases_in, compare_tensors, run_case, testdata_dir, Case};
+use common::{cases_in, compare_tensors, guarded, run_case, testdata_dir, Case};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use strata::{Dim, Model, SessionOptions, Tensor};
 
@@ -60,20 +59,6 @@ fn run_light_model(model_path: &Path, expected_path: &Path) -> Result<(), String
     let (name, actual) = outputs.iter().next().ok_or("no output")?;
     let actual = actual.as_tensor().ok_or("output is not a tensor")?;
     compare_tensors(actual, &expected, 1e-3, 1e-7).map_err(|m| format!("output '{name}': {m}"))
-}
-
-fn guarded(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(panic) => Err(format!(
-            "panic: {}",
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
-        )),
-    }
 }
 
 fn light_cases(dir: &Path) -> Vec<(String, std::path::PathBuf, std::path::PathBuf)> {

@@ -1,9 +1,13 @@
 //! Shared helpers for tests that run ONNX test cases: locating the test data that
-//! `cargo xtask testdata` prepares, reading a case, and comparing outputs by ONNX's rule.
+//! `cargo xtask testdata` prepares, reading a case, comparing outputs by ONNX's rule, and
+//! running a case with panics and hangs turned into failures.
 
 #![allow(dead_code)]
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 use strata::{DType, Model, SessionOptions, Tensor, Value, ValueKind};
 
 /// The test-data folder, or `None` (with a note) when it has not been prepared. When
@@ -248,4 +252,48 @@ pub fn run_case(case: &Case, threads: usize) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Runs `f`, turning a panic into an error carrying the panic message.
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => Err(format!(
+            "panic: {}",
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// Stack size of [`run_with_timeout`]'s worker threads (debug builds of deep recursions
+/// need more than the 2 MiB default).
+const WORKER_STACK: usize = 16 << 20;
+
+/// Runs `f` ([`guarded`]) on a worker thread and waits at most `limit` for it. A panic is
+/// an error naming it; running past `limit` is the error `timeout after N s`, and the
+/// worker is then left to finish (or not) in the background, detached.
+pub fn run_with_timeout<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("case-worker".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || {
+            // The receiver is gone only after a timeout; nobody wants the result then.
+            let _ = tx.send(guarded(f));
+        })
+        .map_err(|e| format!("spawning a worker thread: {e}"))?;
+    match rx.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(format!("timeout after {} s", limit.as_secs_f64()))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err("worker thread died".into()),
+    }
 }
