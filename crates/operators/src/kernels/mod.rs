@@ -4,6 +4,7 @@
 pub mod elementwise;
 pub mod linalg;
 pub mod nn;
+pub mod quant;
 pub mod reduce;
 pub mod sequence;
 pub mod shape;
@@ -16,6 +17,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     elementwise::register(registry);
     linalg::register(registry);
     nn::register(registry);
+    quant::register(registry);
     reduce::register(registry);
     sequence::register(registry);
     shape::register(registry);
