@@ -6,6 +6,7 @@ pub mod linalg;
 pub mod nn;
 pub mod quant;
 pub mod reduce;
+pub mod resize;
 pub mod sequence;
 pub mod shape;
 pub mod string;
@@ -19,6 +20,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     nn::register(registry);
     quant::register(registry);
     reduce::register(registry);
+    resize::register(registry);
     sequence::register(registry);
     shape::register(registry);
     string::register(registry);
