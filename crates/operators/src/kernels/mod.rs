@@ -2,6 +2,7 @@
 //! ops to the registry with the opset range each implementation covers.
 
 pub mod elementwise;
+pub mod grid_sample;
 pub mod linalg;
 pub mod nn;
 pub mod quant;
@@ -16,6 +17,7 @@ use crate::OpRegistry;
 /// Registers every CPU kernel.
 pub fn register_all(registry: &mut OpRegistry) {
     elementwise::register(registry);
+    grid_sample::register(registry);
     linalg::register(registry);
     nn::register(registry);
     quant::register(registry);
