@@ -395,9 +395,7 @@ impl Operator for QuantizeLinear {
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
         let scale = inputs.tensor(1)?;
-        let zp = inputs
-            .opt_tensor(2)?
-            .filter(|z| !z.is_empty() || z.rank() > 0);
+        let zp = inputs.opt_tensor(2)?.filter(|z| !z.is_empty());
         let xdt = x.dtype();
         if !xdt.is_float() {
             return Err(OpError::UnsupportedDType {
@@ -509,9 +507,7 @@ impl Operator for DequantizeLinear {
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?;
         let scale = inputs.tensor(1)?;
-        let zp = inputs
-            .opt_tensor(2)?
-            .filter(|z| !z.is_empty() || z.rank() > 0);
+        let zp = inputs.opt_tensor(2)?.filter(|z| !z.is_empty());
         let xdt = x.dtype();
         let is_f8 = f8_format(xdt).is_some();
         if int_range(xdt).is_none() && !is_f8 {
