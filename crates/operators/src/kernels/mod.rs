@@ -4,9 +4,12 @@
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
+pub mod grid_sample;
 pub mod linalg;
 pub mod nn;
+pub mod quant;
 pub mod reduce;
+pub mod resize;
 pub mod rnn;
 pub mod select;
 pub mod sequence;
@@ -20,9 +23,12 @@ pub fn register_all(registry: &mut OpRegistry) {
     detection::register(registry);
     einsum::register(registry);
     elementwise::register(registry);
+    grid_sample::register(registry);
     linalg::register(registry);
     nn::register(registry);
+    quant::register(registry);
     reduce::register(registry);
+    resize::register(registry);
     rnn::register(registry);
     select::register(registry);
     sequence::register(registry);
