@@ -185,6 +185,28 @@ pub fn f32_to_f8(x: f32, dtype: DType, saturate: bool) -> Option<u8> {
     f8_format(dtype).map(|f| f.encode(x, saturate))
 }
 
+/// ONNX `Cast` where either side is a float8 type: through f32, rounding to nearest even and,
+/// when `saturate`, clamping to the largest finite value. `None` when neither side is float8.
+pub fn cast_with_float8(x: &Tensor, to: DType, saturate: bool) -> OpResult<Option<Tensor>> {
+    let (from_f8, to_f8) = (f8_format(x.dtype()), f8_format(to));
+    if from_f8.is_none() && to_f8.is_none() {
+        return Ok(None);
+    }
+    let x = x.contiguous();
+    let values: Vec<f32> = match from_f8 {
+        Some(f) => x.raw_bytes()?.iter().map(|&b| f.decode(b)).collect(),
+        None => x.cast(DType::F32)?.to_vec::<f32>()?,
+    };
+    let out = match to_f8 {
+        Some(f) => {
+            let bytes: Vec<u8> = values.iter().map(|&v| f.encode(v, saturate)).collect();
+            Tensor::from_raw_bytes(to, x.shape(), &bytes)?
+        }
+        None => Tensor::from_vec(values, x.shape())?.cast(to)?,
+    };
+    Ok(Some(out))
+}
+
 // ----- shared helpers -----------------------------------------------------------------------
 
 /// The elements of `t` as f64, for every numeric, 4-bit and float8 dtype.
@@ -845,6 +867,25 @@ impl Operator for QConv {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cast_through_float8_saturates_or_overflows() {
+        let x = Tensor::from_vec(vec![1.0f32, 0.3, 1000.0, -1e6], &[4]).unwrap();
+        let sat = cast_with_float8(&x, DType::F8E4M3FN, true)
+            .unwrap()
+            .unwrap();
+        let back = cast_with_float8(&sat, DType::F32, true).unwrap().unwrap();
+        assert_eq!(
+            back.as_slice::<f32>().unwrap(),
+            &[1.0, 0.3125, 448.0, -448.0]
+        );
+        let wrap = cast_with_float8(&x, DType::F8E4M3FN, false)
+            .unwrap()
+            .unwrap();
+        let back = cast_with_float8(&wrap, DType::F32, false).unwrap().unwrap();
+        assert!(back.as_slice::<f32>().unwrap()[2].is_nan());
+        assert!(cast_with_float8(&x, DType::F16, true).unwrap().is_none());
+    }
+
     use super::*;
     use crate::kernels::nn::testutil::{build, eval};
     use crate::Attribute;

@@ -15,9 +15,14 @@ pub(super) fn register(r: &mut OpRegistry) {
     r.register("", "Cast", 1, |b| {
         Ok(Box::new(Cast {
             to: cast_target(b)?,
+            saturate: b.attrs.int_or("saturate", 1)? != 0,
         }))
     });
-    r.register("", "CastLike", 15, |_| Ok(Box::new(CastLike)));
+    r.register("", "CastLike", 15, |b| {
+        Ok(Box::new(CastLike {
+            saturate: b.attrs.int_or("saturate", 1)? != 0,
+        }))
+    });
     r.register("", "Constant", 1, build_constant);
     r.register("", "ConstantOfShape", 9, |b| {
         let value = match b.attrs.tensor("value")? {
@@ -95,12 +100,22 @@ fn cast_target(b: &BuildCtx<'_>) -> OpResult<DType> {
     }
 }
 
-/// `Cast`: converts elements to another type (the `saturate` attribute of float8 casts is
-/// accepted; float8 targets themselves are not supported).
+/// `Cast`: converts elements to another type; float8 sources and targets go through f32
+/// (`saturate` clamps out-of-range values to the largest finite float8).
 #[derive(Debug, Clone, Copy)]
 pub struct Cast {
     /// Target element type.
     pub to: DType,
+    /// Whether float8 targets saturate instead of overflowing to infinity or NaN.
+    pub saturate: bool,
+}
+
+/// Casts with ONNX semantics, float8 included.
+fn cast_value(x: &Tensor, to: DType, saturate: bool) -> OpResult<Tensor> {
+    match crate::kernels::quant::cast_with_float8(x, to, saturate)? {
+        Some(t) => Ok(t),
+        None => Ok(x.cast(to)?),
+    }
 }
 
 impl Operator for Cast {
@@ -117,13 +132,18 @@ impl Operator for Cast {
     }
 
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        Ok(vec![inputs.tensor(0)?.cast(self.to)?.into()])
+        Ok(vec![
+            cast_value(inputs.tensor(0)?, self.to, self.saturate)?.into()
+        ])
     }
 }
 
 /// `CastLike`: converts input 0 to the element type of input 1.
 #[derive(Debug, Clone, Copy)]
-pub struct CastLike;
+pub struct CastLike {
+    /// As for [`Cast::saturate`].
+    pub saturate: bool,
+}
 
 impl Operator for CastLike {
     op_boilerplate!("CastLike");
@@ -141,7 +161,9 @@ impl Operator for CastLike {
 
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let to = inputs.tensor(1)?.dtype();
-        Ok(vec![inputs.tensor(0)?.cast(to)?.into()])
+        Ok(vec![
+            cast_value(inputs.tensor(0)?, to, self.saturate)?.into()
+        ])
     }
 }
 
