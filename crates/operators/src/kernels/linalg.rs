@@ -732,13 +732,22 @@ impl Gemm {
         Ok(out)
     }
 
-    fn run_int<T: Element>(
-        &self,
-        ctx: &EvalCtx<'_>,
-        inputs: &Inputs,
-        mac: impl Fn(T, T, T) -> T,
-        scale: impl Fn(T, f32) -> T,
-    ) -> OpResult<Tensor> {
+    /// Integer Gemm with wrapping multiply-accumulate (through i128, truncated to `T` like
+    /// two's-complement wrapping) and alpha/beta applied through f64.
+    fn run_int<T: Element>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Tensor> {
+        let mac = |acc: T, x: T, y: T| {
+            T::from_i128(
+                acc.to_i128()
+                    .wrapping_add(x.to_i128().wrapping_mul(y.to_i128())),
+            )
+        };
+        let scale = |v: T, s: f32| {
+            if s == 1.0 {
+                v
+            } else {
+                T::from_f64(v.to_f64() * s as f64)
+            }
+        };
         let (a, b) = (
             inputs.tensor(0)?.contiguous(),
             inputs.tensor(1)?.contiguous(),
@@ -819,54 +828,10 @@ impl Operator for Gemm {
             DType::F16 | DType::BF16 => {
                 return eval_via_f32(ctx, &inputs, dt, 1, |c, i| self.eval(c, i));
             }
-            DType::I32 => self.run_int::<i32>(
-                ctx,
-                &inputs,
-                |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| {
-                    if s == 1.0 {
-                        v
-                    } else {
-                        (v as f64 * s as f64) as i32
-                    }
-                },
-            )?,
-            DType::I64 => self.run_int::<i64>(
-                ctx,
-                &inputs,
-                |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| {
-                    if s == 1.0 {
-                        v
-                    } else {
-                        (v as f64 * s as f64) as i64
-                    }
-                },
-            )?,
-            DType::U32 => self.run_int::<u32>(
-                ctx,
-                &inputs,
-                |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| {
-                    if s == 1.0 {
-                        v
-                    } else {
-                        (v as f64 * s as f64) as u32
-                    }
-                },
-            )?,
-            DType::U64 => self.run_int::<u64>(
-                ctx,
-                &inputs,
-                |acc, x, y| acc.wrapping_add(x.wrapping_mul(y)),
-                |v, s| {
-                    if s == 1.0 {
-                        v
-                    } else {
-                        (v as f64 * s as f64) as u64
-                    }
-                },
-            )?,
+            DType::I32 => self.run_int::<i32>(ctx, &inputs)?,
+            DType::I64 => self.run_int::<i64>(ctx, &inputs)?,
+            DType::U32 => self.run_int::<u32>(ctx, &inputs)?,
+            DType::U64 => self.run_int::<u64>(ctx, &inputs)?,
             d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
         };
         Ok(vec![out.into()])

@@ -163,8 +163,6 @@ impl Conv {
 
         let pointwise = ksz == 1 && geo.strides == [1; 3] && isz == osz && geo.pad_begin == [0; 3];
         let krows = cg * ksz;
-        let tasks = p.n * g;
-        let threads = ctx.threads();
         let group_task = |t: usize,
                           out_g: &mut [F],
                           col: &mut Vec<F>,
@@ -202,24 +200,40 @@ impl Conv {
                 None => gemm(F::ONE, wg, colm, beta, MatMut::row_major(out_g, mg, osz)),
             }
         };
-        if threads > 1 && tasks >= threads {
-            let per = tasks.div_ceil(threads);
-            let errors = ErrorSlot::default();
-            ctx.par_chunks_mut(o, per * mg * osz, |ci, chunk| {
-                let mut col = Vec::new();
-                for (j, out_g) in chunk.chunks_mut(mg * osz).enumerate() {
-                    errors.record(group_task(ci * per + j, out_g, &mut col, None));
-                }
-            });
-            errors.finish()?;
-        } else {
-            let mut col = Vec::new();
-            let inner = (threads > 1).then_some(ctx);
-            for (t, out_g) in o.chunks_mut(mg * osz).enumerate() {
-                group_task(t, out_g, &mut col, inner)?;
-            }
-        }
+        run_group_tasks(ctx, o, mg * osz, group_task)?;
         Ok(out)
+    }
+}
+
+/// Runs `task(index, output_block, scratch, inner)` once per `block`-element chunk of `out`
+/// (one chunk per batch item and group). With at least as many chunks as threads, chunks are
+/// spread over the threads, each with its own scratch; otherwise they run in turn and `inner`
+/// hands the context down so each task can parallelize its own GEMM and im2col.
+fn run_group_tasks<F: Float>(
+    ctx: &EvalCtx<'_>,
+    out: &mut [F],
+    block: usize,
+    task: impl Fn(usize, &mut [F], &mut Vec<F>, Option<&EvalCtx<'_>>) -> OpResult<()> + Sync,
+) -> OpResult<()> {
+    let threads = ctx.threads();
+    let tasks = out.len() / block.max(1);
+    if threads > 1 && tasks >= threads {
+        let per = tasks.div_ceil(threads);
+        let errors = ErrorSlot::default();
+        ctx.par_chunks_mut(out, per * block, |ci, chunk| {
+            let mut scratch = Vec::new();
+            for (j, out_g) in chunk.chunks_mut(block).enumerate() {
+                errors.record(task(ci * per + j, out_g, &mut scratch, None));
+            }
+        });
+        errors.finish()
+    } else {
+        let mut scratch = Vec::new();
+        let inner = (threads > 1).then_some(ctx);
+        for (t, out_g) in out.chunks_mut(block).enumerate() {
+            task(t, out_g, &mut scratch, inner)?;
+        }
+        Ok(())
     }
 }
 
@@ -582,8 +596,6 @@ impl ConvTranspose {
         let osz: usize = p.output.iter().product();
         let ksz: usize = p.kernel.iter().product();
         let rows = mg * ksz;
-        let threads = ctx.threads();
-        let tasks = p.n * g;
         let task = |t: usize,
                     out_g: &mut [F],
                     col: &mut Vec<F>,
@@ -611,23 +623,7 @@ impl ConvTranspose {
             }
             Ok(())
         };
-        if threads > 1 && tasks >= threads {
-            let per = tasks.div_ceil(threads);
-            let errors = ErrorSlot::default();
-            ctx.par_chunks_mut(o, per * mg * osz, |ci, chunk| {
-                let mut col = Vec::new();
-                for (j, out_g) in chunk.chunks_mut(mg * osz).enumerate() {
-                    errors.record(task(ci * per + j, out_g, &mut col, None));
-                }
-            });
-            errors.finish()?;
-        } else {
-            let mut col = Vec::new();
-            let inner = (threads > 1).then_some(ctx);
-            for (t, out_g) in o.chunks_mut(mg * osz).enumerate() {
-                task(t, out_g, &mut col, inner)?;
-            }
-        }
+        run_group_tasks(ctx, o, mg * osz, task)?;
         Ok(out)
     }
 }
