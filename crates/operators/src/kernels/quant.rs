@@ -230,6 +230,37 @@ fn read_f64(t: &Tensor, index: usize) -> OpResult<Vec<f64>> {
     }
 }
 
+/// The output quantization of QLinearMatMul and QLinearConv: scale (input 6), zero point
+/// (input 7, whose dtype is the output's, else `default_dtype`) and the output's range.
+struct OutputQuant {
+    y_s: Vec<f64>,
+    out_dt: DType,
+    lo: f64,
+    hi: f64,
+    zp: f64,
+}
+
+fn output_quant(inputs: &Inputs, default_dtype: DType) -> OpResult<OutputQuant> {
+    let y_s = read_f64(inputs.tensor(6)?, 6)?;
+    let y_zp = inputs.opt_tensor(7)?;
+    let out_dt = y_zp.map_or(default_dtype, Tensor::dtype);
+    let (lo, hi) = int_range(out_dt).ok_or(OpError::UnsupportedDType {
+        index: 7,
+        dtype: out_dt,
+    })?;
+    let zp = match y_zp {
+        Some(z) => read_f64(z, 7)?.first().copied().unwrap_or(0.0),
+        None => 0.0,
+    };
+    Ok(OutputQuant {
+        y_s,
+        out_dt,
+        lo,
+        hi,
+        zp,
+    })
+}
+
 /// Integer range of a quantized integer type.
 fn int_range(dtype: DType) -> Option<(f64, f64)> {
     Some(match dtype {
@@ -711,17 +742,13 @@ impl Operator for QLinearMatMul {
         let c = matmul_f64(ctx, a64, b64)?;
         let a_s = read_f64(inputs.tensor(1)?, 1)?;
         let b_s = read_f64(inputs.tensor(4)?, 4)?;
-        let y_s = read_f64(inputs.tensor(6)?, 6)?;
-        let y_zp = inputs.opt_tensor(7)?;
-        let out_dt = y_zp.map_or(a.dtype(), Tensor::dtype);
-        let (lo, hi) = int_range(out_dt).ok_or(OpError::UnsupportedDType {
-            index: 7,
-            dtype: out_dt,
-        })?;
-        let zp = match y_zp {
-            Some(z) => read_f64(z, 7)?.first().copied().unwrap_or(0.0),
-            None => 0.0,
-        };
+        let OutputQuant {
+            y_s,
+            out_dt,
+            lo,
+            hi,
+            zp,
+        } = output_quant(&inputs, a.dtype())?;
         if y_s.len() != 1 {
             return Err(OpError::invalid(6, "y_scale must be a scalar"));
         }
@@ -823,17 +850,13 @@ impl Operator for QConv {
         }
         let x_s = read_f64(inputs.tensor(1)?, 1)?;
         let w_s = read_f64(inputs.tensor(4)?, 4)?;
-        let y_s = read_f64(inputs.tensor(6)?, 6)?;
-        let y_zp = inputs.opt_tensor(7)?;
-        let out_dt = y_zp.map_or(x.dtype(), Tensor::dtype);
-        let (lo, hi) = int_range(out_dt).ok_or(OpError::UnsupportedDType {
-            index: 7,
-            dtype: out_dt,
-        })?;
-        let zp = match y_zp {
-            Some(z) => read_f64(z, 7)?.first().copied().unwrap_or(0.0),
-            None => 0.0,
-        };
+        let OutputQuant {
+            y_s,
+            out_dt,
+            lo,
+            hi,
+            zp,
+        } = output_quant(&inputs, x.dtype())?;
         let channels = shape.get(1).copied().unwrap_or(1);
         if w_s.len() != 1 && w_s.len() != channels {
             return Err(OpError::invalid(
