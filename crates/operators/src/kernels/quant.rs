@@ -5,9 +5,10 @@
 //! The integer matmul and convolution ops run the f64 `MatMul`/`Conv` kernels on
 //! zero-point-shifted operands: every integer sum below 2^53 is exact in f64.
 //!
-//! Float8 values are one raw byte each; [`f8_to_f32`] and [`f32_to_f8`] convert exactly, with
-//! round-to-nearest-even and optional saturation as the ONNX spec defines.
+//! Float8, float4 and 2/4-bit integer values are one raw byte each, converted by the codecs
+//! in [`super::lowp`] (round-to-nearest-even, optional saturation, as the ONNX spec defines).
 
+use super::lowp::{self, Encode, RoundMode};
 use crate::kernels::linalg::MatMul;
 use crate::{BuildCtx, EvalCtx, Inputs, OpError, OpRegistry, OpResult, Operator, Value};
 use strata_tensor::{dispatch_numeric, DType, Element, Tensor};
@@ -25,209 +26,17 @@ pub fn register(registry: &mut OpRegistry) {
     registry.register("", "QLinearConv", 10, |c| build_qconv(c, true));
 }
 
-// ----- float8 -------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum F8Kind {
-    /// e4m3fn: no infinities, NaN is S.1111.111.
-    Fn,
-    /// e4m3fnuz / e5m2fnuz: no infinities, no negative zero, NaN is 0x80.
-    Fnuz,
-    /// e5m2: IEEE-like, with infinities.
-    Ieee,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct F8 {
-    mant_bits: u32,
-    exp_bits: u32,
-    bias: i32,
-    kind: F8Kind,
-}
-
-fn f8_format(dtype: DType) -> Option<F8> {
-    let (mant_bits, exp_bits, bias, kind) = match dtype {
-        DType::F8E4M3FN => (3, 4, 7, F8Kind::Fn),
-        DType::F8E4M3FNUZ => (3, 4, 8, F8Kind::Fnuz),
-        DType::F8E5M2 => (2, 5, 15, F8Kind::Ieee),
-        DType::F8E5M2FNUZ => (2, 5, 16, F8Kind::Fnuz),
-        _ => return None,
-    };
-    Some(F8 {
-        mant_bits,
-        exp_bits,
-        bias,
-        kind,
-    })
-}
-
-impl F8 {
-    fn max_code(self) -> u8 {
-        match self.kind {
-            F8Kind::Fn => 0x7E,
-            F8Kind::Fnuz => 0x7F,
-            F8Kind::Ieee => 0x7B,
-        }
-    }
-
-    fn nan(self, sign: u8) -> u8 {
-        match self.kind {
-            F8Kind::Fnuz => 0x80,
-            _ => sign | 0x7F,
-        }
-    }
-
-    fn overflow(self, sign: u8) -> u8 {
-        match self.kind {
-            F8Kind::Ieee => sign | 0x7C,
-            _ => self.nan(sign),
-        }
-    }
-
-    fn decode(self, b: u8) -> f32 {
-        let low = b & 0x7F;
-        match self.kind {
-            F8Kind::Fnuz if b == 0x80 => return f32::NAN,
-            F8Kind::Fn if low == 0x7F => return f32::NAN,
-            F8Kind::Ieee if low > 0x7C => return f32::NAN,
-            F8Kind::Ieee if low == 0x7C => {
-                return if b & 0x80 != 0 {
-                    f32::NEG_INFINITY
-                } else {
-                    f32::INFINITY
-                }
-            }
-            _ => {}
-        }
-        let m = self.mant_bits;
-        let e = ((low >> m) as i32) & ((1 << self.exp_bits) - 1);
-        let mant = (low & ((1 << m) - 1)) as f32;
-        let scale = 1.0 / (1u32 << m) as f32;
-        let mag = if e == 0 {
-            mant * scale * 2f32.powi(1 - self.bias)
-        } else {
-            (1.0 + mant * scale) * 2f32.powi(e - self.bias)
-        };
-        if b & 0x80 != 0 {
-            -mag
-        } else {
-            mag
-        }
-    }
-
-    fn encode(self, x: f32, saturate: bool) -> u8 {
-        let sign = if x.is_sign_negative() { 0x80 } else { 0 };
-        if x.is_nan() {
-            return self.nan(sign);
-        }
-        let a = x.abs() as f64;
-        let max_code = self.max_code();
-        let max_val = self.decode(max_code) as f64;
-        if x.is_infinite() {
-            return if saturate {
-                sign | max_code
-            } else {
-                self.overflow(sign)
-            };
-        }
-        let code = if a > max_val {
-            if saturate {
-                max_code
-            } else {
-                let half = (max_val - self.decode(max_code - 1) as f64) / 2.0;
-                if a < max_val + half || (a == max_val + half && max_code.is_multiple_of(2)) {
-                    max_code
-                } else {
-                    return self.overflow(sign);
-                }
-            }
-        } else {
-            // Largest code whose value is <= a (values grow with codes).
-            let (mut lo, mut hi) = (0u8, max_code);
-            while lo < hi {
-                let mid = lo + (hi - lo).div_ceil(2);
-                if self.decode(mid) as f64 <= a {
-                    lo = mid;
-                } else {
-                    hi = mid - 1;
-                }
-            }
-            let v_lo = self.decode(lo) as f64;
-            if v_lo == a || lo == max_code {
-                lo
-            } else {
-                let v_hi = self.decode(lo + 1) as f64;
-                let (d_lo, d_hi) = (a - v_lo, v_hi - a);
-                if d_lo < d_hi || (d_lo == d_hi && lo.is_multiple_of(2)) {
-                    lo
-                } else {
-                    lo + 1
-                }
-            }
-        };
-        if code == 0 && self.kind == F8Kind::Fnuz {
-            0
-        } else {
-            sign | code
-        }
-    }
-}
-
-/// The value of float8 byte `byte` of type `dtype` (None when `dtype` is not a float8 type).
-pub fn f8_to_f32(byte: u8, dtype: DType) -> Option<f32> {
-    f8_format(dtype).map(|f| f.decode(byte))
-}
-
-/// `x` rounded to float8 type `dtype` (nearest, ties to even). Out-of-range values and
-/// infinities become the largest finite value when `saturate`, else infinity (e5m2) or NaN.
-/// None when `dtype` is not a float8 type.
-pub fn f32_to_f8(x: f32, dtype: DType, saturate: bool) -> Option<u8> {
-    f8_format(dtype).map(|f| f.encode(x, saturate))
-}
-
-/// ONNX `Cast` where either side is a float8 type: through f32, rounding to nearest even and,
-/// when `saturate`, clamping to the largest finite value. `None` when neither side is float8.
-pub fn cast_with_float8(x: &Tensor, to: DType, saturate: bool) -> OpResult<Option<Tensor>> {
-    let (from_f8, to_f8) = (f8_format(x.dtype()), f8_format(to));
-    if from_f8.is_none() && to_f8.is_none() {
-        return Ok(None);
-    }
-    let x = x.contiguous();
-    let values: Vec<f32> = match from_f8 {
-        Some(f) => x.raw_bytes()?.iter().map(|&b| f.decode(b)).collect(),
-        None => x.cast(DType::F32)?.to_vec::<f32>()?,
-    };
-    let out = match to_f8 {
-        Some(f) => {
-            let bytes: Vec<u8> = values.iter().map(|&v| f.encode(v, saturate)).collect();
-            Tensor::from_raw_bytes(to, x.shape(), &bytes)?
-        }
-        None => Tensor::from_vec(values, x.shape())?.cast(to)?,
-    };
-    Ok(Some(out))
-}
-
 // ----- shared helpers -----------------------------------------------------------------------
 
-/// The elements of `t` as f64, for every numeric, 4-bit and float8 dtype.
+/// The elements of `t` as f64, for every numeric and low-precision dtype.
 fn read_f64(t: &Tensor, index: usize) -> OpResult<Vec<f64>> {
+    if let Some(v) = lowp::decode_values(t)? {
+        return Ok(v);
+    }
     let t = t.contiguous();
     let dtype = t.dtype();
-    match dtype {
-        DType::U4 => Ok(t.raw_bytes()?.iter().map(|&b| (b & 0x0F) as f64).collect()),
-        DType::I4 => Ok(t
-            .raw_bytes()?
-            .iter()
-            .map(|&b| (((b << 4) as i8) >> 4) as f64)
-            .collect()),
-        _ => {
-            if let Some(f) = f8_format(dtype) {
-                return Ok(t.raw_bytes()?.iter().map(|&b| f.decode(b) as f64).collect());
-            }
-            dispatch_numeric!(dtype, T => Ok(t.as_slice::<T>()?.iter().map(|v| v.to_f64()).collect()),
-                Err(OpError::UnsupportedDType { index, dtype }))
-        }
-    }
+    dispatch_numeric!(dtype, T => Ok(t.as_slice::<T>()?.iter().map(|v| v.to_f64()).collect()),
+        Err(OpError::UnsupportedDType { index, dtype }))
 }
 
 /// The output quantization of QLinearMatMul and QLinearConv: scale (input 6), zero point
@@ -270,6 +79,8 @@ fn int_range(dtype: DType) -> Option<(f64, f64)> {
         DType::I16 => (-32768.0, 32767.0),
         DType::U4 => (0.0, 15.0),
         DType::I4 => (-8.0, 7.0),
+        DType::U2 => (0.0, 3.0),
+        DType::I2 => (-2.0, 1.0),
         DType::I32 => (i32::MIN as f64, i32::MAX as f64),
         _ => return None,
     })
@@ -285,26 +96,19 @@ fn write_values(
     saturate: bool,
 ) -> OpResult<Tensor> {
     let mut out = ctx.alloc(dtype, shape)?;
-    match dtype {
-        DType::U4 | DType::I4 => {
-            for (o, &v) in out.raw_bytes_mut()?.iter_mut().zip(values) {
-                *o = (v as i64) as u8;
-            }
-        }
-        _ => {
-            if let Some(f) = f8_format(dtype) {
-                for (o, &v) in out.raw_bytes_mut()?.iter_mut().zip(values) {
-                    *o = f.encode(v as f32, saturate);
-                }
-            } else {
-                dispatch_numeric!(dtype, T => {
-                    for (o, &v) in out.as_slice_mut::<T>()?.iter_mut().zip(values) {
-                        *o = T::from_f64(v);
-                    }
-                }, return Err(OpError::Unsupported(format!("output dtype {dtype}"))));
-            }
-        }
+    let opts = Encode {
+        saturate,
+        round: RoundMode::default(),
+    };
+    if let Some(bytes) = lowp::encode_values(values, dtype, opts) {
+        out.raw_bytes_mut()?.copy_from_slice(&bytes);
+        return Ok(out);
     }
+    dispatch_numeric!(dtype, T => {
+        for (o, &v) in out.as_slice_mut::<T>()?.iter_mut().zip(values) {
+            *o = T::from_f64(v);
+        }
+    }, return Err(OpError::Unsupported(format!("output dtype {dtype}"))));
     Ok(out)
 }
 
@@ -411,7 +215,7 @@ fn block_attr(ctx: &BuildCtx<'_>) -> OpResult<usize> {
 fn build_quantize(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
     let output_dtype = dtype_attr(ctx, "output_dtype")?;
     if let Some(d) = output_dtype {
-        if int_range(d).is_none() && f8_format(d).is_none() || d == DType::I32 {
+        if int_range(d).is_none() && !lowp::is_low_precision_float(d) || d == DType::I32 {
             return Err(OpError::attribute(
                 "output_dtype",
                 format!("{d} is not a quantized type"),
@@ -475,7 +279,7 @@ impl Operator for QuantizeLinear {
         } else {
             int_range(out_dt)
         };
-        let is_f8 = f8_format(out_dt).is_some();
+        let is_f8 = lowp::is_low_precision_float(out_dt);
         if range.is_none() && !is_f8 {
             return Err(OpError::Unsupported(format!("QuantizeLinear to {out_dt}")));
         }
@@ -510,11 +314,12 @@ impl Operator for QuantizeLinear {
                 DType::BF16 => half::bf16::from_f32((v / s) as f32).to_f64(),
                 _ => ((v as f32) / (s as f32)) as f64,
             };
+            let z = zv.as_ref().map_or(0.0, |(l, z)| z[l.index(i)]);
             q.push(match range {
-                Some((lo, hi)) => {
-                    let z = zv.as_ref().map_or(0.0, |(l, z)| z[l.index(i)]);
-                    (d.round_ties_even() + z).clamp(lo, hi)
-                }
+                Some((lo, hi)) => (d.round_ties_even() + z).clamp(lo, hi),
+                // Float zero points are zero; the reference adds float4's (turning -0 into
+                // +0) but not float8's.
+                None if out_dt == DType::F4E2M1 => d + z,
                 None => d,
             });
         }
@@ -562,7 +367,7 @@ impl Operator for DequantizeLinear {
         let scale = inputs.tensor(1)?;
         let zp = inputs.opt_tensor(2)?.filter(|z| !z.is_empty());
         let xdt = x.dtype();
-        let is_f8 = f8_format(xdt).is_some();
+        let is_f8 = lowp::is_low_precision_float(xdt);
         if int_range(xdt).is_none() && !is_f8 {
             return Err(OpError::UnsupportedDType {
                 index: 0,
@@ -890,25 +695,6 @@ impl Operator for QConv {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn cast_through_float8_saturates_or_overflows() {
-        let x = Tensor::from_vec(vec![1.0f32, 0.3, 1000.0, -1e6], &[4]).unwrap();
-        let sat = cast_with_float8(&x, DType::F8E4M3FN, true)
-            .unwrap()
-            .unwrap();
-        let back = cast_with_float8(&sat, DType::F32, true).unwrap().unwrap();
-        assert_eq!(
-            back.as_slice::<f32>().unwrap(),
-            &[1.0, 0.3125, 448.0, -448.0]
-        );
-        let wrap = cast_with_float8(&x, DType::F8E4M3FN, false)
-            .unwrap()
-            .unwrap();
-        let back = cast_with_float8(&wrap, DType::F32, false).unwrap().unwrap();
-        assert!(back.as_slice::<f32>().unwrap()[2].is_nan());
-        assert!(cast_with_float8(&x, DType::F16, true).unwrap().is_none());
-    }
-
     use super::*;
     use crate::kernels::nn::testutil::{build, eval};
     use crate::Attribute;
@@ -1039,30 +825,6 @@ mod tests {
                 assert_eq!(y[0].raw_bytes().unwrap(), &want, "{dt} saturate={flag}");
             }
         }
-    }
-
-    #[test]
-    fn float8_round_trips_every_code() {
-        for dt in [
-            DType::F8E4M3FN,
-            DType::F8E4M3FNUZ,
-            DType::F8E5M2,
-            DType::F8E5M2FNUZ,
-        ] {
-            for b in 0..=255u8 {
-                let v = f8_to_f32(b, dt).unwrap();
-                let back = f32_to_f8(v, dt, false).unwrap();
-                if v.is_nan() {
-                    assert!(f8_to_f32(back, dt).unwrap().is_nan());
-                } else {
-                    assert_eq!(back, b, "{dt} {b:#x} -> {v}");
-                }
-            }
-        }
-        assert_eq!(f8_to_f32(0x7E, DType::F8E4M3FN), Some(448.0));
-        assert_eq!(f8_to_f32(0x7B, DType::F8E5M2), Some(57344.0));
-        assert_eq!(f8_to_f32(0x7F, DType::F8E4M3FNUZ), Some(240.0));
-        assert_eq!(f32_to_f8(1.0, DType::F32, true), None);
     }
 
     #[test]

@@ -174,13 +174,15 @@ fn int_pow<T: Arith>(base: T, e: i64) -> T {
     acc
 }
 
-/// Shifts that give 0 once the shift count reaches the bit width.
+/// Shifts as ONNX `BitShift` defines them: a count outside `0..bit width` gives 0, except
+/// that right shifts of negative values then give -1 (the sign fill). Signed left shifts
+/// shift the two's-complement bits.
 trait Shift: Copy {
     fn shl_or_zero(self, by: Self) -> Self;
     fn shr_or_zero(self, by: Self) -> Self;
 }
 macro_rules! shift_impl {
-    ($($t:ty),*) => {$(
+    ($fill:expr; $($t:ty),*) => {$(
         impl Shift for $t {
             #[inline(always)]
             fn shl_or_zero(self, by: Self) -> Self {
@@ -188,12 +190,16 @@ macro_rules! shift_impl {
             }
             #[inline(always)]
             fn shr_or_zero(self, by: Self) -> Self {
-                u32::try_from(by).ok().and_then(|s| self.checked_shr(s)).unwrap_or(0)
+                u32::try_from(by)
+                    .ok()
+                    .and_then(|s| self.checked_shr(s))
+                    .unwrap_or_else(|| $fill(self))
             }
         }
     )*};
 }
-shift_impl!(u8, u16, u32, u64);
+shift_impl!(|_| 0; u8, u16, u32, u64);
+shift_impl!(|v: Self| if v < 0 { -1 } else { 0 }; i8, i16, i32, i64);
 
 impl Binary {
     fn align_legacy(&self, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
@@ -311,13 +317,7 @@ impl Binary {
         }
         macro_rules! shift {
             ($method:ident) => {
-                match a.dtype() {
-                    DType::U8 => shift!(u8, $method),
-                    DType::U16 => shift!(u16, $method),
-                    DType::U32 => shift!(u32, $method),
-                    DType::U64 => shift!(u64, $method),
-                    _ => Err(unsupported()),
-                }
+                dispatch_int!(a.dtype(), T => shift!(T, $method), Err(unsupported()))
             };
             ($T:ty, $method:ident) => {{
                 plan.binary(

@@ -753,3 +753,22 @@ fn large_inputs_use_every_path() {
         .enumerate()
         .all(|(i, &v)| v == i as f32 - 1.0));
 }
+
+/// Expected values from onnx.reference (BitShift, opset 26 semantics for signed types).
+#[test]
+fn bit_shift_signed() {
+    let dir = |d: &[u8]| {
+        build(
+            "BitShift",
+            11,
+            Attributes::new().with("direction", Attribute::String(d.to_vec())),
+        )
+        .unwrap()
+    };
+    let a = Tensor::from_vec(vec![-16i8, 64, -1, 5, -128], &[5]).unwrap();
+    let s = Tensor::from_vec(vec![2i8, 1, -1, 8, 7], &[5]).unwrap();
+    let l = run(&*dir(b"LEFT"), vec![a.clone(), s.clone()]).unwrap();
+    assert_eq!(l.as_slice::<i8>().unwrap(), &[-64, -128, 0, 0, 0]);
+    let r = run(&*dir(b"RIGHT"), vec![a, s]).unwrap();
+    assert_eq!(r.as_slice::<i8>().unwrap(), &[-4, 32, -1, 0, -1]);
+}

@@ -1,4 +1,4 @@
-//! Reduction kernels: the `Reduce*` family, `ArgMax`/`ArgMin` and `CumSum`.
+//! Reduction kernels: the `Reduce*` family, `ArgMax`/`ArgMin`, `CumSum` and `CumProd`.
 //!
 //! A reduction first merges neighbouring axes that are all reduced or all kept (size-1 axes
 //! drop out). The two layouts that cover nearly every model run without copies:
@@ -90,12 +90,8 @@ pub fn register(r: &mut OpRegistry) {
     );
     r.register("", "ArgMax", 1, |c| build_arg(c, "ArgMax", true));
     r.register("", "ArgMin", 1, |c| build_arg(c, "ArgMin", false));
-    r.register("", "CumSum", 11, |c| {
-        Ok(Box::new(CumSum {
-            exclusive: c.attrs.int_or("exclusive", 0)? != 0,
-            reverse: c.attrs.int_or("reverse", 0)? != 0,
-        }))
-    });
+    r.register("", "CumSum", 11, |c| build_cumulative(c, false));
+    r.register("", "CumProd", 26, |c| build_cumulative(c, true));
 }
 
 /// Where the reduced axes sit after merging neighbours.
@@ -618,17 +614,28 @@ impl Operator for ArgReduce {
     }
 }
 
-/// `CumSum(x, axis)`: running sums along `axis`, optionally exclusive and/or reversed.
+fn build_cumulative(c: &BuildCtx<'_>, product: bool) -> OpResult<Box<dyn Operator>> {
+    Ok(Box::new(Cumulative {
+        product,
+        exclusive: c.attrs.int_or("exclusive", 0)? != 0,
+        reverse: c.attrs.int_or("reverse", 0)? != 0,
+    }))
+}
+
+/// `CumSum(x, axis)` / `CumProd(x, axis)`: running sums or products along `axis`, optionally
+/// exclusive (starting from the identity, 0 or 1) and/or reversed.
 #[derive(Debug, Clone)]
-pub struct CumSum {
+pub struct Cumulative {
+    product: bool,
     exclusive: bool,
     reverse: bool,
 }
 
-impl CumSum {
+impl Cumulative {
     fn scan<T: Arith>(&self, ctx: &EvalCtx<'_>, x: &[T], out: &mut [T], n: usize, inner: usize) {
         let block = n * inner;
-        let (exclusive, reverse) = (self.exclusive, self.reverse);
+        let (exclusive, reverse, product) = (self.exclusive, self.reverse, self.product);
+        let identity = if product { T::ONE } else { T::ZERO };
         let per_task = chunk_for(ctx, out.len(), 1).div_ceil(block.max(1)) * block.max(1);
         ctx.par_chunks_mut(out, per_task, |ci, c| {
             let first = ci * per_task / block.max(1);
@@ -638,7 +645,7 @@ impl CumSum {
                 let r0 = row(0);
                 let dst = &mut ob[r0 * inner..(r0 + 1) * inner];
                 if exclusive {
-                    dst.fill(T::ZERO);
+                    dst.fill(identity);
                 } else {
                     dst.copy_from_slice(&xb[r0 * inner..(r0 + 1) * inner]);
                 }
@@ -654,7 +661,7 @@ impl CumSum {
                         (&hi[..inner], &mut lo[r * inner..(r + 1) * inner])
                     };
                     for ((o, &pv), &a) in cur.iter_mut().zip(prev).zip(add) {
-                        *o = pv.plus(a);
+                        *o = if product { pv.times(a) } else { pv.plus(a) };
                     }
                 }
             }
@@ -662,8 +669,18 @@ impl CumSum {
     }
 }
 
-impl Operator for CumSum {
-    crate::op_boilerplate!("CumSum");
+impl Operator for Cumulative {
+    fn op_type(&self) -> &str {
+        if self.product {
+            "CumProd"
+        } else {
+            "CumSum"
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         Ok(inputs.first().map(|f| {

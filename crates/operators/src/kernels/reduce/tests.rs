@@ -367,6 +367,38 @@ fn cumsum_modes() {
 }
 
 #[test]
+fn cumprod_modes() {
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[4]).unwrap();
+    let ax = Tensor::scalar(0i64);
+    for (excl, rev, want) in [
+        (0, 0, [1.0f32, 2.0, 6.0, 24.0]),
+        (1, 0, [1.0, 1.0, 2.0, 6.0]),
+        (0, 1, [24.0, 24.0, 12.0, 4.0]),
+        (1, 1, [24.0, 12.0, 4.0, 1.0]),
+    ] {
+        let o = build(
+            "CumProd",
+            26,
+            Attributes::new()
+                .with("exclusive", Attribute::Int(excl))
+                .with("reverse", Attribute::Int(rev)),
+        )
+        .unwrap();
+        assert_eq!(o.op_type(), "CumProd");
+        let y = run(&*o, vec![x.clone(), ax.clone()]).unwrap();
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &want,
+            "exclusive={excl} reverse={rev}"
+        );
+    }
+    let m = Tensor::from_vec(vec![1i32, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
+    let o = build("CumProd", 26, Attributes::new()).unwrap();
+    let y = run(&*o, vec![m, Tensor::scalar(0i64)]).unwrap();
+    assert_eq!(y.as_slice::<i32>().unwrap(), &[1, 2, 3, 4, 10, 18]);
+}
+
+#[test]
 fn reduce_inference() {
     let o = build("ReduceMean", 18, keep(1)).unwrap();
     let facts = [

@@ -1,28 +1,31 @@
-//! Ops that create or convert tensors: Cast, CastLike, Constant, ConstantOfShape, Range,
+//! Ops that create or convert tensors: Cast, CastLike, BitCast, Constant, ConstantOfShape, Range,
 //! EyeLike, Trilu, Dropout, Pad.
 
 use super::common::{
     checked_numel, fact, int_input, prod, row_major_strides, scalar_of, sizes_from, unique_axes,
     Elems, ElemsMut, MAX_ELEMENTS,
 };
+use crate::kernels::lowp::{cast_low_precision, Encode, RoundMode};
+use crate::kernels::mt19937::Mt19937;
 use crate::{
     op_boilerplate, Attribute, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult,
     Operator, Value,
 };
-use strata_tensor::{dispatch_numeric, DType, Element, Tensor};
+use strata_tensor::{dispatch_float, dispatch_numeric, DType, Element, Tensor};
 
 pub(super) fn register(r: &mut OpRegistry) {
     r.register("", "Cast", 1, |b| {
         Ok(Box::new(Cast {
             to: cast_target(b)?,
-            saturate: b.attrs.int_or("saturate", 1)? != 0,
+            opts: cast_options(b)?,
         }))
     });
     r.register("", "CastLike", 15, |b| {
         Ok(Box::new(CastLike {
-            saturate: b.attrs.int_or("saturate", 1)? != 0,
+            opts: cast_options(b)?,
         }))
     });
+    r.register("", "BitCast", 26, build_bitcast);
     r.register("", "Constant", 1, build_constant);
     r.register("", "ConstantOfShape", 9, |b| {
         let value = match b.attrs.tensor("value")? {
@@ -59,6 +62,7 @@ pub(super) fn register(r: &mut OpRegistry) {
     });
     r.register("", "Dropout", 1, |b| {
         Ok(Box::new(Dropout {
+            seed: b.attrs.int("seed")?,
             ratio: if b.opset < 12 {
                 b.attrs.float_or("ratio", 0.5)?
             } else {
@@ -100,19 +104,34 @@ fn cast_target(b: &BuildCtx<'_>) -> OpResult<DType> {
     }
 }
 
-/// `Cast`: converts elements to another type; float8 sources and targets go through f32
-/// (`saturate` clamps out-of-range values to the largest finite float8).
+/// The `saturate` and `round_mode` attributes of Cast and CastLike.
+fn cast_options(b: &BuildCtx<'_>) -> OpResult<Encode> {
+    let mode = b.attrs.string_or("round_mode", "up")?;
+    let round = RoundMode::parse(&mode).ok_or_else(|| {
+        OpError::attribute(
+            "round_mode",
+            format!("expected up, down or nearest, got '{mode}'"),
+        )
+    })?;
+    Ok(Encode {
+        saturate: b.attrs.int_or("saturate", 1)? != 0,
+        round,
+    })
+}
+
+/// `Cast`: converts elements to another type; float8, float4, float8e8m0 and 2/4-bit integer
+/// sources and targets go through f32 or i64 (see [`crate::kernels::lowp`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Cast {
     /// Target element type.
     pub to: DType,
-    /// Whether float8 targets saturate instead of overflowing to infinity or NaN.
-    pub saturate: bool,
+    /// Saturation of float8 targets and rounding of float8e8m0 targets.
+    pub opts: Encode,
 }
 
-/// Casts with ONNX semantics, float8 included.
-fn cast_value(x: &Tensor, to: DType, saturate: bool) -> OpResult<Tensor> {
-    match crate::kernels::quant::cast_with_float8(x, to, saturate)? {
+/// Casts with ONNX semantics, low-precision types included.
+fn cast_value(x: &Tensor, to: DType, opts: Encode) -> OpResult<Tensor> {
+    match cast_low_precision(x, to, opts)? {
         Some(t) => Ok(t),
         None => Ok(x.cast(to)?),
     }
@@ -133,7 +152,7 @@ impl Operator for Cast {
 
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         Ok(vec![
-            cast_value(inputs.tensor(0)?, self.to, self.saturate)?.into()
+            cast_value(inputs.tensor(0)?, self.to, self.opts)?.into()
         ])
     }
 }
@@ -141,8 +160,8 @@ impl Operator for Cast {
 /// `CastLike`: converts input 0 to the element type of input 1.
 #[derive(Debug, Clone, Copy)]
 pub struct CastLike {
-    /// As for [`Cast::saturate`].
-    pub saturate: bool,
+    /// As for [`Cast::opts`].
+    pub opts: Encode,
 }
 
 impl Operator for CastLike {
@@ -161,9 +180,85 @@ impl Operator for CastLike {
 
     fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let to = inputs.tensor(1)?.dtype();
-        Ok(vec![
-            cast_value(inputs.tensor(0)?, to, self.saturate)?.into()
-        ])
+        Ok(vec![cast_value(inputs.tensor(0)?, to, self.opts)?.into()])
+    }
+}
+
+// ----- BitCast ------------------------------------------------------------------------------
+
+/// Width in bits of one element of a plain dtype (sub-byte types count their real width).
+fn bit_width(dtype: DType) -> usize {
+    match dtype {
+        DType::U4 | DType::I4 | DType::F4E2M1 => 4,
+        DType::U2 | DType::I2 => 2,
+        other => other.size_of() * 8,
+    }
+}
+
+/// `BitCast` (opset 26): reinterprets each element's bits as another type of the same width.
+#[derive(Debug, Clone, Copy)]
+pub struct BitCast {
+    /// Target element type.
+    pub to: DType,
+}
+
+fn build_bitcast(b: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let to = cast_target(b)?;
+    if !to.is_plain() {
+        return Err(OpError::attribute("to", "cannot bit-cast to string"));
+    }
+    Ok(Box::new(BitCast { to }))
+}
+
+impl BitCast {
+    /// Re-normalises one stored byte of a sub-byte or bool type for the target type: masked
+    /// to the width, sign-extended for signed targets, bools as 0/1.
+    fn fix_byte(self, b: u8, bits: usize) -> u8 {
+        let shift = 8 - bits;
+        match self.to {
+            DType::Bool => u8::from(b != 0),
+            DType::I4 | DType::I2 => (((b << shift) as i8) >> shift) as u8,
+            _ if bits < 8 => (b << shift) >> shift,
+            _ => b,
+        }
+    }
+}
+
+impl Operator for BitCast {
+    op_boilerplate!("BitCast");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        Ok(inputs.first().map(|f| {
+            vec![Fact {
+                dtype: Some(self.to),
+                shape: f.shape.clone(),
+                value: None,
+            }]
+        }))
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let from = x.dtype();
+        if !from.is_plain() || bit_width(from) != bit_width(self.to) {
+            return Err(OpError::invalid(
+                0,
+                format!(
+                    "cannot bit-cast {from} ({} bits) to {} ({} bits)",
+                    bit_width(from),
+                    self.to,
+                    bit_width(self.to)
+                ),
+            ));
+        }
+        let mut out = ctx.alloc(self.to, x.shape())?;
+        let dst = out.raw_bytes_mut()?;
+        dst.copy_from_slice(x.raw_bytes()?);
+        let bits = bit_width(self.to);
+        if bits < 8 || self.to == DType::Bool {
+            dst.iter_mut().for_each(|b| *b = self.fix_byte(*b, bits));
+        }
+        Ok(vec![out.into()])
     }
 }
 
@@ -450,9 +545,15 @@ impl Operator for Trilu {
 
 // ----- Dropout ------------------------------------------------------------------------------
 
-/// `Dropout` at inference: the identity, with an all-true mask when requested.
+/// `Dropout`: at inference the identity, with an all-true mask when requested; in training
+/// mode (opset 12 on, input 2 true) each element is kept with probability `1 - ratio` and
+/// scaled by `1 / (1 - ratio)`. The draws are NumPy's `RandomState(seed).uniform(0, 1)`, so a
+/// `seed` attribute reproduces the ONNX reference exactly; without one the seed comes from the
+/// clock.
 #[derive(Debug, Clone, Copy)]
 pub struct Dropout {
+    /// The `seed` attribute.
+    pub seed: Option<i64>,
     /// Drop ratio from the attribute (before opset 12).
     pub ratio: f32,
     /// Whether `ratio` and `training_mode` come from inputs 1 and 2 (opset 12 on).
@@ -463,8 +564,49 @@ pub struct Dropout {
     pub mask: bool,
 }
 
+impl Dropout {
+    fn rng(&self) -> Mt19937 {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as i64 ^ d.as_secs() as i64)
+        });
+        Mt19937::new(seed as u32)
+    }
+
+    /// Training mode: random mask, kept elements scaled by `1 / (1 - ratio)`.
+    fn train(&self, ctx: &EvalCtx<'_>, x: &Tensor, ratio: f64) -> OpResult<Vec<Value>> {
+        if !(0.0..1.0).contains(&ratio) {
+            return Err(OpError::invalid(
+                1,
+                format!("ratio must be in [0, 1), got {ratio}"),
+            ));
+        }
+        let x = x.contiguous();
+        let mut rng = self.rng();
+        let keep: Vec<bool> = (0..x.len()).map(|_| rng.next_f64() >= ratio).collect();
+        let scale = 1.0 / (1.0 - ratio);
+        let mut y = ctx.alloc(x.dtype(), x.shape())?;
+        dispatch_float!(x.dtype(), T => {
+            let src = x.as_slice::<T>()?.iter().zip(&keep);
+            for (o, (&v, &k)) in y.as_slice_mut::<T>()?.iter_mut().zip(src) {
+                *o = T::from_f64(v.to_f64() * if k { scale } else { 0.0 });
+            }
+        }, return Err(OpError::UnsupportedDType { index: 0, dtype: x.dtype() }));
+        let mut out: Vec<Value> = vec![y.into()];
+        if self.mask {
+            out.push(Tensor::from_bools(&keep, x.shape())?.into());
+        }
+        Ok(out)
+    }
+}
+
 impl Operator for Dropout {
     op_boilerplate!("Dropout");
+
+    fn is_deterministic(&self) -> bool {
+        self.seed.is_some()
+    }
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         let Some(x) = inputs.first() else {
@@ -498,7 +640,7 @@ impl Operator for Dropout {
                 None => 0.5,
             };
             if training && ratio != 0.0 {
-                return Err(OpError::Unsupported("Dropout in training mode".into()));
+                return self.train(ctx, x, ratio);
             }
         }
         let mut out: Vec<Value> = vec![x.clone().into()];

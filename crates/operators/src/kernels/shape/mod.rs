@@ -11,7 +11,8 @@ mod index;
 mod reshape;
 
 pub use create::{
-    Cast, CastLike, Constant, ConstantOfShape, Dropout, EyeLike, Pad, PadMode, Range, Trilu,
+    BitCast, Cast, CastLike, Constant, ConstantOfShape, Dropout, EyeLike, Pad, PadMode, Range,
+    Trilu,
 };
 pub use index::{
     Compress, Concat, Gather, GatherElements, GatherND, NonZero, OneHot, Reduction,

@@ -66,31 +66,32 @@ pub(super) fn register(r: &mut OpRegistry) {
     });
     r.register("", "Size", 1, |_| Ok(Box::new(Size)));
     r.register("", "DepthToSpace", 1, |b| {
-        let block = block_size(b)?;
-        let mode = if b.opset >= 11 {
-            b.attrs.string_or("mode", "DCR")?
-        } else {
-            "DCR".into()
-        };
-        let crd = match mode.as_str() {
-            "DCR" => false,
-            "CRD" => true,
-            other => {
-                return Err(OpError::attribute(
-                    "mode",
-                    format!("'{other}' is not DCR or CRD"),
-                ))
-            }
-        };
-        Ok(Box::new(DepthToSpace { block, crd }))
+        Ok(Box::new(DepthToSpace {
+            block: block_size(b)?,
+            crd: crd_mode(b)?,
+        }))
     });
     r.register("", "SpaceToDepth", 1, |b| {
         Ok(Box::new(SpaceToDepth {
             block: block_size(b)?,
+            crd: crd_mode(b)?,
         }))
     });
     r.register("", "Expand", 8, |_| Ok(Box::new(Expand)));
     r.register("", "Tile", 6, |_| Ok(Box::new(Tile)));
+}
+
+/// The `mode` attribute of DepthToSpace and SpaceToDepth: whether it is `CRD` (the default
+/// `DCR` otherwise; opsets without the attribute never set it).
+fn crd_mode(b: &BuildCtx<'_>) -> OpResult<bool> {
+    match b.attrs.string_or("mode", "DCR")?.as_str() {
+        "DCR" => Ok(false),
+        "CRD" => Ok(true),
+        other => Err(OpError::attribute(
+            "mode",
+            format!("'{other}' is not DCR or CRD"),
+        )),
+    }
 }
 
 fn block_size(b: &BuildCtx<'_>) -> OpResult<usize> {
@@ -573,6 +574,8 @@ impl Operator for DepthToSpace {
 pub struct SpaceToDepth {
     /// Block size.
     pub block: usize,
+    /// Channel-major output order (`CRD`) instead of the default block-major (`DCR`).
+    pub crd: bool,
 }
 
 impl SpaceToDepth {
@@ -606,9 +609,12 @@ impl Operator for SpaceToDepth {
         let [n, c, h, w] = rank4(data)?;
         let out = self.out_shape([n, c, h, w])?;
         let b = self.block;
-        let view = data
-            .reshape(&[n, c, h / b, b, w / b, b])?
-            .permute(&[0, 3, 5, 1, 2, 4])?;
+        let order: [usize; 6] = if self.crd {
+            [0, 1, 3, 5, 2, 4]
+        } else {
+            [0, 3, 5, 1, 2, 4]
+        };
+        let view = data.reshape(&[n, c, h / b, b, w / b, b])?.permute(&order)?;
         Ok(vec![materialize(ctx, &view)?.reshape(&out)?.into()])
     }
 }

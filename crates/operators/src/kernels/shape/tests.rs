@@ -681,6 +681,10 @@ fn depth_to_space_and_back() {
     let back = run("SpaceToDepth", 13, int("blocksize", 2), vec![dcr]).unwrap();
     assert_eq!(back.shape(), x.shape());
     assert_eq!(fv(&back), fv(&x));
+    // SpaceToDepth in CRD mode undoes DepthToSpace in CRD mode.
+    let a = int("blocksize", 2).with("mode", Attribute::String(b"CRD".to_vec()));
+    let back = run("SpaceToDepth", 25, a, vec![crd]).unwrap();
+    assert_eq!(fv(&back), fv(&x));
     assert!(err(run(
         "DepthToSpace",
         13,
@@ -980,14 +984,23 @@ fn dropout_is_identity_with_mask() {
     let o = run_n("Dropout", 13, attrs(), vec![Some(x.clone())], 1).unwrap();
     assert_eq!(o.len(), 1);
     let train = Tensor::from_bools(&[true], &[]).unwrap();
-    assert!(err(run_n(
+    // numpy RandomState(0).uniform draws 0.549, 0.715, 0.603, 0.545, 0.424: the last is
+    // dropped at ratio 0.5 (default), the others doubled.
+    let x5 = f(&[1., 2., 3., 4., 5.], &[5]);
+    let seeded = attrs().with("seed", Attribute::Int(0));
+    let o = run_n(
         "Dropout",
         13,
-        attrs(),
-        vec![Some(x.clone()), None, Some(train.clone())],
-        1
-    ))
-    .contains("training"));
+        seeded,
+        vec![Some(x5), None, Some(train.clone())],
+        2,
+    )
+    .unwrap();
+    assert_eq!(fv(o[0].as_tensor().unwrap()), vec![2., 4., 6., 8., 0.]);
+    assert_eq!(
+        o[1].as_tensor().unwrap().as_bool_slice().unwrap(),
+        &[1, 1, 1, 1, 0]
+    );
     let o = run_n(
         "Dropout",
         13,
@@ -1089,4 +1102,21 @@ fn identity_passes_sequences() {
         )
         .unwrap();
     assert!(matches!(&out[0], Value::Sequence(s) if s.len() == 1));
+}
+
+#[test]
+fn bitcast_reinterprets_same_width_types() {
+    let to = |d: DType| int("to", d.onnx_code() as i64);
+    let x = Tensor::from_vec(vec![1.0f32, -2.0], &[2]).unwrap();
+    let y = run("BitCast", 26, to(DType::I32), vec![x.clone()]).unwrap();
+    assert_eq!(y.to_vec::<i32>().unwrap(), vec![0x3F80_0000, -0x4000_0000]);
+    assert_eq!(y.shape(), &[2]);
+    let b = Tensor::from_bools(&[true, false], &[2]).unwrap();
+    let y = run("BitCast", 26, to(DType::U8), vec![b]).unwrap();
+    assert_eq!(y.to_vec::<u8>().unwrap(), vec![1, 0]);
+    // int4 -1 (stored sign-extended) is uint4 15.
+    let i4 = Tensor::from_raw_bytes(DType::I4, &[2], &[0xFF, 7]).unwrap();
+    let y = run("BitCast", 26, to(DType::U4), vec![i4]).unwrap();
+    assert_eq!(y.raw_bytes().unwrap(), &[15, 7]);
+    assert!(err(run("BitCast", 26, to(DType::I64), vec![x])).contains("32 bits"));
 }
