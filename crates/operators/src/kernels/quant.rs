@@ -827,6 +827,43 @@ mod tests {
         }
     }
 
+    /// The ONNX test data of quantizelinear_int2 / _float4e2m1 and dequantizelinear_int2.
+    #[test]
+    fn quantize_int2_and_float4() {
+        let op = build("QuantizeLinear", 25, &[("axis", Attribute::Int(0))], 3, 1);
+        let scale = t(&[2f32, 3.0, 4.0], &[3]);
+        let x = [
+            0.0f32, 2.5, 4.8, 8.6, -4.0, -3.0, 1.0, 2.0, -0.0, -2.5, -4.8, -8.6,
+        ];
+        let y = run(
+            op.as_ref(),
+            &[t(&x, &[3, 4]), scale.clone(), raw(DType::I2, &[0; 3])],
+        );
+        let v: Vec<i8> = y[0].raw_bytes().unwrap().iter().map(|&b| b as i8).collect();
+        assert_eq!(v, [0, 1, 1, 1, -1, -1, 0, 1, 0, -1, -1, -2]);
+        let x = [
+            0.0f32, 2.5, 4.8, 8.6, -30.0, -20.0, 6.0, 9.0, -0.0, -2.5, -4.8, -8.6,
+        ];
+        let y = run(
+            op.as_ref(),
+            &[t(&x, &[3, 4]), scale, raw(DType::F4E2M1, &[0; 3])],
+        );
+        assert_eq!(
+            y[0].raw_bytes().unwrap(),
+            &[0, 2, 4, 6, 0xF, 0xF, 4, 5, 0, 0x9, 0xA, 0xC]
+        );
+        let op = build("DequantizeLinear", 25, &[], 3, 1);
+        let y = run(
+            op.as_ref(),
+            &[
+                raw(DType::I2, &[0, 1, 0xFF, 0xFE]),
+                s(2f32),
+                raw(DType::I2, &[1]),
+            ],
+        );
+        assert_eq!(y[0].to_vec::<f32>().unwrap(), [-2.0, 0.0, -4.0, -6.0]);
+    }
+
     #[test]
     fn dequantize_cases() {
         let op = build("DequantizeLinear", 13, &[], 3, 1);
