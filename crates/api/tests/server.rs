@@ -560,3 +560,50 @@ fn shutdown_finishes_queued_requests() {
         assert_eq!(client.join().unwrap().status, 200);
     }
 }
+
+#[test]
+fn the_binary_serves_the_embedded_model_and_exits_0_on_sigterm() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata-server"))
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr: std::net::SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let printed: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("model digits version 1 READY")),
+        "{printed:?}"
+    );
+    assert!(
+        printed.iter().any(|l| l.starts_with("curl -s -X POST")),
+        "{printed:?}"
+    );
+    let body = digits_request(1).to_string();
+    let reply = common::request(
+        addr,
+        "POST",
+        "/v2/models/digits/infer",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(reply.status, 200);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+}
