@@ -9,6 +9,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod flags;
+mod loadtest;
 mod test;
 mod testdata;
 mod util;
@@ -43,6 +44,11 @@ Commands:
              regenerate docs/conformance.md. ARGS after `--` go to cargo test.
                --bless   rewrite the status file with the current results
                --force   regenerate the cases even when their stamp is current
+  loadtest   Build the release strata-server and load-test it on SqueezeNet (batch dim
+             freed) with batching on and off: 64 keep-alive clients for 20 s each, then
+             SIGTERM (must exit 0). Prints throughput, p50/p99 latency, mean batch size and
+             errors (fails on any error or lost request); writes target/loadtest/report.md.
+             ARGS after `--`: --clients N --duration S.
   ci         cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans,
              sources), `test`, then `bench --quick` (prints the table; asserts nothing
              about time). ARGS after `--` go to cargo test.
@@ -74,6 +80,7 @@ fn run(args: Args) -> Result<()> {
         Some("ci") => ci::run(&args),
         Some("bench") => bench::run(&args),
         Some("conformance") => conformance::run(&args),
+        Some("loadtest") => loadtest::run(&args),
         Some("help") | None => {
             print!("{USAGE}");
             Ok(())

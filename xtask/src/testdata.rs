@@ -82,6 +82,22 @@ pub(crate) struct Venv {
     pub(crate) key: String,
 }
 
+/// Creates or updates `target/pyenv-triton`, the venv with NVIDIA's v2 client used by the
+/// server's compatibility test; returns its interpreter.
+pub(crate) fn ensure_triton_python(force: bool) -> Result<PathBuf> {
+    let root = util::project_root();
+    let requirements = root.join("xtask/python/requirements-triton.txt");
+    let key = Fnv::new().file(&root, &requirements)?.hex();
+    util::step("python venv for tritonclient (target/pyenv-triton)", || {
+        ensure_venv(
+            &root.join("target/pyenv-triton"),
+            &requirements,
+            &key,
+            force,
+        )
+    })
+}
+
 /// Creates or updates `target/pyenv` (a step of its own).
 pub(crate) fn ensure_python(force: bool) -> Result<Venv> {
     let root = util::project_root();

@@ -7,13 +7,21 @@
 //!   counting), and each node's kernel may use the pool for its own parallel-for. Values are
 //!   released after their last reader, and their buffers go back to the session's pool.
 //!
-//! Request batching and priorities arrive with the server.
+//! - [`DynamicBatcher`]: a bounded request queue with priority levels whose workers stack
+//!   compatible requests along the batch dimension ([`stack_rows`], [`split_rows`]) and run
+//!   them once; a [`FairGate`] shared by all batchers admits executions in arrival order so
+//!   models share the cores fairly. The server builds on it.
 
 #![forbid(unsafe_code)]
 
+mod batcher;
 mod executor;
 mod pool;
 
+pub use batcher::{
+    split_rows, stack_rows, BatchExecutor, BatchJob, BatchPolicy, DynamicBatcher, FairGate,
+    GatePermit, Queued, Rejection, RowsError, SubmitError,
+};
 pub use executor::{ExecError, Executor, RunOutputs};
 pub use pool::ThreadPool;
 

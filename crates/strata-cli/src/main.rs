@@ -31,6 +31,8 @@ enum Command {
     Ops(ops::Args),
     /// Classify the embedded sample digits with the embedded model.
     Demo(demo::Args),
+    /// Serve models over the KServe/Triton v2 inference protocol (same as `strata-server`).
+    Serve(strata_server::ServeArgs),
 }
 
 /// The error and its causes on one line. Causes whose text the line already holds are
@@ -78,6 +80,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::main(args),
         Command::Ops(args) => ops::main(args),
         Command::Demo(args) => demo::main(args),
+        Command::Serve(args) => {
+            strata_server::init_logging();
+            strata_server::run(&args).map_err(anyhow::Error::from)
+        }
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
