@@ -1,6 +1,7 @@
 //! CPU kernels, one module per op family. Each module has a `register` function that adds its
 //! ops to the registry with the opset range each implementation covers.
 
+pub mod attention;
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
@@ -8,6 +9,7 @@ pub mod grid_sample;
 pub mod linalg;
 pub mod nn;
 pub mod quant;
+pub mod recurrent;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;
@@ -15,11 +17,13 @@ pub mod select;
 pub mod sequence;
 pub mod shape;
 pub mod string;
+pub mod transformer;
 
 use crate::OpRegistry;
 
 /// Registers every CPU kernel.
 pub fn register_all(registry: &mut OpRegistry) {
+    attention::register(registry);
     detection::register(registry);
     einsum::register(registry);
     elementwise::register(registry);
@@ -27,6 +31,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     linalg::register(registry);
     nn::register(registry);
     quant::register(registry);
+    recurrent::register(registry);
     reduce::register(registry);
     resize::register(registry);
     rnn::register(registry);
@@ -34,4 +39,5 @@ pub fn register_all(registry: &mut OpRegistry) {
     sequence::register(registry);
     shape::register(registry);
     string::register(registry);
+    transformer::register(registry);
 }
