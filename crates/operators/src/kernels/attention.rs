@@ -711,3 +711,106 @@ impl Operator for Attention {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::nn::testutil::{build, close, eval, f64s, t};
+    use crate::Attribute;
+
+    fn e() -> f64 {
+        std::f64::consts::E
+    }
+
+    #[test]
+    fn attention_by_hand_4d() {
+        let op = build("Attention", 23, &[("scale", Attribute::Float(1.0))], 3, 1);
+        let q = t(&[1., 0.], &[1, 1, 1, 2]);
+        let k = t(&[1., 0., 0., 1.], &[1, 1, 2, 2]);
+        let v = t(&[1., 3.], &[1, 1, 2, 1]);
+        let out = eval(op.as_ref(), &[Some(q), Some(k), Some(v)]);
+        assert_eq!(out[0].shape(), &[1, 1, 1, 1]);
+        close(&f64s(&out[0]), &[(e() + 3.) / (e() + 1.)], 1e-6);
+    }
+
+    #[test]
+    fn causal_mask_cache_and_probabilities() {
+        let attrs = [
+            ("scale", Attribute::Float(1.0)),
+            ("is_causal", Attribute::Int(1)),
+            ("qk_matmul_output_mode", Attribute::Int(3)),
+        ];
+        let op = build("Attention", 23, &attrs, 6, 4);
+        // One new key after a one-entry cache: query 0 sits at position 1 and sees both keys.
+        let q = t(&[1., 0.], &[1, 1, 1, 2]);
+        let k = t(&[0., 1.], &[1, 1, 1, 2]);
+        let v = t(&[3.], &[1, 1, 1, 1]);
+        let pk = t(&[1., 0.], &[1, 1, 1, 2]);
+        let pv = t(&[1.], &[1, 1, 1, 1]);
+        let ins = [Some(q), Some(k), Some(v), None, Some(pk), Some(pv)];
+        let out = eval(op.as_ref(), &ins);
+        assert_eq!(out[1].shape(), &[1, 1, 2, 2]);
+        close(&f64s(&out[1]), &[1., 0., 0., 1.], 0.);
+        close(&f64s(&out[2]), &[1., 3.], 0.);
+        let p0 = e() / (e() + 1.);
+        close(&f64s(&out[3]), &[p0, 1. - p0], 1e-6);
+        close(&f64s(&out[0]), &[p0 + 3. * (1. - p0)], 1e-6);
+    }
+
+    #[test]
+    fn masks_gqa_and_3d_inputs() {
+        // 3-D inputs, 2 query heads sharing 1 kv head; a bool mask hiding every key of query
+        // 1 gives a zero row, and a mask shorter than the keys masks the rest.
+        let attrs = [
+            ("q_num_heads", Attribute::Int(2)),
+            ("kv_num_heads", Attribute::Int(1)),
+        ];
+        let op = build("Attention", 23, &attrs, 4, 1);
+        let q = t(&[1., 2., 3., 4.], &[1, 2, 2]);
+        let k = t(&[1., 1.], &[1, 2, 1]);
+        let v = t(&[5., 7.], &[1, 2, 1]);
+        let mask = Tensor::from_bools(&[true, false], &[2, 1]).unwrap();
+        let out = eval(op.as_ref(), &[Some(q), Some(k), Some(v), Some(mask)]);
+        assert_eq!(out[0].shape(), &[1, 2, 2]);
+        close(&f64s(&out[0]), &[5., 5., 0., 0.], 1e-6);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let op = build("Attention", 23, &[], 3, 1);
+        let q = t(&[1.; 4], &[1, 2, 2]);
+        let err = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::from_tensors([q.clone(), q.clone(), q]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("q_num_heads"), "{err}");
+        let q = t(&[1.; 6], &[1, 3, 1, 2]);
+        let k = t(&[1.; 4], &[1, 2, 1, 2]);
+        let err = op
+            .eval(&EvalCtx::default(), Inputs::from_tensors([q, k.clone(), k]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("multiple"), "{err}");
+    }
+
+    #[test]
+    fn softmax_and_rounding_helpers() {
+        let mut row = [f32::NEG_INFINITY; 3];
+        softmax_row(&mut row, Precision::Full);
+        assert_eq!(row, [0.; 3]);
+        let mut row = [0f32, 0.];
+        softmax_row(&mut row, Precision::BF16);
+        assert_eq!(row, [0.5, 0.5]);
+        assert_eq!(Precision::BF16.round(1.001f32), 1.0);
+        assert_eq!(Precision::F16.round(1.0001f32), 1.0);
+        assert_eq!(Precision::Full.round(1.0001f32), 1.0001);
+        close(
+            &[f64::from(softcap(100f32, 2., Precision::Full))],
+            &[2.],
+            1e-6,
+        );
+    }
+}

@@ -454,3 +454,98 @@ impl Operator for CausalConv {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::nn::testutil::{build, close, eval, f64s, s, t};
+    use crate::Attribute;
+
+    fn heads(rule: &str) -> Vec<(&'static str, Attribute)> {
+        vec![
+            ("q_num_heads", Attribute::Int(1)),
+            ("kv_num_heads", Attribute::Int(1)),
+            ("scale", Attribute::Float(1.0)),
+            ("update_rule", s(rule)),
+        ]
+    }
+
+    #[test]
+    fn linear_attention_rules_by_hand() {
+        let (q, k, v) = (
+            t(&[1., 1.], &[1, 2, 1]),
+            t(&[1., 2.], &[1, 2, 1]),
+            t(&[3., 4.], &[1, 2, 1]),
+        );
+        // linear: S = 3, then 3 + 2 * 4 = 11.
+        let op = build("LinearAttention", 27, &heads("linear"), 3, 2);
+        let out = eval(
+            op.as_ref(),
+            &[Some(q.clone()), Some(k.clone()), Some(v.clone())],
+        );
+        close(&f64s(&out[0]), &[3., 11.], 1e-6);
+        assert_eq!(out[1].shape(), &[1, 1, 1, 1]);
+        // gated: the state halves before the second write.
+        let op = build("LinearAttention", 27, &heads("gated"), 5, 2);
+        let decay = t(&[0., 0.5f32.ln()], &[1, 2, 1]);
+        let ins = [
+            Some(q.clone()),
+            Some(k.clone()),
+            Some(v.clone()),
+            None,
+            Some(decay),
+        ];
+        close(&f64s(&eval(op.as_ref(), &ins)[0]), &[3., 9.5], 1e-6);
+        // delta: the second write is 4 - S k = 4 - 6 = -2, so S = 3 + 2 * -2 = -1.
+        let op = build("LinearAttention", 27, &heads("delta"), 6, 2);
+        let beta = t(&[1., 1.], &[1, 2, 1]);
+        let ins = [Some(q), Some(k), Some(v), None, None, Some(beta)];
+        let out = eval(op.as_ref(), &ins);
+        close(&f64s(&out[0]), &[3., -1.], 1e-6);
+        close(&f64s(&out[1]), &[-1.], 1e-6);
+    }
+
+    #[test]
+    fn linear_attention_validates_inputs() {
+        let op = build("LinearAttention", 27, &heads("gated_delta"), 3, 2);
+        let x = t(&[1., 1.], &[1, 2, 1]);
+        let err = op
+            .eval(
+                &crate::EvalCtx::default(),
+                crate::Inputs::from_tensors([x.clone(), x.clone(), x]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("decay"), "{err}");
+    }
+
+    #[test]
+    fn causal_conv_with_and_without_state() {
+        let op = build("CausalConvWithState", 27, &[], 4, 2);
+        let x = t(&[1., 2., 3.], &[1, 1, 3]);
+        let w = t(&[1., 10.], &[1, 1, 2]);
+        let out = eval(op.as_ref(), &[Some(x.clone()), Some(w.clone())]);
+        close(&f64s(&out[0]), &[10., 21., 32.], 1e-6);
+        close(&f64s(&out[1]), &[3.], 0.);
+        let ins = [
+            Some(x),
+            Some(w),
+            Some(t(&[1.], &[1])),
+            Some(t(&[5.], &[1, 1, 1])),
+        ];
+        let out = eval(op.as_ref(), &ins);
+        close(&f64s(&out[0]), &[16., 22., 33.], 1e-6);
+        let op = build(
+            "CausalConvWithState",
+            27,
+            &[("activation", s("silu"))],
+            2,
+            2,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&[1.], &[1, 1, 1])), Some(t(&[2.], &[1, 1, 1]))],
+        );
+        close(&f64s(&out[0]), &[2. / (1. + (-2f64).exp())], 1e-6);
+        assert_eq!(out[1].shape(), &[1, 1, 0]);
+    }
+}

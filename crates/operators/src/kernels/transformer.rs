@@ -330,3 +330,53 @@ impl Operator for Rotary {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::nn::testutil::{build, close, eval, f64s, t};
+    use crate::Attribute;
+    use strata_tensor::Tensor;
+
+    fn sigmoid(x: f64) -> f64 {
+        1. / (1. + (-x).exp())
+    }
+
+    #[test]
+    fn swish_and_swiglu() {
+        let op = build("Swish", 24, &[("alpha", Attribute::Float(2.0))], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[0., 1.], &[2]))]);
+        close(&f64s(&out[0]), &[0., sigmoid(2.)], 1e-6);
+        let op = build("SwiGLU", 28, &[], 2, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[1.], &[1])), Some(t(&[2.], &[1]))]);
+        close(&f64s(&out[0]), &[2. * sigmoid(1.)], 1e-6);
+    }
+
+    #[test]
+    fn rotary_halves_and_interleaved() {
+        let x = t(&[1., 2., 3., 4.], &[1, 1, 1, 4]);
+        let cos = t(&[0., 1.], &[1, 2]);
+        let sin = t(&[1., 0.], &[1, 2]);
+        let pos = Tensor::from_vec(vec![0i64], &[1, 1]).unwrap();
+        let ins = [Some(x), Some(cos), Some(sin), Some(pos.clone())];
+        let op = build("RotaryEmbedding", 23, &[], 4, 1);
+        close(&f64s(&eval(op.as_ref(), &ins)[0]), &[-3., 2., 1., 4.], 1e-6);
+        let op = build(
+            "RotaryEmbedding",
+            23,
+            &[("interleaved", Attribute::Int(1))],
+            4,
+            1,
+        );
+        close(&f64s(&eval(op.as_ref(), &ins)[0]), &[-2., 1., 3., 4.], 1e-6);
+        // A position outside the cache is an error naming position_ids (input 3).
+        let bad = Tensor::from_vec(vec![5i64], &[1, 1]).unwrap();
+        let mut ins = ins;
+        ins[3] = Some(bad);
+        let inputs = crate::Inputs::new(ins.iter().map(|t| t.clone().map(Into::into)).collect());
+        let err = op
+            .eval(&crate::EvalCtx::default(), inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("input 3"), "{err}");
+    }
+}

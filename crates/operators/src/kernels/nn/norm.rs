@@ -1167,4 +1167,58 @@ mod tests {
         )
         .contains("stash_type"));
     }
+    #[test]
+    fn rms_lp_group_and_mvn_by_hand() {
+        let op = build(
+            "RMSNormalization",
+            23,
+            &[("epsilon", Attribute::Float(0.0))],
+            2,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&[3., 4.], &[1, 2])), Some(t(&[1., 2.], &[2]))],
+        );
+        let rms = 12.5f64.sqrt();
+        close(&f64s(&out[0]), &[3. / rms, 8. / rms], 1e-6);
+        let op = build("LpNormalization", 22, &[], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[3., 4., 0., 0.], &[2, 2]))]);
+        close(&f64s(&out[0]), &[0.6, 0.8, 0., 0.], 1e-6);
+        let op = build(
+            "LpNormalization",
+            22,
+            &[("p", Attribute::Int(1)), ("axis", Attribute::Int(0))],
+            1,
+            1,
+        );
+        let out = eval(op.as_ref(), &[Some(t(&[1., -3.], &[2]))]);
+        close(&f64s(&out[0]), &[0.25, -0.75], 1e-6);
+        assert!(build_err("LpNormalization", 22, &[("p", Attribute::Int(3))]).contains("'p'"));
+        let op = build(
+            "GroupNormalization",
+            21,
+            &[
+                ("num_groups", Attribute::Int(1)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            3,
+            1,
+        );
+        let x = t(&[1., 3., 5., 7.], &[1, 2, 2]);
+        let out = eval(
+            op.as_ref(),
+            &[Some(x), Some(t(&[1., 2.], &[2])), Some(t(&[0., 1.], &[2]))],
+        );
+        let s5 = 5f64.sqrt();
+        close(
+            &f64s(&out[0]),
+            &[-3. / s5, -1. / s5, 2. / s5 + 1., 6. / s5 + 1.],
+            1e-6,
+        );
+        assert!(build_err("GroupNormalization", 21, &[]).contains("num_groups"));
+        let op = build("MeanVarianceNormalization", 13, &[], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[1., 3., 10., 20.], &[1, 2, 2, 1]))]);
+        close(&f64s(&out[0]), &[-1., 1., -1., 1.], 1e-6);
+    }
 }
