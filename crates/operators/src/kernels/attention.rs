@@ -60,6 +60,15 @@ impl Precision {
     }
 }
 
+/// The element count of a scratch buffer of `dims`, or a shape error when it cannot be
+/// addressed (empty inputs can carry huge dimensions whose products overflow).
+pub(crate) fn scratch_len(dims: &[usize]) -> OpResult<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 16)
+        .ok_or_else(|| OpError::Shape(format!("intermediate of shape {dims:?} is too large")))
+}
+
 /// `tanh` through f64.
 fn tanh<F: Float>(x: F) -> F {
     F::from_f64(x.to_f64().tanh())
@@ -404,13 +413,13 @@ impl<F: Float> Bias<F> {
     pub fn row(&self, b: usize, h: usize, i: usize, row: &mut [F]) {
         let off = self.offsets.get(b).copied().unwrap_or(0);
         let valid = self.valid.as_ref().map(|v| v.get(b).copied().unwrap_or(0));
-        let p = i as i64 + off;
+        let p = (i as i64).saturating_add(off);
         for (j, o) in row.iter_mut().enumerate() {
             let mut v = self.mask.as_ref().map_or(F::ZERO, |m| m.at(b, h, i, j));
             let j = j as i64;
             let outside = (self.causal && j > p)
-                || (self.left >= 0 && p - j > self.left)
-                || (self.right >= 0 && j - p > self.right);
+                || (self.left >= 0 && p.saturating_sub(j) > self.left)
+                || (self.right >= 0 && j.saturating_sub(p) > self.right);
             if outside {
                 v += F::NEG_INFINITY;
             }
@@ -452,6 +461,7 @@ impl Attention {
                 "Attention: {hq} query heads are not a multiple of {hk} key/value heads"
             )));
         }
+        scratch_len(&[b, hq, sq, sk.max(dv).max(1)])?;
         Ok(Dims {
             batch: b,
             q_heads: hq,
@@ -495,7 +505,10 @@ impl Attention {
             }
         };
         let offsets = match &valid {
-            Some(v) => v.iter().map(|&n| n - d.q_len as i64).collect(),
+            Some(v) => v
+                .iter()
+                .map(|&n| n.saturating_sub(d.q_len as i64))
+                .collect(),
             None => vec![past as i64; d.batch],
         };
         Ok(Bias {
@@ -805,6 +818,8 @@ mod tests {
         softmax_row(&mut row, Precision::BF16);
         assert_eq!(row, [0.5, 0.5]);
         assert_eq!(Precision::BF16.round(1.001f32), 1.0);
+        assert!(scratch_len(&[usize::MAX, 2]).is_err());
+        assert_eq!(scratch_len(&[2, 3]).unwrap(), 6);
         assert_eq!(Precision::F16.round(1.0001f32), 1.0);
         assert_eq!(Precision::Full.round(1.0001f32), 1.0001);
         close(

@@ -4,7 +4,7 @@
 //! 1-D convolution carrying its last `k - 1` inputs). Both run in f32 or f64; f16/bf16 inputs
 //! compute in f32, matching the reference's f32 accumulation.
 
-use crate::kernels::attention::Precision;
+use crate::kernels::attention::{scratch_len, Precision};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
@@ -185,6 +185,8 @@ impl LinearAttention {
                 "decay is required exactly by the gated rules and beta by the delta rules",
             ));
         }
+        scratch_len(&[b, t, self.q_heads, dv.max(dk).max(1)])?;
+        scratch_len(&[b, self.kv_heads, dk, dv])?;
         Ok(LinDims {
             batch: b,
             len: t,
@@ -376,6 +378,7 @@ impl CausalConv {
                 ))
             }
         };
+        scratch_len(&[b, c, len + k])?;
         let x = elements::<F>(x_t, 0)?;
         let w = elements::<F>(w_t, 1)?;
         let bias = match inputs.opt_tensor(2)? {
