@@ -1,6 +1,7 @@
 //! CPU kernels, one module per op family. Each module has a `register` function that adds its
 //! ops to the registry with the opset range each implementation covers.
 
+pub mod attention;
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
@@ -11,6 +12,7 @@ pub mod lowp;
 pub mod mt19937;
 pub mod nn;
 pub mod quant;
+pub mod recurrent;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;
@@ -19,11 +21,13 @@ pub mod seqaxis;
 pub mod sequence;
 pub mod shape;
 pub mod string;
+pub mod transformer;
 
 use crate::OpRegistry;
 
 /// Registers every CPU kernel.
 pub fn register_all(registry: &mut OpRegistry) {
+    attention::register(registry);
     detection::register(registry);
     einsum::register(registry);
     elementwise::register(registry);
@@ -32,6 +36,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     loss::register(registry);
     nn::register(registry);
     quant::register(registry);
+    recurrent::register(registry);
     reduce::register(registry);
     resize::register(registry);
     rnn::register(registry);
@@ -40,4 +45,5 @@ pub fn register_all(registry: &mut OpRegistry) {
     sequence::register(registry);
     shape::register(registry);
     string::register(registry);
+    transformer::register(registry);
 }

@@ -1,5 +1,6 @@
-//! Normalizations: `BatchNormalization`, `InstanceNormalization`, `LRN` and
-//! `LayerNormalization`. Per-channel work is folded into one multiply-add per element and
+//! Normalizations: `BatchNormalization`, `InstanceNormalization`, `LRN`,
+//! `LayerNormalization`, `RMSNormalization`, `LpNormalization`, `GroupNormalization` and
+//! `MeanVarianceNormalization`. Per-channel work is folded into one multiply-add per element and
 //! split over (batch, channel) planes or normalized rows.
 
 use super::{concrete, flag};
@@ -19,6 +20,14 @@ pub fn register(registry: &mut OpRegistry) {
     });
     registry.register("", "LRN", 1, build_lrn);
     registry.register("", "LayerNormalization", 17, build_layer_norm);
+    registry.register("", "RMSNormalization", 23, build_rms_norm);
+    registry.register("", "LpNormalization", 1, build_lp_norm);
+    registry.register("", "GroupNormalization", 18, build_group_norm);
+    registry.register("", "MeanVarianceNormalization", 9, |c| {
+        Ok(Box::new(Mvn {
+            axes: c.attrs.ints_or("axes", vec![0, 2, 3])?,
+        }))
+    });
 }
 
 /// Input `i` as a contiguous tensor of `dt` (casting small parameter tensors when their dtype
@@ -561,6 +570,346 @@ impl Operator for LayerNorm {
     }
 }
 
+// ----- RMSNormalization --------------------------------------------------------------------
+
+/// `RMSNormalization` (opset 23): `X / sqrt(mean(X^2 over axes >= axis) + epsilon) * scale`.
+#[derive(Debug, Clone, Copy)]
+pub struct RmsNorm {
+    /// First normalized axis (may be negative).
+    pub axis: i64,
+    /// Added to the mean square.
+    pub epsilon: f32,
+}
+
+fn build_rms_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let a = ctx.attrs;
+    let stash = a.int_or("stash_type", 1)?;
+    if stash != 1 && stash != 11 {
+        return Err(OpError::attribute(
+            "stash_type",
+            format!("unsupported value {stash}"),
+        ));
+    }
+    Ok(Box::new(RmsNorm {
+        axis: a.int_or("axis", -1)?,
+        epsilon: a.float_or("epsilon", 1e-5)?,
+    }))
+}
+
+impl RmsNorm {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        let ln = LayerNorm {
+            axis: self.axis,
+            epsilon: self.epsilon,
+            outputs: 1,
+        };
+        let axis = ln.split(&shape)?;
+        let d: usize = shape[axis..].iter().product();
+        let scale = LayerNorm::param::<F>(inputs, 1, &shape[axis..])?
+            .ok_or(OpError::MissingInput { index: 1 })?;
+        let xv = x.as_slice::<F>()?;
+        let eps = F::from_f32(self.epsilon);
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        if d > 0 && !o.is_empty() {
+            let count = F::from_usize(d);
+            let rows = o.len() / d;
+            let per = rows.div_ceil(ctx.threads() * 4).max(1);
+            ctx.par_chunks_mut(o, per * d, |ci, chunk| {
+                for (j, orow) in chunk.chunks_mut(d).enumerate() {
+                    let xr = &xv[(ci * per + j) * d..][..d];
+                    let ms = xr.iter().fold(F::ZERO, |s, &v| s + v * v) / count;
+                    let inv = F::ONE / (ms + eps).sqrt();
+                    for ((o, &v), &s) in orow.iter_mut().zip(xr).zip(&scale) {
+                        *o = v * inv * s;
+                    }
+                }
+            });
+        }
+        Ok(vec![out.into()])
+    }
+}
+
+impl Operator for RmsNorm {
+    op_boilerplate!("RMSNormalization");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        let (Some(dt), Some(x)) = (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(vec![Fact::known(dt, &x)]))
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            1,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
+// ----- LpNormalization ----------------------------------------------------------------------
+
+/// `LpNormalization`: `x / ||x||_p` along one axis (p = 1 or 2); zero norms give zeros.
+#[derive(Debug, Clone, Copy)]
+pub struct LpNorm {
+    /// The normalized axis (may be negative).
+    pub axis: i64,
+    /// 1 or 2.
+    pub p: i64,
+}
+
+fn build_lp_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let p = ctx.attrs.int_or("p", 2)?;
+    if p != 1 && p != 2 {
+        return Err(OpError::attribute("p", format!("must be 1 or 2, got {p}")));
+    }
+    Ok(Box::new(LpNorm {
+        axis: ctx.attrs.int_or("axis", -1)?,
+        p,
+    }))
+}
+
+impl LpNorm {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        let axis = normalize_axis(self.axis, shape.len()).map_err(|_| {
+            OpError::attribute(
+                "axis",
+                format!("{} is out of range for {shape:?}", self.axis),
+            )
+        })?;
+        let (n, inner) = (shape[axis], shape[axis + 1..].iter().product::<usize>());
+        let xv = x.as_slice::<F>()?;
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        let block = n * inner;
+        if block == 0 {
+            return Ok(vec![out.into()]);
+        }
+        let l1 = self.p == 1;
+        ctx.par_chunks_mut(o, block, |bi, ob| {
+            let xb = &xv[bi * block..][..block];
+            for i in 0..inner {
+                let norm = (0..n).fold(F::ZERO, |s, k| {
+                    let v = xb[k * inner + i];
+                    s + if l1 { v.abs() } else { v * v }
+                });
+                let norm = if l1 { norm } else { norm.sqrt() };
+                for k in 0..n {
+                    let j = k * inner + i;
+                    ob[j] = if norm == F::ZERO {
+                        F::ZERO
+                    } else {
+                        xb[j] / norm
+                    };
+                }
+            }
+        });
+        Ok(vec![out.into()])
+    }
+}
+
+impl Operator for LpNorm {
+    op_boilerplate!("LpNormalization");
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            1,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
+// ----- GroupNormalization -------------------------------------------------------------------
+
+/// `GroupNormalization`: statistics per (instance, group of channels); scale and bias per
+/// channel (opset 21) or per group (opset 18).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupNorm {
+    /// Number of channel groups.
+    pub groups: usize,
+    /// Added to the variance.
+    pub epsilon: f32,
+}
+
+fn build_group_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
+    let a = ctx.attrs;
+    let g = a
+        .int("num_groups")?
+        .ok_or_else(|| OpError::attribute("num_groups", "is required"))?;
+    let groups = usize::try_from(g)
+        .ok()
+        .filter(|&g| g > 0)
+        .ok_or_else(|| OpError::attribute("num_groups", format!("must be positive, got {g}")))?;
+    Ok(Box::new(GroupNorm {
+        groups,
+        epsilon: a.float_or("epsilon", 1e-5)?,
+    }))
+}
+
+impl GroupNorm {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        let g = self.groups;
+        let c = shape.get(1).copied().unwrap_or(0);
+        if shape.len() < 2 || c % g != 0 {
+            return Err(OpError::invalid(
+                0,
+                format!("shape {shape:?} needs rank >= 2 and channels divisible by {g}"),
+            ));
+        }
+        let params: Vec<Vec<F>> = [1, 2]
+            .into_iter()
+            .map(|i| {
+                let p = param_as(inputs, i, F::DTYPE)?;
+                if p.len() != c && p.len() != g {
+                    return Err(OpError::invalid(
+                        i,
+                        format!("shape {:?} is neither [{c}] nor [{g}]", p.shape()),
+                    ));
+                }
+                Ok(p.to_vec::<F>()?)
+            })
+            .collect::<OpResult<_>>()?;
+        let per_channel: Vec<(F, F)> = (0..c)
+            .map(|ch| {
+                let at = |p: &[F]| p[if p.len() == c { ch } else { ch / (c / g) }];
+                (at(&params[0]), at(&params[1]))
+            })
+            .collect();
+        let plane: usize = shape[2..].iter().product();
+        let block = c / g * plane;
+        let xv = x.as_slice::<F>()?;
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        let o = out.as_slice_mut::<F>()?;
+        if block == 0 {
+            return Ok(vec![out.into()]);
+        }
+        let (eps, count) = (F::from_f32(self.epsilon), F::from_usize(block));
+        ctx.par_chunks_mut(o, block, |bi, ob| {
+            let xb = &xv[bi * block..][..block];
+            let m = xb.iter().fold(F::ZERO, |s, &v| s + v) / count;
+            let var = xb.iter().fold(F::ZERO, |s, &v| s + (v - m) * (v - m)) / count;
+            let inv = F::ONE / (var + eps).sqrt();
+            let ch0 = bi % g * (c / g);
+            for (k, (oc, xc)) in ob.chunks_mut(plane).zip(xb.chunks(plane)).enumerate() {
+                let (sc, bs) = per_channel[ch0 + k];
+                for (o, &v) in oc.iter_mut().zip(xc) {
+                    *o = (v - m) * inv * sc + bs;
+                }
+            }
+        });
+        Ok(vec![out.into()])
+    }
+}
+
+impl Operator for GroupNorm {
+    op_boilerplate!("GroupNormalization");
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            1,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
+// ----- MeanVarianceNormalization ------------------------------------------------------------
+
+/// `MeanVarianceNormalization`: `(x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9)` over `axes`.
+#[derive(Debug, Clone)]
+pub struct Mvn {
+    /// The reduced axes (may be negative).
+    pub axes: Vec<i64>,
+}
+
+impl Mvn {
+    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+        let x = inputs.tensor(0)?.contiguous();
+        let shape = x.shape().to_vec();
+        let mut reduced = vec![false; shape.len()];
+        for &a in &self.axes {
+            let ax = normalize_axis(a, shape.len()).map_err(|_| {
+                OpError::attribute("axes", format!("{a} is out of range for {shape:?}"))
+            })?;
+            reduced[ax] = true;
+        }
+        // Index of each element's statistics slot (row-major over the kept axes).
+        let slot = |mut i: usize| -> usize {
+            let (mut s, mut mul) = (0, 1);
+            for (ax, &d) in shape.iter().enumerate().rev() {
+                let k = i % d.max(1);
+                i /= d.max(1);
+                if !reduced[ax] {
+                    s += k * mul;
+                    mul *= d;
+                }
+            }
+            s
+        };
+        let slots: usize = shape
+            .iter()
+            .zip(&reduced)
+            .filter(|(_, &r)| !r)
+            .map(|(&d, _)| d)
+            .product();
+        let xv = x.as_slice::<F>()?;
+        let mut sums = vec![(F::ZERO, F::ZERO, 0usize); slots];
+        for (i, &v) in xv.iter().enumerate() {
+            if let Some(s) = sums.get_mut(slot(i)) {
+                *s = (s.0 + v, s.1 + v * v, s.2 + 1);
+            }
+        }
+        let stats: Vec<(F, F)> = sums
+            .into_iter()
+            .map(|(s, sq, n)| {
+                let n = F::from_usize(n.max(1));
+                let m = s / n;
+                (m, (sq / n - m * m).sqrt() + F::from_f32(1e-9))
+            })
+            .collect();
+        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        for (i, (o, &v)) in out.as_slice_mut::<F>()?.iter_mut().zip(xv).enumerate() {
+            let (m, sd) = stats.get(slot(i)).copied().unwrap_or((F::ZERO, F::ONE));
+            *o = (v - m) / sd;
+        }
+        Ok(vec![out.into()])
+    }
+}
+
+impl Operator for Mvn {
+    op_boilerplate!("MeanVarianceNormalization");
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        float_dispatch(
+            self,
+            ctx,
+            inputs,
+            1,
+            |c, i| self.run::<f32>(c, i),
+            |c, i| self.run::<f64>(c, i),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{build, build_err, close, eval, f64s, pat, t};
@@ -817,5 +1166,59 @@ mod tests {
             &[("stash_type", Attribute::Int(7))]
         )
         .contains("stash_type"));
+    }
+    #[test]
+    fn rms_lp_group_and_mvn_by_hand() {
+        let op = build(
+            "RMSNormalization",
+            23,
+            &[("epsilon", Attribute::Float(0.0))],
+            2,
+            1,
+        );
+        let out = eval(
+            op.as_ref(),
+            &[Some(t(&[3., 4.], &[1, 2])), Some(t(&[1., 2.], &[2]))],
+        );
+        let rms = 12.5f64.sqrt();
+        close(&f64s(&out[0]), &[3. / rms, 8. / rms], 1e-6);
+        let op = build("LpNormalization", 22, &[], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[3., 4., 0., 0.], &[2, 2]))]);
+        close(&f64s(&out[0]), &[0.6, 0.8, 0., 0.], 1e-6);
+        let op = build(
+            "LpNormalization",
+            22,
+            &[("p", Attribute::Int(1)), ("axis", Attribute::Int(0))],
+            1,
+            1,
+        );
+        let out = eval(op.as_ref(), &[Some(t(&[1., -3.], &[2]))]);
+        close(&f64s(&out[0]), &[0.25, -0.75], 1e-6);
+        assert!(build_err("LpNormalization", 22, &[("p", Attribute::Int(3))]).contains("'p'"));
+        let op = build(
+            "GroupNormalization",
+            21,
+            &[
+                ("num_groups", Attribute::Int(1)),
+                ("epsilon", Attribute::Float(0.0)),
+            ],
+            3,
+            1,
+        );
+        let x = t(&[1., 3., 5., 7.], &[1, 2, 2]);
+        let out = eval(
+            op.as_ref(),
+            &[Some(x), Some(t(&[1., 2.], &[2])), Some(t(&[0., 1.], &[2]))],
+        );
+        let s5 = 5f64.sqrt();
+        close(
+            &f64s(&out[0]),
+            &[-3. / s5, -1. / s5, 2. / s5 + 1., 6. / s5 + 1.],
+            1e-6,
+        );
+        assert!(build_err("GroupNormalization", 21, &[]).contains("num_groups"));
+        let op = build("MeanVarianceNormalization", 13, &[], 1, 1);
+        let out = eval(op.as_ref(), &[Some(t(&[1., 3., 10., 20.], &[1, 2, 2, 1]))]);
+        close(&f64s(&out[0]), &[-1., 1., -1., 1.], 1e-6);
     }
 }

@@ -3,6 +3,7 @@
 //! along the single axis `axis` (default -1).
 
 use super::concrete;
+use crate::kernels::attention::{softmax_row as rounded_softmax_row, Precision};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::{BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value};
 use strata_tensor::{normalize_axis, DType, Tensor};
@@ -110,6 +111,39 @@ impl Softmax {
                     softmax_row(kind, xb, ob);
                 } else {
                     softmax_strided(kind, xb, ob, len, inner, &mut scratch);
+                }
+            }
+        });
+        Ok(out)
+    }
+}
+
+impl Softmax {
+    /// Softmax of f16/bf16 values (held in f32) rounding each step to `prec` as numpy does,
+    /// so results match the reference bit for bit rather than one rounding later.
+    fn run_rounded(&self, ctx: &EvalCtx<'_>, x: &Tensor, prec: Precision) -> OpResult<Tensor> {
+        let (outer, len, inner) = self.split(x.shape())?;
+        let mut out = ctx.alloc(DType::F32, x.shape())?;
+        let xv = x.as_slice::<f32>()?;
+        let o = out.as_slice_mut::<f32>()?;
+        let block = len * inner;
+        if block == 0 || outer == 0 {
+            return Ok(out);
+        }
+        ctx.par_chunks_mut(o, block, |bi, ob| {
+            let xb = &xv[bi * block..][..block];
+            let mut row = vec![0f32; len];
+            for i in 0..inner {
+                for (k, r) in row.iter_mut().enumerate() {
+                    *r = xb[k * inner + i];
+                }
+                if row.iter().all(|&v| v == f32::NEG_INFINITY) {
+                    row.fill(f32::NAN);
+                } else {
+                    rounded_softmax_row(&mut row, prec);
+                }
+                for (k, &r) in row.iter().enumerate() {
+                    ob[k * inner + i] = r;
                 }
             }
         });
@@ -231,6 +265,10 @@ impl Operator for Softmax {
         let out = match x.dtype() {
             DType::F32 => self.run::<f32>(ctx, x)?,
             DType::F64 => self.run::<f64>(ctx, x)?,
+            d @ (DType::F16 | DType::BF16) if self.kind == SoftmaxKind::Softmax => {
+                let xf = x.cast(DType::F32)?;
+                self.run_rounded(ctx, &xf, Precision::of(d))?.cast(d)?
+            }
             d @ (DType::F16 | DType::BF16) => {
                 return eval_via_f32(ctx, &inputs, d, 1, |c, i| self.eval(c, i))
             }
@@ -254,6 +292,24 @@ mod tests {
         let op = build("LogSoftmax", 13, &[("axis", Attribute::Int(0))], 1, 1);
         let out = eval(op.as_ref(), &[Some(t(&[0., 1., 0., 1.], &[2, 2]))]);
         close(&f64s(&out[0]), &[-(2f64.ln()); 4], 1e-7);
+    }
+
+    #[test]
+    fn half_softmax_rounds_like_the_reference() {
+        let op = build("Softmax", 13, &[("axis", Attribute::Int(0))], 1, 1);
+        for dt in [DType::F16, DType::BF16] {
+            let x = t(&[0., 1., 0., f32::NEG_INFINITY], &[2, 2])
+                .cast(dt)
+                .unwrap();
+            let out = eval(op.as_ref(), &[Some(x)]);
+            assert_eq!(out[0].dtype(), dt);
+            let got = f64s(&out[0]);
+            // Column 0 is uniform; column 1 puts everything on its finite entry.
+            close(&got, &[0.5, 1.0, 0.5, 0.0], 1e-7);
+        }
+        let x = t(&[f32::NEG_INFINITY; 2], &[2]).cast(DType::BF16).unwrap();
+        let out = eval(build("Softmax", 13, &[], 1, 1).as_ref(), &[Some(x)]);
+        assert!(f64s(&out[0]).iter().all(|v| v.is_nan()));
     }
 
     #[test]
