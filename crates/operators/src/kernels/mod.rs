@@ -14,6 +14,8 @@ pub mod rnn;
 pub mod select;
 pub mod sequence;
 pub mod shape;
+pub mod signal;
+mod staging;
 pub mod string;
 
 use crate::OpRegistry;
@@ -33,5 +35,6 @@ pub fn register_all(registry: &mut OpRegistry) {
     select::register(registry);
     sequence::register(registry);
     shape::register(registry);
+    signal::register(registry);
     string::register(registry);
 }
