@@ -17,6 +17,7 @@ pub mod shape;
 pub mod signal;
 mod staging;
 pub mod string;
+pub mod tfidf;
 
 use crate::OpRegistry;
 
@@ -37,4 +38,5 @@ pub fn register_all(registry: &mut OpRegistry) {
     shape::register(registry);
     signal::register(registry);
     string::register(registry);
+    tfidf::register(registry);
 }
