@@ -5,6 +5,7 @@ pub mod detection;
 pub mod einsum;
 pub mod elementwise;
 pub mod grid_sample;
+pub mod image;
 pub mod linalg;
 pub mod nn;
 pub mod quant;
@@ -27,6 +28,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     einsum::register(registry);
     elementwise::register(registry);
     grid_sample::register(registry);
+    image::register(registry);
     linalg::register(registry);
     nn::register(registry);
     quant::register(registry);
