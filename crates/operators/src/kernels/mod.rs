@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod grid_sample;
 pub mod image;
 pub mod linalg;
+pub mod ml;
 pub mod nn;
 pub mod quant;
 pub mod reduce;
@@ -19,6 +20,7 @@ pub mod signal;
 mod staging;
 pub mod string;
 pub mod tfidf;
+pub mod training;
 
 use crate::OpRegistry;
 
@@ -30,6 +32,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     grid_sample::register(registry);
     image::register(registry);
     linalg::register(registry);
+    ml::register(registry);
     nn::register(registry);
     quant::register(registry);
     reduce::register(registry);
@@ -41,4 +44,5 @@ pub fn register_all(registry: &mut OpRegistry) {
     signal::register(registry);
     string::register(registry);
     tfidf::register(registry);
+    training::register(registry);
 }
