@@ -1,5 +1,5 @@
 //! Neural-network kernels: convolutions (`conv`), pooling (`pool`), normalizations (`norm`)
-//! and the softmax family (`softmax`). This module owns the shared spatial geometry: parsing
+//! the softmax family (`softmax`) and `MaxUnpool` (`unpool`). This module owns the shared spatial geometry: parsing
 //! `kernel_shape`/`strides`/`dilations`/`pads`/`auto_pad` once at build time and resolving
 //! output sizes and paddings against concrete input shapes.
 
@@ -7,6 +7,7 @@ pub mod conv;
 pub mod norm;
 pub mod pool;
 pub mod softmax;
+pub mod unpool;
 
 use crate::{Attributes, Fact, OpError, OpRegistry, OpResult};
 
@@ -16,6 +17,7 @@ pub fn register(registry: &mut OpRegistry) {
     pool::register(registry);
     norm::register(registry);
     softmax::register(registry);
+    unpool::register(registry);
 }
 
 /// ONNX `auto_pad`.
