@@ -11,6 +11,7 @@ pub mod linalg;
 pub mod ml;
 pub mod nn;
 pub mod quant;
+pub mod random;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;
@@ -37,6 +38,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     ml::register(registry);
     nn::register(registry);
     quant::register(registry);
+    random::register(registry);
     reduce::register(registry);
     resize::register(registry);
     rnn::register(registry);
