@@ -1,5 +1,5 @@
-//! String kernels: StringNormalizer and StringConcat. (RegexFullMatch would need a regex
-//! engine and is not provided.)
+//! String kernels: StringNormalizer, StringConcat, StringSplit and RegexFullMatch (with the
+//! `regex` crate, whose syntax is close to the RE2 syntax ONNX specifies).
 
 use super::shape::checked_numel;
 use crate::{
@@ -31,6 +31,122 @@ pub fn register(registry: &mut OpRegistry) {
         )))
     });
     registry.register("", "StringConcat", 20, |_| Ok(Box::new(StringConcat)));
+    registry.register("", "StringSplit", 20, |b| {
+        let delimiter = b.attrs.string("delimiter")?.filter(|d| !d.is_empty());
+        let maxsplit = b.attrs.int("maxsplit")?.filter(|&m| m >= 0);
+        Ok(Box::new(StringSplit {
+            delimiter,
+            maxsplit: maxsplit.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        }))
+    });
+    registry.register("", "RegexFullMatch", 20, |b| {
+        let pattern = b
+            .attrs
+            .string("pattern")?
+            .ok_or_else(|| OpError::attribute("pattern", "required"))?;
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| OpError::attribute("pattern", format!("invalid regex: {e}")))?;
+        Ok(Box::new(RegexFullMatch { regex }))
+    });
+}
+
+fn string_input(inputs: &Inputs, index: usize) -> OpResult<Tensor> {
+    let x = inputs.tensor(index)?;
+    if x.dtype() != DType::String {
+        return Err(OpError::UnsupportedDType {
+            index,
+            dtype: x.dtype(),
+        });
+    }
+    Ok(x.contiguous())
+}
+
+/// `StringSplit`: splits every string on `delimiter` (or, without one, on runs of
+/// whitespace with leading and trailing whitespace dropped), at most `maxsplit` times, as
+/// Python's `str.split` does. Outputs the pieces padded with empty strings to `[..., max]`
+/// and the number of pieces of each string.
+#[derive(Debug, Clone)]
+pub struct StringSplit {
+    /// The separator; `None` splits on whitespace.
+    pub delimiter: Option<String>,
+    /// The most splits per string; `None` is unlimited.
+    pub maxsplit: Option<usize>,
+}
+
+/// Python's `str.split()` without a separator.
+fn split_whitespace(s: &str, maxsplit: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        if out.len() == maxsplit {
+            out.push(rest);
+            break;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (piece, tail) = rest.split_at(end);
+        out.push(piece);
+        rest = tail;
+    }
+    out
+}
+
+impl StringSplit {
+    fn split<'a>(&self, s: &'a str) -> Vec<&'a str> {
+        let max = self.maxsplit.unwrap_or(usize::MAX);
+        match &self.delimiter {
+            None => split_whitespace(s, max),
+            Some(d) => s.splitn(max.saturating_add(1), d.as_str()).collect(),
+        }
+    }
+}
+
+impl Operator for StringSplit {
+    op_boilerplate!("StringSplit");
+
+    fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let x = string_input(&inputs, 0)?;
+        let pieces: Vec<Vec<&str>> = x.as_strings()?.iter().map(|s| self.split(s)).collect();
+        let width = pieces.iter().map(Vec::len).max().unwrap_or(0);
+        let mut shape = x.shape().to_vec();
+        let counts: Vec<i64> = pieces.iter().map(|p| p.len() as i64).collect();
+        let lengths = Tensor::from_vec(counts, &shape)?;
+        shape.push(width);
+        checked_numel(&shape)?;
+        let mut out = Vec::with_capacity(pieces.len() * width);
+        for p in &pieces {
+            out.extend(p.iter().map(|s| s.to_string()));
+            out.extend(std::iter::repeat_n(String::new(), width - p.len()));
+        }
+        Ok(vec![
+            Tensor::from_strings(out, &shape)?.into(),
+            lengths.into(),
+        ])
+    }
+}
+
+/// `RegexFullMatch`: whether each string matches the pattern as a whole.
+#[derive(Debug, Clone)]
+pub struct RegexFullMatch {
+    /// The pattern wrapped in `^(?:...)$`.
+    pub regex: regex::Regex,
+}
+
+impl Operator for RegexFullMatch {
+    op_boilerplate!("RegexFullMatch");
+
+    fn eval(&self, _ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let x = string_input(&inputs, 0)?;
+        let hits: Vec<bool> = x
+            .as_strings()?
+            .iter()
+            .map(|s| self.regex.is_match(s))
+            .collect();
+        Ok(vec![Tensor::from_bools(&hits, x.shape())?.into()])
+    }
 }
 
 /// Case conversion applied by [`StringNormalizer`].
@@ -281,6 +397,53 @@ mod tests {
             vec![strs(&["a"], &[1])]
         )
         .is_err());
+    }
+
+    fn run_all(attrs: Attributes, op: &str, x: Tensor) -> OpResult<Vec<Tensor>> {
+        let mut r = OpRegistry::new();
+        register(&mut r);
+        let ctx = BuildCtx {
+            node_name: "",
+            op_type: op,
+            domain: "",
+            opset: 20,
+            attrs: &attrs,
+            input_count: 1,
+            output_count: 2,
+        };
+        let out = r
+            .build(&ctx)?
+            .eval(&EvalCtx::default(), Inputs::from_tensors([x]))?;
+        Ok(out.into_iter().filter_map(Value::into_tensor).collect())
+    }
+
+    #[test]
+    fn string_split_like_python() {
+        assert_eq!(split_whitespace("  a b  c ", usize::MAX), ["a", "b", "c"]);
+        assert_eq!(split_whitespace("  a b  c ", 1), ["a", "b  c "]);
+        let x = strs(&["a-b--c", "d"], &[2]);
+        let attrs = Attributes::new().with("delimiter", Attribute::String(b"-".to_vec()));
+        let out = run_all(attrs.clone(), "StringSplit", x.clone()).unwrap();
+        assert_eq!(out[0].shape(), &[2, 4]);
+        assert_eq!(
+            out[0].as_strings().unwrap(),
+            &["a", "b", "", "c", "d", "", "", ""]
+        );
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[4, 1]);
+        let out = run_all(attrs.with("maxsplit", Attribute::Int(1)), "StringSplit", x).unwrap();
+        assert_eq!(out[0].as_strings().unwrap(), &["a", "b--c", "d", ""]);
+        let out = run_all(Attributes::new(), "StringSplit", strs(&[], &[0])).unwrap();
+        assert_eq!(out[0].shape(), &[0, 0]);
+        assert!(run_all(Attributes::new(), "StringSplit", Tensor::scalar(1i64)).is_err());
+    }
+
+    #[test]
+    fn regex_full_match() {
+        let attrs = |p: &str| Attributes::new().with("pattern", Attribute::String(p.into()));
+        let x = strs(&["ab1", "xab1", "ab12"], &[3]);
+        let out = run_all(attrs(r"ab\d|ab\d\d"), "RegexFullMatch", x).unwrap();
+        assert_eq!(out[0].as_bool_slice().unwrap(), &[1, 0, 1]);
+        assert!(run_all(attrs("("), "RegexFullMatch", strs(&["a"], &[1])).is_err());
     }
 
     #[test]

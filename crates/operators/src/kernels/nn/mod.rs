@@ -1,21 +1,25 @@
-//! Neural-network kernels: convolutions (`conv`), pooling (`pool`), normalizations (`norm`)
-//! and the softmax family (`softmax`). This module owns the shared spatial geometry: parsing
+//! Neural-network kernels: convolutions (`conv`, `deform_conv`), pooling (`pool`), normalizations (`norm`)
+//! the softmax family (`softmax`) and `MaxUnpool` (`unpool`). This module owns the shared spatial geometry: parsing
 //! `kernel_shape`/`strides`/`dilations`/`pads`/`auto_pad` once at build time and resolving
 //! output sizes and paddings against concrete input shapes.
 
 pub mod conv;
+pub mod deform_conv;
 pub mod norm;
 pub mod pool;
 pub mod softmax;
+pub mod unpool;
 
 use crate::{Attributes, Fact, OpError, OpRegistry, OpResult};
 
 /// Registers the nn ops.
 pub fn register(registry: &mut OpRegistry) {
     conv::register(registry);
+    deform_conv::register(registry);
     pool::register(registry);
     norm::register(registry);
     softmax::register(registry);
+    unpool::register(registry);
 }
 
 /// ONNX `auto_pad`.

@@ -5,7 +5,7 @@
 //! contiguous output from the evaluation context's allocator. Sizes taken from inputs or
 //! attributes are checked so that a hostile model gets an error instead of a huge allocation.
 
-mod common;
+pub(crate) mod common;
 mod create;
 mod index;
 mod reshape;
