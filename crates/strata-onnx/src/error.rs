@@ -47,6 +47,12 @@ pub enum OnnxError {
         /// What is wrong.
         reason: String,
     },
+    /// Subgraphs are nested deeper than [`crate::MAX_SUBGRAPH_DEPTH`].
+    #[error("subgraphs are nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// The graph is malformed (undefined values, cycles, ...).
     #[error(transparent)]
     Graph(#[from] GraphError),

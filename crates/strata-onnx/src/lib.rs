@@ -16,7 +16,7 @@ mod load;
 mod proto;
 
 pub use error::OnnxError;
-pub use load::{load_bytes, load_path, ModelMetadata, OnnxModel, OnnxSubgraph, ValueKind};
+pub use load::{load_bytes, load_path, ModelMetadata, OnnxModel, ValueKind, MAX_SUBGRAPH_DEPTH};
 pub use proto::{
     read_tensor_file, read_value_bytes, tensor_from_proto_bytes, tensor_to_proto_bytes,
     write_tensor_file,

@@ -1,6 +1,7 @@
 //! CPU kernels, one module per op family. Each module has a `register` function that adds its
 //! ops to the registry with the opset range each implementation covers.
 
+pub mod control;
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
@@ -20,6 +21,7 @@ use crate::OpRegistry;
 
 /// Registers every CPU kernel.
 pub fn register_all(registry: &mut OpRegistry) {
+    control::register(registry);
     detection::register(registry);
     einsum::register(registry);
     elementwise::register(registry);
