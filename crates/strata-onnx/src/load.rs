@@ -228,8 +228,9 @@ fn fact_of(info: &pb::ValueInfoProto) -> Fact {
     }
 }
 
-/// Deepest nesting of subgraphs (a Loop in an If in a Scan ...) a model may use.
-pub const MAX_SUBGRAPH_DEPTH: usize = 32;
+/// Deepest nesting of subgraphs (a Loop in an If in a Scan ...) a model may use. (The
+/// protobuf decoder stops at about 33 levels anyway.)
+pub const MAX_SUBGRAPH_DEPTH: usize = 16;
 
 /// What converting a graph at some nesting depth needs.
 #[derive(Debug, Clone, Copy)]

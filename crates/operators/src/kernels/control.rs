@@ -786,3 +786,266 @@ impl Operator for SequenceMap {
         self.body.graph.is_deterministic()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attribute, Attributes, Fact};
+
+    type BodyFn = fn(Vec<Value>, &[Value]) -> OpResult<Vec<Value>>;
+
+    /// A body computed by a Rust function.
+    #[derive(Debug)]
+    struct FnBody {
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        facts: Vec<Fact>,
+        captures: Vec<String>,
+        f: BodyFn,
+    }
+
+    impl SubgraphBody for FnBody {
+        fn input_names(&self) -> &[String] {
+            &self.inputs
+        }
+        fn output_names(&self) -> &[String] {
+            &self.outputs
+        }
+        fn output_facts(&self) -> &[Fact] {
+            &self.facts
+        }
+        fn captures(&self) -> &[String] {
+            &self.captures
+        }
+        fn run(
+            &self,
+            _: &EvalCtx<'_>,
+            inputs: Vec<Value>,
+            captured: &[Value],
+        ) -> OpResult<Vec<Value>> {
+            (self.f)(inputs, captured)
+        }
+    }
+
+    fn body(inputs: usize, outputs: usize, captures: &[&str], f: BodyFn) -> Attribute {
+        let names = |p: &str, n: usize| (0..n).map(|i| format!("{p}{i}")).collect();
+        Attribute::Graph(Subgraph(Arc::new(FnBody {
+            inputs: names("in", inputs),
+            outputs: names("out", outputs),
+            facts: vec![Fact::known(DType::F32, &[2]); outputs],
+            captures: captures.iter().map(|c| c.to_string()).collect(),
+            f,
+        })))
+    }
+
+    fn build(
+        builder: OpBuilder,
+        attrs: &Attributes,
+        inputs: usize,
+        outputs: usize,
+    ) -> OpResult<Box<dyn Operator>> {
+        builder(&BuildCtx {
+            node_name: "n",
+            op_type: "ControlFlow",
+            domain: "",
+            opset: 17,
+            attrs,
+            input_count: inputs,
+            output_count: outputs,
+        })
+    }
+
+    fn t(data: &[f32], shape: &[usize]) -> Value {
+        Value::Tensor(Tensor::from_vec(data.to_vec(), shape).unwrap())
+    }
+
+    fn floats(v: &Value) -> (Vec<usize>, Vec<f32>) {
+        let t = v.as_tensor().unwrap();
+        (t.shape().to_vec(), t.contiguous().to_vec::<f32>().unwrap())
+    }
+
+    fn tensor(v: &Value) -> &Tensor {
+        v.as_tensor().unwrap()
+    }
+
+    fn add(a: &Value, b: &Value) -> Value {
+        let (shape, x) = floats(a);
+        let (_, y) = floats(b);
+        let sum: Vec<f32> = x.iter().zip(y.iter().cycle()).map(|(a, b)| a + b).collect();
+        t(&sum, &shape)
+    }
+
+    use crate::OpBuilder;
+
+    #[test]
+    fn if_runs_the_chosen_branch_with_captures() {
+        let attrs = Attributes::new()
+            .with(
+                "then_branch",
+                body(0, 1, &["x"], |_, c| Ok(vec![c[0].clone()])),
+            )
+            .with(
+                "else_branch",
+                body(0, 1, &["y"], |_, c| Ok(vec![c[0].clone()])),
+            );
+        let op = build(build_if, &attrs, 1, 1).unwrap();
+        // captures follow the listed input, sorted by name: x then y
+        for (cond, expected) in [(true, 1.0), (false, 2.0)] {
+            let inputs = Inputs::new(vec![
+                Some(Value::Tensor(Tensor::from_bools(&[cond], &[]).unwrap())),
+                Some(t(&[1.0], &[1])),
+                Some(t(&[2.0], &[1])),
+            ]);
+            let out = op.eval(&EvalCtx::default(), inputs).unwrap();
+            assert_eq!(floats(&out[0]).1, vec![expected]);
+        }
+        let bad = Inputs::new(vec![Some(Value::Tensor(
+            Tensor::from_bools(&[true, false], &[2]).unwrap(),
+        ))]);
+        assert!(op.eval(&EvalCtx::default(), bad).is_err());
+        let err = build(build_if, &attrs, 1, 2).unwrap_err().to_string();
+        assert!(err.contains("then_branch outputs"), "{err}");
+    }
+
+    /// Loop body: carried + iteration, scan output = carried; stops when carried > 4.
+    fn counting(inputs: Vec<Value>, _: &[Value]) -> OpResult<Vec<Value>> {
+        let i = tensor(&inputs[0]).to_i64_vec()?[0] as f32;
+        let next = add(&inputs[2], &t(&[i], &[1]));
+        let go = floats(&next).1[0] <= 4.0;
+        Ok(vec![
+            Value::Tensor(Tensor::from_bools(&[go], &[])?),
+            next.clone(),
+            next,
+        ])
+    }
+
+    #[test]
+    fn loop_carries_values_stacks_scans_and_stops() {
+        let attrs = Attributes::new().with("body", body(3, 3, &[], counting));
+        let op = build(build_loop, &attrs, 3, 2).unwrap();
+        let run = |m: Option<i64>| {
+            let inputs = Inputs::new(vec![
+                m.map(|m| Value::Tensor(Tensor::scalar(m))),
+                None,
+                Some(t(&[0.0, 10.0], &[2])),
+            ]);
+            op.eval(&EvalCtx::default(), inputs).unwrap()
+        };
+        let out = run(Some(2));
+        assert_eq!(floats(&out[0]), (vec![2], vec![1.0, 11.0]));
+        assert_eq!(floats(&out[1]), (vec![2, 2], vec![0.0, 10.0, 1.0, 11.0]));
+        // without M the condition stops it: 0, 1, 3, 6 (> 4)
+        let out = run(None);
+        assert_eq!(floats(&out[0]).1, vec![6.0, 16.0]);
+        assert_eq!(floats(&out[1]).0, vec![4, 2]);
+        // zero trips: initial values and an empty stack of the declared element shape
+        let out = run(Some(0));
+        assert_eq!(floats(&out[0]).1, vec![0.0, 10.0]);
+        assert_eq!(floats(&out[1]).0, vec![0, 2]);
+        assert!(build(build_loop, &attrs, 2, 1).is_err());
+    }
+
+    #[test]
+    fn loop_rejects_non_tensor_scan_outputs() {
+        let attrs = Attributes::new().with(
+            "body",
+            body(2, 2, &[], |_, _| {
+                Ok(vec![
+                    Value::Tensor(Tensor::from_bools(&[false], &[])?),
+                    Value::Sequence(Vec::new()),
+                ])
+            }),
+        );
+        let op = build(build_loop, &attrs, 2, 1).unwrap();
+        let err = op
+            .eval(&EvalCtx::default(), Inputs::new(vec![None, None]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a tensor"), "{err}");
+    }
+
+    /// Scan body: state + slice, and the new state as scan output.
+    fn running_sum(inputs: Vec<Value>, _: &[Value]) -> OpResult<Vec<Value>> {
+        let s = add(&inputs[0], &inputs[1]);
+        Ok(vec![s.clone(), s])
+    }
+
+    #[test]
+    fn scan_honours_axes_and_directions() {
+        let attrs = Attributes::new()
+            .with("body", body(2, 2, &[], running_sum))
+            .with("num_scan_inputs", Attribute::Int(1))
+            .with("scan_input_axes", Attribute::Ints(vec![1]))
+            .with("scan_input_directions", Attribute::Ints(vec![1]))
+            .with("scan_output_axes", Attribute::Ints(vec![-1]));
+        let op = build(build_scan, &attrs, 2, 2).unwrap();
+        // x is [2, 3]: scanned along axis 1 from the end: columns [3,6], [2,5], [1,4]
+        let inputs = Inputs::new(vec![
+            Some(t(&[0.0, 0.0], &[2])),
+            Some(t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])),
+        ]);
+        let out = op.eval(&EvalCtx::default(), inputs).unwrap();
+        assert_eq!(floats(&out[0]).1, vec![6.0, 15.0]);
+        // stacked along the last axis: [[3, 5, 6], [6, 11, 15]]
+        assert_eq!(
+            floats(&out[1]),
+            (vec![2, 3], vec![3.0, 5.0, 6.0, 6.0, 11.0, 15.0])
+        );
+        let bad = attrs.clone().with("num_scan_inputs", Attribute::Int(3));
+        assert!(build(build_scan, &bad, 2, 2).is_err());
+    }
+
+    #[test]
+    fn scan8_walks_each_batch_entry_up_to_its_length() {
+        let attrs = Attributes::new()
+            .with("body", body(2, 2, &[], running_sum))
+            .with("num_scan_inputs", Attribute::Int(1));
+        let op = build(build_scan8, &attrs, 3, 2).unwrap();
+        // batch 2, sequence 2, element [1]; entry 1 only runs one step
+        let inputs = Inputs::new(vec![
+            Some(Value::Tensor(
+                Tensor::from_vec(vec![2i64, 1], &[2]).unwrap(),
+            )),
+            Some(t(&[0.0, 100.0], &[2, 1])),
+            Some(t(&[1.0, 2.0, 3.0, 4.0], &[2, 2, 1])),
+        ]);
+        let out = op.eval(&EvalCtx::default(), inputs).unwrap();
+        assert_eq!(floats(&out[0]), (vec![2, 1], vec![3.0, 103.0]));
+        assert_eq!(floats(&out[1]), (vec![2, 2, 1], vec![1.0, 3.0, 103.0, 0.0]));
+    }
+
+    #[test]
+    fn sequence_map_walks_sequences_and_repeats_tensors() {
+        let attrs = Attributes::new().with(
+            "body",
+            body(2, 1, &[], |inputs, _| Ok(vec![add(&inputs[0], &inputs[1])])),
+        );
+        let op = build(build_sequence_map, &attrs, 2, 1).unwrap();
+        let seq = |v: &[f32]| {
+            Value::Sequence(
+                v.iter()
+                    .map(|&x| Tensor::from_vec(vec![x], &[1]).unwrap())
+                    .collect(),
+            )
+        };
+        let out = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::new(vec![Some(seq(&[1.0, 2.0])), Some(t(&[10.0], &[1]))]),
+            )
+            .unwrap();
+        let Value::Sequence(s) = &out[0] else {
+            panic!("expected a sequence")
+        };
+        let got: Vec<f32> = s.iter().map(|t| t.to_vec::<f32>().unwrap()[0]).collect();
+        assert_eq!(got, vec![11.0, 12.0]);
+        let err = op
+            .eval(
+                &EvalCtx::default(),
+                Inputs::new(vec![Some(seq(&[1.0, 2.0])), Some(seq(&[1.0]))]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected 2"), "{err}");
+    }
+}
