@@ -5,6 +5,7 @@ pub mod control;
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
+pub mod flex_attention;
 pub mod grid_sample;
 pub mod linalg;
 pub mod nn;
@@ -24,6 +25,7 @@ pub fn register_all(registry: &mut OpRegistry) {
     control::register(registry);
     detection::register(registry);
     einsum::register(registry);
+    flex_attention::register(registry);
     elementwise::register(registry);
     grid_sample::register(registry);
     linalg::register(registry);
