@@ -47,8 +47,9 @@ pub enum OnnxError {
         /// What is wrong.
         reason: String,
     },
-    /// Subgraphs are nested deeper than [`crate::MAX_SUBGRAPH_DEPTH`].
-    #[error("subgraphs are nested deeper than {limit} levels")]
+    /// Subgraphs, or calls of model-local functions, are nested deeper than the limit
+    /// ([`crate::MAX_SUBGRAPH_DEPTH`], [`crate::MAX_FUNCTION_DEPTH`]).
+    #[error("subgraphs or function calls are nested deeper than {limit} levels")]
     TooDeep {
         /// The limit.
         limit: usize,

@@ -140,8 +140,9 @@ pub fn load_bytes(
     })?;
     let lite = ModelLite::decode(bytes).unwrap_or_default();
     let metadata = metadata(&model);
-    let graph_proto = model.graph.as_ref().ok_or(OnnxError::NoGraph)?;
-    let graph = convert_graph(graph_proto, &metadata.opsets, base_dir, registry)?;
+    let mut graph_proto = model.graph.clone().ok_or(OnnxError::NoGraph)?;
+    crate::functions::inline_functions(&mut graph_proto, &model.functions)?;
+    let graph = convert_graph(&graph_proto, &metadata.opsets, base_dir, registry)?;
 
     let lite_graph = lite.graph.unwrap_or_default();
     let kind_by_name = |list: &[ValueInfoLite], name: &str| {

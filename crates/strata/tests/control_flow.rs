@@ -1,6 +1,7 @@
 //! Control flow through the facade: a Loop whose body holds an If whose branches read values
-//! from two scopes up (a graph input and an initializer), and the typed errors bad subgraphs
-//! give. Models are built here by encoding ONNX protobuf with tract-onnx's types.
+//! from two scopes up (a graph input and an initializer), the typed errors bad subgraphs
+//! give, and model-local functions (inlined at load, attribute references resolved). Models
+//! are built here by encoding ONNX protobuf with tract-onnx's types.
 
 use prost::Message;
 use strata::{DType, Model, SessionOptions, Tensor};
@@ -97,7 +98,12 @@ fn graph(
 }
 
 fn load(g: pb::GraphProto) -> strata::Result<Model> {
+    load_with(g, vec![])
+}
+
+fn load_with(g: pb::GraphProto, functions: Vec<pb::FunctionProto>) -> strata::Result<Model> {
     let m = pb::ModelProto {
+        functions,
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
@@ -330,4 +336,113 @@ fn axis0() -> pb::AttributeProto {
         i: 0,
         ..Default::default()
     }
+}
+
+// ----- model-local functions ---------------------------------------------------------------
+
+fn attr_float(name: &str, f: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f,
+        ..Default::default()
+    }
+}
+
+fn function(
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    nodes: Vec<pb::NodeProto>,
+) -> pb::FunctionProto {
+    pb::FunctionProto {
+        name: Some(name.into()),
+        domain: Some("local".into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute: vec!["alpha".into()],
+        node: nodes,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        ..Default::default()
+    }
+}
+
+fn call(f: &str, inputs: &[&str], outputs: &[&str], alpha: f32) -> pb::NodeProto {
+    pb::NodeProto {
+        domain: "local".into(),
+        ..node(f, inputs, outputs, vec![attr_float("alpha", alpha)])
+    }
+}
+
+/// `AddScaled(x, y; alpha) = x + alpha * y`, and `Twice(x; alpha) = AddScaled(x, x; alpha)`.
+fn library() -> Vec<pb::FunctionProto> {
+    let alpha = pb::AttributeProto {
+        ref_attr_name: "alpha".into(),
+        ..attr_float("value_float", 0.0)
+    };
+    vec![
+        function(
+            "AddScaled",
+            &["x", "y"],
+            &["z"],
+            vec![
+                node("Constant", &[], &["a"], vec![alpha]),
+                node("Mul", &["y", "a"], &["t"], vec![]),
+                node("Add", &["x", "t"], &["z"], vec![]),
+            ],
+        ),
+        function(
+            "Twice",
+            &["x"],
+            &["z"],
+            vec![call("AddScaled", &["x", "x"], &["z"], 0.0)],
+        ),
+    ]
+}
+
+#[test]
+fn model_local_functions_are_inlined_with_their_attributes() {
+    // Twice's inner call passes a literal alpha of 0, so Twice(x) = x.
+    let g = graph(
+        vec![
+            call("AddScaled", &["x", "x"], &["u"], 2.0),
+            call("AddScaled", &["u", "x"], &["v"], 10.0),
+            call("Twice", &["v"], &["w"], 5.0),
+        ],
+        vec![value_info("x", DType::F32, &[2])],
+        vec![value_info("w", DType::F32, &[2])],
+        vec![],
+    );
+    let model = load_with(g, library()).unwrap();
+    assert!(model.graph().nodes.iter().all(|n| n.domain.is_empty()));
+    let session = model.session(SessionOptions::default()).unwrap();
+    let out = session
+        .run([("x", Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap())])
+        .unwrap();
+    // u = 3x, v = u + 10x = 13x, w = v
+    assert_eq!(
+        out.get("w").unwrap().to_vec::<f32>().unwrap(),
+        vec![13.0, 26.0]
+    );
+}
+
+#[test]
+fn recursive_functions_are_rejected() {
+    let recursive = function(
+        "Loopy",
+        &["x"],
+        &["z"],
+        vec![call("Loopy", &["x"], &["z"], 1.0)],
+    );
+    let g = graph(
+        vec![call("Loopy", &["x"], &["y"], 1.0)],
+        vec![value_info("x", DType::F32, &[2])],
+        vec![untyped("y")],
+        vec![],
+    );
+    let e = load_with(g, vec![recursive]).unwrap_err().to_string();
+    assert!(e.contains("nested deeper"), "{e}");
 }
