@@ -3,11 +3,12 @@
 //!
 //! A call of function `F` becomes a copy of `F`'s nodes in which formal inputs and outputs are
 //! renamed to the call's actual names, every other value gets a prefix unique to the call, and
-//! attributes that refer to a function attribute (`ref_attr_name`) take the call's value (or
-//! are dropped, leaving the op's default, when the call does not set it). Calls inside
+//! attributes that refer to a function attribute (`ref_attr_name`) take the call's value, else
+//! the function's declared default, else are dropped (leaving the op's own default). Calls inside
 //! function bodies and inside subgraph attributes are expanded too, up to
 //! [`MAX_FUNCTION_DEPTH`] levels (which also stops recursive functions).
 
+use crate::load::FunctionLite;
 use crate::{OnnxError, Result};
 use std::collections::HashMap;
 use tract_onnx::pb;
@@ -15,9 +16,9 @@ use tract_onnx::pb;
 /// Deepest chain of function calls expanded (deeper chains are reported as [`OnnxError::TooDeep`]).
 pub const MAX_FUNCTION_DEPTH: usize = 16;
 
-/// The model's functions by (domain, name).
+/// The model's functions by (domain, name), with their attribute defaults.
 struct Library<'a> {
-    functions: HashMap<(String, String), &'a pb::FunctionProto>,
+    functions: HashMap<(String, String), (&'a pb::FunctionProto, &'a [pb::AttributeProto])>,
 }
 
 fn canonical(domain: &str) -> &str {
@@ -29,9 +30,11 @@ fn canonical(domain: &str) -> &str {
 }
 
 /// Inlines every call of a model-local function in `graph` (and its subgraphs).
+/// `defaults` holds each function's `attribute_proto` (matched by domain and name).
 pub(crate) fn inline_functions(
     graph: &mut pb::GraphProto,
     functions: &[pb::FunctionProto],
+    defaults: &[FunctionLite],
 ) -> Result<()> {
     if functions.is_empty() {
         return Ok(());
@@ -41,7 +44,12 @@ pub(crate) fn inline_functions(
             .iter()
             .map(|f| {
                 let domain = canonical(f.domain.as_deref().unwrap_or_default()).to_string();
-                ((domain, f.name.clone().unwrap_or_default()), f)
+                let name = f.name.clone().unwrap_or_default();
+                let declared = defaults
+                    .iter()
+                    .find(|d| canonical(&d.domain) == domain && d.name == name)
+                    .map_or(&[][..], |d| d.attribute_proto.as_slice());
+                ((domain, name), (f, declared))
             })
             .collect(),
     };
@@ -68,7 +76,7 @@ impl Library<'_> {
                 }
             }
             let key = (canonical(&node.domain).to_string(), node.op_type.clone());
-            let Some(function) = self.functions.get(&key) else {
+            let Some(&(function, declared)) = self.functions.get(&key) else {
                 out.push(node);
                 continue;
             };
@@ -78,7 +86,7 @@ impl Library<'_> {
                 });
             }
             *calls += 1;
-            let body = instantiate(function, &node, *calls);
+            let body = instantiate(function, declared, &node, *calls);
             out.extend(self.expand(body, depth + 1, calls)?);
         }
         Ok(out)
@@ -86,12 +94,14 @@ impl Library<'_> {
 }
 
 /// How names of a function body map to names of one call site.
-struct Renaming {
+struct Renaming<'a> {
     map: HashMap<String, String>,
     prefix: String,
+    /// The function's declared attribute defaults.
+    defaults: &'a [pb::AttributeProto],
 }
 
-impl Renaming {
+impl Renaming<'_> {
     fn name(&self, name: &str) -> String {
         if name.is_empty() {
             return String::new();
@@ -125,7 +135,11 @@ impl Renaming {
         call: &pb::NodeProto,
     ) -> Option<pb::AttributeProto> {
         if !a.ref_attr_name.is_empty() {
-            let value = call.attribute.iter().find(|c| c.name == a.ref_attr_name)?;
+            let value = call
+                .attribute
+                .iter()
+                .chain(self.defaults)
+                .find(|c| c.name == a.ref_attr_name)?;
             let mut resolved = value.clone();
             resolved.name = a.name.clone();
             return Some(resolved);
@@ -176,6 +190,7 @@ impl Renaming {
 /// The nodes of `function` for one call.
 fn instantiate(
     function: &pb::FunctionProto,
+    defaults: &[pb::AttributeProto],
     call: &pb::NodeProto,
     id: usize,
 ) -> Vec<pb::NodeProto> {
@@ -205,7 +220,11 @@ fn instantiate(
                 .or_insert_with(|| format!("{prefix}{o}"));
         }
     }
-    let renaming = Renaming { map, prefix };
+    let renaming = Renaming {
+        map,
+        prefix,
+        defaults,
+    };
     function
         .node
         .iter()

@@ -105,6 +105,20 @@ struct GraphLite {
 struct ModelLite {
     #[prost(message, optional, tag = "7")]
     graph: Option<GraphLite>,
+    #[prost(message, repeated, tag = "25")]
+    functions: Vec<FunctionLite>,
+}
+
+/// The default attribute values of a function (`attribute_proto`, IR 9), which tract's
+/// `FunctionProto` does not model.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct FunctionLite {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(string, tag = "10")]
+    pub(crate) domain: String,
+    #[prost(message, repeated, tag = "11")]
+    pub(crate) attribute_proto: Vec<pb::AttributeProto>,
 }
 
 fn kind_of(t: &Option<TypeLite>) -> ValueKind {
@@ -141,10 +155,10 @@ pub fn load_bytes(
     let lite = ModelLite::decode(bytes).unwrap_or_default();
     let metadata = metadata(&model);
     let mut graph_proto = model.graph.clone().ok_or(OnnxError::NoGraph)?;
-    crate::functions::inline_functions(&mut graph_proto, &model.functions)?;
+    crate::functions::inline_functions(&mut graph_proto, &model.functions, &lite.functions)?;
     let graph = convert_graph(&graph_proto, &metadata.opsets, base_dir, registry)?;
 
-    let lite_graph = lite.graph.unwrap_or_default();
+    let lite_graph = lite.graph.clone().unwrap_or_default();
     let kind_by_name = |list: &[ValueInfoLite], name: &str| {
         list.iter()
             .find(|v| v.name == name)

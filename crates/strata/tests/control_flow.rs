@@ -446,3 +446,83 @@ fn recursive_functions_are_rejected() {
     let e = load_with(g, vec![recursive]).unwrap_err().to_string();
     assert!(e.contains("nested deeper"), "{e}");
 }
+
+/// A `FunctionProto` with `attribute_proto` (declared defaults), which tract's type lacks.
+#[derive(Clone, PartialEq, Message)]
+struct FunctionWithDefaults {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, repeated, tag = "4")]
+    input: Vec<String>,
+    #[prost(string, repeated, tag = "5")]
+    output: Vec<String>,
+    #[prost(message, repeated, tag = "7")]
+    node: Vec<pb::NodeProto>,
+    #[prost(string, tag = "10")]
+    domain: String,
+    #[prost(message, repeated, tag = "11")]
+    attribute_proto: Vec<pb::AttributeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ModelWithFunctions {
+    #[prost(int64, tag = "1")]
+    ir_version: i64,
+    #[prost(message, optional, tag = "7")]
+    graph: Option<pb::GraphProto>,
+    #[prost(message, repeated, tag = "8")]
+    opset_import: Vec<pb::OperatorSetIdProto>,
+    #[prost(message, repeated, tag = "25")]
+    functions: Vec<FunctionWithDefaults>,
+}
+
+#[test]
+fn function_attribute_defaults_apply_when_the_call_omits_them() {
+    let scaled = library().swap_remove(0);
+    let f = FunctionWithDefaults {
+        name: "AddScaled".into(),
+        input: scaled.input,
+        output: scaled.output,
+        node: scaled.node,
+        domain: "local".into(),
+        attribute_proto: vec![attr_float("alpha", 4.0)],
+    };
+    let plain = |inputs: &[&str], outputs: &[&str]| pb::NodeProto {
+        domain: "local".into(),
+        ..node("AddScaled", inputs, outputs, vec![])
+    };
+    let m = ModelWithFunctions {
+        ir_version: 9,
+        graph: Some(graph(
+            vec![
+                plain(&["x", "x"], &["u"]),
+                call("AddScaled", &["u", "x"], &["v"], 1.0),
+            ],
+            vec![value_info("x", DType::F32, &[2])],
+            vec![value_info("v", DType::F32, &[2])],
+            vec![],
+        )),
+        opset_import: vec![
+            pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            },
+            pb::OperatorSetIdProto {
+                domain: "local".into(),
+                version: 1,
+            },
+        ],
+        functions: vec![f],
+    };
+    let model = Model::from_bytes(&m.encode_to_vec()).unwrap();
+    let out = model
+        .session(SessionOptions::default())
+        .unwrap()
+        .run([("x", Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap())])
+        .unwrap();
+    // u = x + 4x = 5x, v = u + 1x = 6x
+    assert_eq!(
+        out.get("v").unwrap().to_vec::<f32>().unwrap(),
+        vec![6.0, 12.0]
+    );
+}
