@@ -161,6 +161,12 @@ fn declared_element(body: &Body, index: usize) -> (DType, Vec<usize>) {
 
 /// Element `index` along `axis`, with that axis removed.
 fn take_along(t: &Tensor, axis: usize, index: usize) -> OpResult<Tensor> {
+    if axis >= t.rank() || index >= t.shape()[axis] {
+        return Err(OpError::Shape(format!(
+            "cannot take element {index} along axis {axis} of shape {:?}",
+            t.shape()
+        )));
+    }
     let mut shape = t.shape().to_vec();
     shape.remove(axis);
     Ok(t.slice_axis(axis, index, index as isize + 1, 1)?
@@ -1012,6 +1018,27 @@ mod tests {
         let out = op.eval(&EvalCtx::default(), inputs).unwrap();
         assert_eq!(floats(&out[0]), (vec![2, 1], vec![3.0, 103.0]));
         assert_eq!(floats(&out[1]), (vec![2, 2, 1], vec![1.0, 3.0, 103.0, 0.0]));
+    }
+
+    #[test]
+    fn scan8_rejects_inputs_without_a_batch_axis() {
+        let attrs = Attributes::new()
+            .with("body", body(2, 2, &[], running_sum))
+            .with("num_scan_inputs", Attribute::Int(1));
+        let op = build(build_scan8, &attrs, 3, 2).unwrap();
+        let inputs = Inputs::new(vec![
+            None,
+            Some(Value::Tensor(Tensor::scalar(1.0f32))),
+            Some(t(&[1.0, 2.0], &[1, 2])),
+        ]);
+        let err = op
+            .eval(&EvalCtx::default(), inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batch axis") || err.contains("cannot take"),
+            "{err}"
+        );
     }
 
     #[test]
