@@ -8,9 +8,12 @@
 //! - shape and type inference ([`infer::infer_facts`]) that keeps symbolic dimensions;
 //! - a pass framework ([`passes`]) with dead-code elimination, constant folding and
 //!   identity removal;
-//! - the [`ExecutionPlan`]: order, value lifetimes and the static memory plan.
+//! - the [`ExecutionPlan`]: order, value lifetimes and the static memory plan;
+//! - [`CompiledSubgraph`]: a nested graph (If/Loop/Scan body) with its plan and a small
+//!   sequential interpreter, exposed to control-flow kernels as a `SubgraphBody`.
 //!
-//! The crate never runs kernels itself except to fold constants.
+//! The crate runs kernels itself only to fold constants and to interpret nested graphs; top
+//! level graphs are run by strata-sched.
 
 #![forbid(unsafe_code)]
 
@@ -19,11 +22,13 @@ mod graph;
 pub mod infer;
 pub mod passes;
 mod plan;
+mod subgraph;
 
 pub use error::GraphError;
 pub use graph::{Graph, GraphBuilder, Node, NodeId, ValueId, ValueInfo};
 pub use plan::ExecutionPlan;
 pub use strata_ops::{Dim, Fact, Operator};
+pub use subgraph::CompiledSubgraph;
 
 /// Result alias for graph operations.
 pub type Result<T, E = GraphError> = std::result::Result<T, E>;

@@ -1,21 +1,75 @@
 //! Node attributes, parsed from the model once and read by op builders.
 
-use crate::{OpError, OpResult};
-use std::any::Any;
+use crate::{EvalCtx, Fact, OpError, OpResult, Value};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use strata_tensor::Tensor;
 
-/// A nested graph (If/Loop/Scan bodies). Opaque here: strata-graph stores its own IR inside
-/// and control-flow ops downcast it.
+/// A compiled nested graph (the body of If, Loop, Scan or SequenceMap), as a frontend built
+/// it. Control-flow kernels only see this interface: the graph IR and its interpreter live in
+/// crates above this one.
+///
+/// A body has formal inputs (bound by the kernel on each run), outputs, and *captures*: the
+/// names of outer-scope values it reads without declaring them. The frontend appends the
+/// captures of all of a node's bodies (see [`node_captures`]) as implicit trailing inputs of
+/// the node, so that the outer graph sees the dependency; the kernel hands them to
+/// [`SubgraphBody::run`] in the order of [`SubgraphBody::captures`].
+pub trait SubgraphBody: Send + Sync + fmt::Debug {
+    /// Names of the formal inputs, in order.
+    fn input_names(&self) -> &[String];
+    /// Names of the outputs, in order.
+    fn output_names(&self) -> &[String];
+    /// What the body declares about its outputs (dtype and shape, possibly unknown).
+    fn output_facts(&self) -> &[Fact];
+    /// Names of the outer-scope values the body reads, in the order `run` expects them.
+    fn captures(&self) -> &[String];
+    /// Whether every op of the body is deterministic.
+    fn is_deterministic(&self) -> bool {
+        true
+    }
+    /// Runs the body once on its formal inputs and captured values; returns one value per
+    /// output.
+    fn run(
+        &self,
+        ctx: &EvalCtx<'_>,
+        inputs: Vec<Value>,
+        captured: &[Value],
+    ) -> OpResult<Vec<Value>>;
+}
+
+/// A nested graph attribute: a shared, compiled [`SubgraphBody`].
 #[derive(Clone)]
-pub struct Subgraph(pub Arc<dyn Any + Send + Sync>);
+pub struct Subgraph(pub Arc<dyn SubgraphBody>);
 
 impl fmt::Debug for Subgraph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Subgraph(..)")
+        write!(
+            f,
+            "Subgraph({} inputs, {} outputs, captures {:?})",
+            self.0.input_names().len(),
+            self.0.output_names().len(),
+            self.0.captures()
+        )
     }
+}
+
+/// The outer-scope values read by any of the graph attributes in `attrs`, sorted and without
+/// duplicates: the implicit trailing inputs of the node, in order. Frontends append them to
+/// the node; control-flow kernels find each capture's input position from the same list.
+pub fn node_captures(attrs: &Attributes) -> Vec<String> {
+    let mut names: Vec<String> = attrs
+        .iter()
+        .flat_map(|(_, a)| match a {
+            Attribute::Graph(g) => vec![g],
+            Attribute::Graphs(gs) => gs.iter().collect(),
+            _ => Vec::new(),
+        })
+        .flat_map(|g| g.0.captures().iter().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// One attribute value.

@@ -45,6 +45,18 @@ pub enum OpError {
     /// The op or this use of it is not implemented.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A node inside a nested graph (If/Loop/Scan body) failed.
+    #[error("{context}: {source}")]
+    Subgraph {
+        /// Where: `in subgraph 'body', node 'add' (Add)`.
+        context: String,
+        /// The inner error.
+        #[source]
+        source: Box<OpError>,
+    },
+    /// A nested graph does not fit the node that holds it (arity, missing values).
+    #[error("subgraph: {0}")]
+    BadSubgraph(String),
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] TensorError),

@@ -17,7 +17,7 @@ mod registry;
 mod unimplemented;
 mod value;
 
-pub use attrs::{Attribute, Attributes, Subgraph};
+pub use attrs::{node_captures, Attribute, Attributes, Subgraph, SubgraphBody};
 pub use ctx::{EvalCtx, HeapTensorAlloc, ParallelFor, SerialParallelFor, TensorAlloc};
 pub use error::{OpError, OpResult};
 pub use fact::{Dim, Fact};

@@ -47,6 +47,13 @@ pub enum OnnxError {
         /// What is wrong.
         reason: String,
     },
+    /// Subgraphs, or calls of model-local functions, are nested deeper than the limit
+    /// ([`crate::MAX_SUBGRAPH_DEPTH`], [`crate::MAX_FUNCTION_DEPTH`]).
+    #[error("subgraphs or function calls are nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// The graph is malformed (undefined values, cycles, ...).
     #[error(transparent)]
     Graph(#[from] GraphError),

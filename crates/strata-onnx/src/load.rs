@@ -6,10 +6,10 @@ use prost::Message;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use strata_graph::{Graph, GraphBuilder, GraphError};
+use strata_graph::{CompiledSubgraph, Graph, GraphBuilder, GraphError};
 use strata_ops::{
-    Attribute, Attributes, BuildCtx, Dim, Fact, OpError, OpRegistry, Operator, Subgraph,
-    Unimplemented,
+    node_captures, Attribute, Attributes, BuildCtx, Dim, Fact, OpError, OpRegistry, Operator,
+    Subgraph, Unimplemented,
 };
 use strata_tensor::DType;
 use tract_onnx::pb;
@@ -69,15 +69,6 @@ pub struct OnnxModel {
     pub output_kinds: Vec<ValueKind>,
 }
 
-/// A nested graph as found in an attribute; converted by control-flow ops when they run.
-#[derive(Debug, Clone)]
-pub struct OnnxSubgraph {
-    /// The serialized `GraphProto`.
-    pub graph_proto: Vec<u8>,
-    /// The enclosing model's opsets.
-    pub opsets: BTreeMap<String, i64>,
-}
-
 // Minimal views of the type protos, to learn whether values are sequences or optionals:
 // tract's `TypeProto` only models tensor types.
 #[derive(Clone, PartialEq, Message)]
@@ -114,6 +105,20 @@ struct GraphLite {
 struct ModelLite {
     #[prost(message, optional, tag = "7")]
     graph: Option<GraphLite>,
+    #[prost(message, repeated, tag = "25")]
+    functions: Vec<FunctionLite>,
+}
+
+/// The default attribute values of a function (`attribute_proto`, IR 9), which tract's
+/// `FunctionProto` does not model.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct FunctionLite {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(string, tag = "10")]
+    pub(crate) domain: String,
+    #[prost(message, repeated, tag = "11")]
+    pub(crate) attribute_proto: Vec<pb::AttributeProto>,
 }
 
 fn kind_of(t: &Option<TypeLite>) -> ValueKind {
@@ -149,10 +154,11 @@ pub fn load_bytes(
     })?;
     let lite = ModelLite::decode(bytes).unwrap_or_default();
     let metadata = metadata(&model);
-    let graph_proto = model.graph.as_ref().ok_or(OnnxError::NoGraph)?;
-    let graph = convert_graph(graph_proto, &metadata.opsets, base_dir, registry)?;
+    let mut graph_proto = model.graph.clone().ok_or(OnnxError::NoGraph)?;
+    crate::functions::inline_functions(&mut graph_proto, &model.functions, &lite.functions)?;
+    let graph = convert_graph(&graph_proto, &metadata.opsets, base_dir, registry)?;
 
-    let lite_graph = lite.graph.unwrap_or_default();
+    let lite_graph = lite.graph.clone().unwrap_or_default();
     let kind_by_name = |list: &[ValueInfoLite], name: &str| {
         list.iter()
             .find(|v| v.name == name)
@@ -237,30 +243,69 @@ fn fact_of(info: &pb::ValueInfoProto) -> Fact {
     }
 }
 
+/// Deepest nesting of subgraphs (a Loop in an If in a Scan ...) a model may use. (The
+/// protobuf decoder stops at about 33 levels anyway.)
+pub const MAX_SUBGRAPH_DEPTH: usize = 16;
+
+/// What converting a graph at some nesting depth needs.
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    opsets: &'a BTreeMap<String, i64>,
+    base_dir: Option<&'a Path>,
+    registry: &'a OpRegistry,
+    /// 0 for the model's graph, one more per enclosing subgraph.
+    depth: usize,
+}
+
+/// A graph's nodes and values in a builder, with the names it reads but does not define.
+struct Converted {
+    builder: GraphBuilder,
+    /// Names read (by nodes, nested subgraphs or as outputs) that the graph does not define,
+    /// in first-mention order: a subgraph's captures.
+    free: Vec<String>,
+    /// Number of declared inputs that are not initializers.
+    formal_inputs: usize,
+}
+
 fn convert_graph(
     g: &pb::GraphProto,
     opsets: &BTreeMap<String, i64>,
     base_dir: Option<&Path>,
     registry: &OpRegistry,
 ) -> Result<Graph> {
+    let scope = Scope {
+        opsets,
+        base_dir,
+        registry,
+        depth: 0,
+    };
+    Ok(fill_graph(g, scope)?.builder.build()?)
+}
+
+/// Adds initializers, inputs, declared facts, nodes and outputs of `g` to a new builder.
+fn fill_graph(g: &pb::GraphProto, scope: Scope<'_>) -> Result<Converted> {
     let mut builder = GraphBuilder::new();
-    let mut initializer_names = HashSet::new();
+    let mut defined: HashSet<&str> = HashSet::new();
     for init in &g.initializer {
-        let tensor = tensor_from_proto(init, base_dir)?;
+        let tensor = tensor_from_proto(init, scope.base_dir)?;
         builder.constant(&init.name, tensor);
-        initializer_names.insert(init.name.as_str());
+        defined.insert(init.name.as_str());
     }
+    let mut formal_inputs = 0;
     for input in &g.input {
-        if !initializer_names.contains(input.name.as_str()) {
+        if defined.insert(input.name.as_str()) {
             builder.input(&input.name, fact_of(input));
+            formal_inputs += 1;
         }
     }
     for info in g.value_info.iter().chain(&g.output) {
         builder.declare(&info.name, fact_of(info));
     }
+    let mut used: Vec<String> = Vec::new();
     for (index, node) in g.node.iter().enumerate() {
-        let op = build_op(node, index, opsets, registry)?;
-        let inputs: Vec<&str> = node.input.iter().map(String::as_str).collect();
+        let (op, captures) = build_op(node, index, scope)?;
+        let mut inputs: Vec<&str> = node.input.iter().map(String::as_str).collect();
+        inputs.extend(captures.iter().map(String::as_str));
         let outputs: Vec<&str> = node.output.iter().map(String::as_str).collect();
         builder.node(
             &node.name,
@@ -270,10 +315,68 @@ fn convert_graph(
             &inputs,
             &outputs,
         );
+        used.extend(
+            inputs
+                .iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| n.to_string()),
+        );
+        defined.extend(outputs.iter().copied().filter(|n| !n.is_empty()));
     }
     let outputs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
     builder.outputs(&outputs);
-    Ok(builder.build()?)
+    used.extend(outputs.iter().map(|n| n.to_string()));
+    let mut seen = HashSet::new();
+    let free = used
+        .into_iter()
+        .filter(|n| !defined.contains(n.as_str()) && seen.insert(n.clone()))
+        .collect();
+    Ok(Converted {
+        builder,
+        free,
+        formal_inputs,
+    })
+}
+
+/// Compiles the graph attribute `name` of a node one level below `scope`. Returns the body
+/// and, when some node inside has no kernel, why.
+fn compile_subgraph(
+    g: &pb::GraphProto,
+    name: &str,
+    scope: Scope<'_>,
+) -> Result<(Subgraph, Option<String>)> {
+    let inner = Scope {
+        depth: scope.depth + 1,
+        ..scope
+    };
+    if inner.depth > MAX_SUBGRAPH_DEPTH {
+        return Err(OnnxError::TooDeep {
+            limit: MAX_SUBGRAPH_DEPTH,
+        });
+    }
+    let Converted {
+        mut builder,
+        free,
+        formal_inputs,
+    } = fill_graph(g, inner)?;
+    for capture in &free {
+        builder.input(capture, Fact::default());
+    }
+    let compiled = CompiledSubgraph::new(name, builder.build()?, formal_inputs)?;
+    let unsupported = unsupported_reason(compiled.graph(), name);
+    Ok((Subgraph(Arc::new(compiled)), unsupported))
+}
+
+/// Why a compiled subgraph cannot run: its first node without a kernel.
+fn unsupported_reason(graph: &Graph, attribute: &str) -> Option<String> {
+    graph.nodes.iter().enumerate().find_map(|(id, node)| {
+        let u = node.op.as_any().downcast_ref::<Unimplemented>()?;
+        Some(format!(
+            "subgraph '{attribute}', node '{}': {}",
+            graph.node_label(id),
+            u.reason
+        ))
+    })
 }
 
 fn node_label(node: &pb::NodeProto, index: usize) -> String {
@@ -284,22 +387,36 @@ fn node_label(node: &pb::NodeProto, index: usize) -> String {
     }
 }
 
+/// Builds a node's op. Also returns the node's captures (outer-scope values its subgraphs
+/// read), which the caller appends to the node's inputs.
 fn build_op(
     node: &pb::NodeProto,
     index: usize,
-    opsets: &BTreeMap<String, i64>,
-    registry: &OpRegistry,
-) -> Result<Arc<dyn Operator>> {
+    scope: Scope<'_>,
+) -> Result<(Arc<dyn Operator>, Vec<String>)> {
     let domain = if node.domain == "ai.onnx" {
         ""
     } else {
         node.domain.as_str()
     };
-    let opset = opsets
+    let opset = scope
+        .opsets
         .get(domain)
         .copied()
         .unwrap_or(strata_ops::LATEST_OPSET);
-    let attrs = convert_attributes(node, index, opsets)?;
+    let (attrs, unsupported) = convert_attributes(node, index, scope)?;
+    let captures = node_captures(&attrs);
+    let unimplemented = |reason| -> Arc<dyn Operator> {
+        Arc::new(Unimplemented {
+            op_type: node.op_type.clone(),
+            domain: domain.to_string(),
+            opset,
+            reason,
+        })
+    };
+    if let Some(reason) = unsupported {
+        return Ok((unimplemented(reason), captures));
+    }
     let ctx = BuildCtx {
         node_name: &node.name,
         op_type: &node.op_type,
@@ -309,14 +426,9 @@ fn build_op(
         input_count: node.input.len(),
         output_count: node.output.len(),
     };
-    match registry.build(&ctx) {
-        Ok(op) => Ok(Arc::from(op)),
-        Err(OpError::Unsupported(reason)) => Ok(Arc::new(Unimplemented {
-            op_type: node.op_type.clone(),
-            domain: domain.to_string(),
-            opset,
-            reason,
-        })),
+    match scope.registry.build(&ctx) {
+        Ok(op) => Ok((Arc::from(op), captures)),
+        Err(OpError::Unsupported(reason)) => Ok((unimplemented(reason), captures)),
         Err(source) => Err(GraphError::Op {
             node: node_label(node, index),
             op: node.op_type.clone(),
@@ -326,13 +438,16 @@ fn build_op(
     }
 }
 
+/// The node's attributes, with graph attributes compiled; also the first reason a subgraph
+/// cannot run, if any.
 fn convert_attributes(
     node: &pb::NodeProto,
     index: usize,
-    opsets: &BTreeMap<String, i64>,
-) -> Result<Attributes> {
+    scope: Scope<'_>,
+) -> Result<(Attributes, Option<String>)> {
     use pb::attribute_proto::AttributeType as T;
     let mut attrs = Attributes::new();
+    let mut unsupported = None;
     for a in &node.attribute {
         let err = |reason: String| OnnxError::BadAttribute {
             node: node_label(node, index),
@@ -342,11 +457,11 @@ fn convert_attributes(
         };
         let tensor =
             |t: &pb::TensorProto| tensor_from_proto(t, None).map_err(|e| err(e.to_string()));
-        let subgraph = |g: &pb::GraphProto| {
-            Subgraph(Arc::new(OnnxSubgraph {
-                graph_proto: g.encode_to_vec(),
-                opsets: opsets.clone(),
-            }))
+        let mut subgraph = |g: &pb::GraphProto| {
+            let (body, reason) =
+                compile_subgraph(g, &a.name, scope).map_err(|e| err(e.to_string()))?;
+            unsupported = unsupported.take().or(reason);
+            Ok::<_, OnnxError>(body)
         };
         let kind = T::try_from(a.r#type).unwrap_or(T::Undefined);
         let value = match kind {
@@ -360,12 +475,16 @@ fn convert_attributes(
             T::Graph => Attribute::Graph(subgraph(
                 a.g.as_ref()
                     .ok_or_else(|| err("GRAPH attribute without a graph".into()))?,
-            )),
+            )?),
             T::Floats => Attribute::Floats(a.floats.clone()),
             T::Ints => Attribute::Ints(a.ints.clone()),
             T::Strings => Attribute::Strings(a.strings.clone()),
             T::Tensors => Attribute::Tensors(a.tensors.iter().map(tensor).collect::<Result<_>>()?),
-            T::Graphs => Attribute::Graphs(a.graphs.iter().map(subgraph).collect()),
+            T::Graphs => {
+                Attribute::Graphs(a.graphs.iter().map(&mut subgraph).collect::<Result<_>>()?)
+            }
+            // Type annotations (such as Optional's `type`) do not change what kernels compute.
+            T::TypeProto | T::TypeProtos => continue,
             T::Undefined => guess_attribute(a).map_err(|r| err(r.to_string()))?,
             other => {
                 return Err(err(format!(
@@ -376,7 +495,7 @@ fn convert_attributes(
         };
         attrs.insert(&a.name, value);
     }
-    Ok(attrs)
+    Ok((attrs, unsupported))
 }
 
 /// Attributes from IR versions before the type field was mandatory: pick the populated field.

@@ -13,10 +13,10 @@ use crate::kernels::nn::flag;
 use crate::{BuildCtx, EvalCtx, Inputs, OpError, OpRegistry, OpResult, Operator, Value};
 use strata_tensor::{DType, Tensor};
 
-/// Registers `Attention` and `FlexAttention` (domain `ai.onnx.preview`).
+/// Registers `Attention` (`FlexAttention`, whose score and probability hooks are subgraphs,
+/// lives in `flex_attention.rs`).
 pub fn register(registry: &mut OpRegistry) {
     registry.register("", "Attention", 23, build_attention);
-    registry.register("ai.onnx.preview", "FlexAttention", 1, build_flex_attention);
 }
 
 // ----- precision ----------------------------------------------------------------------------
@@ -135,8 +135,6 @@ pub struct Attention {
     pub right_window: i64,
     /// Outputs the node declares.
     pub outputs: usize,
-    /// `FlexAttention`: probabilities stay in the softmax precision for the final product.
-    pub flex: bool,
 }
 
 fn positive(ctx: &BuildCtx<'_>, name: &str) -> OpResult<Option<usize>> {
@@ -199,43 +197,6 @@ fn build_attention(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         left_window: window(ctx, "left_window_size")?,
         right_window: window(ctx, "right_window_size")?,
         outputs: ctx.output_count.clamp(1, 4),
-        flex: false,
-    }))
-}
-
-/// `FlexAttention` without `score_mod`/`prob_mod` is plain attention whose softmax runs in
-/// f32 (or `softmax_precision`) for every input type.
-fn build_flex_attention(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
-    let a = ctx.attrs;
-    for name in ["score_mod", "prob_mod"] {
-        if a.contains(name) {
-            return Err(OpError::Unsupported(format!(
-                "FlexAttention with a {name} subgraph"
-            )));
-        }
-    }
-    let softmax_precision = match a.int("softmax_precision")? {
-        None => DType::F32,
-        Some(code) => i32::try_from(code)
-            .ok()
-            .and_then(DType::from_onnx_code)
-            .filter(|d| d.is_float())
-            .ok_or_else(|| {
-                OpError::attribute("softmax_precision", format!("{code} is not a float type"))
-            })?,
-    };
-    Ok(Box::new(Attention {
-        scale: a.float("scale")?,
-        causal: false,
-        q_heads: None,
-        kv_heads: None,
-        softcap: 0.0,
-        qk_mode: QkMode::Scores,
-        softmax_precision: Some(softmax_precision),
-        left_window: -1,
-        right_window: -1,
-        outputs: 1,
-        flex: true,
     }))
 }
 
@@ -660,9 +621,7 @@ impl Attention {
                 } else {
                     s.iter_mut().for_each(|x| *x = sm_prec.round(*x));
                     softmax_row(s, sm_prec);
-                    if !self.flex {
-                        prec.round_all(s);
-                    }
+                    prec.round_all(s);
                 }
             }
         });
@@ -699,11 +658,7 @@ impl Attention {
 
 impl Operator for Attention {
     fn op_type(&self) -> &str {
-        if self.flex {
-            "FlexAttention"
-        } else {
-            "Attention"
-        }
+        "Attention"
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

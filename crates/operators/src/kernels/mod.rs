@@ -2,10 +2,12 @@
 //! ops to the registry with the opset range each implementation covers.
 
 pub mod attention;
+pub mod control;
 pub mod det;
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
+pub mod flex_attention;
 pub mod grid_sample;
 pub mod image;
 pub mod linalg;
@@ -36,10 +38,12 @@ use crate::OpRegistry;
 /// Registers every CPU kernel.
 pub fn register_all(registry: &mut OpRegistry) {
     attention::register(registry);
+    control::register(registry);
     det::register(registry);
     detection::register(registry);
     einsum::register(registry);
     elementwise::register(registry);
+    flex_attention::register(registry);
     grid_sample::register(registry);
     image::register(registry);
     linalg::register(registry);
