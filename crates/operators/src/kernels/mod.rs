@@ -27,11 +27,11 @@ pub mod seqaxis;
 pub mod sequence;
 pub mod shape;
 pub mod signal;
+mod staging;
 pub mod string;
 pub mod tfidf;
 pub mod training;
 pub mod transformer;
-mod staging;
 
 use crate::OpRegistry;
 
