@@ -35,6 +35,10 @@ const MAX_REASON: usize = 240;
 /// The status file, relative to this crate.
 const STATUS_FILE: &str = "tests/conformance_status.txt";
 
+/// Why each failing case fails (`<case or prefix>  <explanation>` lines), relative to this
+/// crate.
+const EXPLANATIONS_FILE: &str = "tests/conformance_known_failures.txt";
+
 /// The generated report, relative to this crate.
 const REPORT_FILE: &str = "../../docs/conformance.md";
 
@@ -264,7 +268,26 @@ fn ranges(impls: &[strata_ops::RegisteredOp]) -> String {
 }
 
 /// The Markdown report: totals, pass rate per op type, failing cases, CPU kernels.
-fn report(outcomes: &[Outcome]) -> String {
+/// The explanations file as (prefix, explanation) pairs.
+fn read_explanations(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once("  "))
+        .map(|(prefix, why)| (prefix.trim().to_string(), why.trim().to_string()))
+        .collect()
+}
+
+/// The explanation of a failing case: the line with the longest prefix of its name.
+fn explanation<'a>(explanations: &'a [(String, String)], case: &str) -> Option<&'a str> {
+    explanations
+        .iter()
+        .filter(|(prefix, _)| case.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, why)| why.as_str())
+}
+
+fn report(outcomes: &[Outcome], explanations: &[(String, String)]) -> String {
     let total = outcomes.len();
     let passed = outcomes.iter().filter(|o| o.result.is_ok()).count();
     let mut per_op: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -323,11 +346,23 @@ fn report(outcomes: &[Outcome]) -> String {
     if failing.is_empty() {
         let _ = writeln!(w, "None.");
     } else {
-        let _ = writeln!(w, "| Op type | Case | Reason |");
-        let _ = writeln!(w, "|---------|------|--------|");
+        let _ = writeln!(
+            w,
+            "Each failure is explained in `crates/strata/tests/conformance_known_failures.txt`.\n"
+        );
+        let _ = writeln!(w, "| Op type | Case | Reason | Why |");
+        let _ = writeln!(w, "|---------|------|--------|-----|");
         for o in failing {
             let reason = o.result.as_ref().err().map(String::as_str).unwrap_or("");
-            let _ = writeln!(w, "| {} | `{}` | {} |", cell(&o.op), o.name, cell(reason));
+            let why = explanation(explanations, &o.name).unwrap_or("(unexplained)");
+            let _ = writeln!(
+                w,
+                "| {} | `{}` | {} | {} |",
+                cell(&o.op),
+                o.name,
+                cell(reason),
+                cell(why)
+            );
         }
     }
 
@@ -371,9 +406,15 @@ fn onnx_node_conformance() {
     std::panic::set_hook(hook);
 
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let explanations = read_explanations(&manifest.join(EXPLANATIONS_FILE));
     let report_path = manifest.join(REPORT_FILE);
-    std::fs::write(&report_path, report(&outcomes))
+    std::fs::write(&report_path, report(&outcomes, &explanations))
         .unwrap_or_else(|e| panic!("writing {}: {e}", report_path.display()));
+    let unexplained: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err() && explanation(&explanations, &o.name).is_none())
+        .map(|o| o.name.as_str())
+        .collect();
 
     let status_path = manifest.join(STATUS_FILE);
     let passed = outcomes.iter().filter(|o| o.result.is_ok()).count();
@@ -386,6 +427,7 @@ fn onnx_node_conformance() {
         std::fs::write(&status_path, status_text(&outcomes))
             .unwrap_or_else(|e| panic!("writing {}: {e}", status_path.display()));
         println!("conformance: blessed {}", status_path.display());
+        assert_every_failure_explained(&unexplained);
         return;
     }
 
@@ -434,6 +476,16 @@ fn onnx_node_conformance() {
         "{} conformance regressions (cases listed as `pass` in {STATUS_FILE}):\n{}",
         regressions.len(),
         regressions.join("\n")
+    );
+    assert_every_failure_explained(&unexplained);
+}
+
+fn assert_every_failure_explained(unexplained: &[&str]) {
+    assert!(
+        unexplained.is_empty(),
+        "{} failing cases have no explanation in {EXPLANATIONS_FILE}: {}",
+        unexplained.len(),
+        unexplained.join(", ")
     );
 }
 
