@@ -438,54 +438,35 @@ fn load_and_unload_swap_models_without_failing_requests_in_flight() {
         assert!(client.join().unwrap().iter().all(|&s| s == 200));
     }
 
-    assert_eq!(
+    let infer = |model: &str| {
         server
-            .post_json("/v2/repository/models/digits/unload", &json!({}))
-            .status,
-        200
-    );
-    assert_eq!(
+            .post_json(&format!("/v2/models/{model}/infer"), &digits_request(1))
+            .status
+    };
+    let repository = |model: &str, action: &str| {
         server
-            .post_json("/v2/models/digits/infer", &digits_request(1))
-            .status,
-        503
-    );
+            .post_json(
+                &format!("/v2/repository/models/{model}/{action}"),
+                &json!({}),
+            )
+            .status
+    };
+    assert_eq!(repository("digits", "unload"), 200);
+    assert_eq!(infer("digits"), 503);
     assert_eq!(server.get("/v2/models/digits/ready").status, 503);
-    assert_eq!(
-        server
-            .post_json("/v2/repository/models/digits/load", &json!({}))
-            .status,
-        200
-    );
-    assert_eq!(
-        server
-            .post_json("/v2/models/digits/infer", &digits_request(1))
-            .status,
-        200
-    );
+    assert_eq!(repository("digits", "load"), 200);
+    assert_eq!(infer("digits"), 200);
 
     // A model added to the folder after start can be loaded by name.
     repo.add("later", Some(3), EMBEDDED_MODEL);
-    assert_eq!(
-        server
-            .post_json("/v2/models/later/infer", &digits_request(1))
-            .status,
-        404
-    );
-    assert_eq!(
-        server
-            .post_json("/v2/repository/models/later/load", &json!({}))
-            .status,
-        200
-    );
+    assert_eq!(infer("later"), 404);
+    assert_eq!(repository("later", "load"), 200);
     let body = server
         .post_json("/v2/models/later/infer", &digits_request(1))
         .json();
     assert_eq!(body["model_version"], "3");
-    let reply = server.post_json("/v2/repository/models/ghost/load", &json!({}));
-    assert_eq!(reply.status, 404);
-    let reply = server.post_json("/v2/repository/models/..%2F/load", &json!({}));
-    assert_eq!(reply.status, 404);
+    assert_eq!(repository("ghost", "load"), 404);
+    assert_eq!(repository("..%2F", "load"), 404);
 }
 
 #[test]

@@ -549,24 +549,27 @@ mod tests {
         }
     }
 
+    /// A batcher named "t" over `executor`, with a one-slot gate.
+    fn start_batcher(p: BatchPolicy, executor: Arc<dyn BatchExecutor<Job>>) -> DynamicBatcher<Job> {
+        DynamicBatcher::start("t", p, executor, Arc::new(FairGate::new(1))).unwrap()
+    }
+
+    /// A job of `rows` rows under `key` that answers on `tx`.
+    fn job(key: u32, rows: usize, tx: &mpsc::Sender<Result<usize, Rejection>>) -> Job {
+        Job {
+            key,
+            rows,
+            done: tx.clone(),
+        }
+    }
+
     #[test]
     fn compatible_jobs_share_one_execution() {
         let recorder = Arc::new(Recorder::default());
-        let batcher = DynamicBatcher::start(
-            "t",
-            policy(8, 200),
-            recorder.clone(),
-            Arc::new(FairGate::new(1)),
-        )
-        .unwrap();
+        let batcher = start_batcher(policy(8, 200), recorder.clone());
         let (tx, rx) = mpsc::channel();
         for _ in 0..4 {
-            let job = Job {
-                key: 1,
-                rows: 2,
-                done: tx.clone(),
-            };
-            batcher.submit(job, None, None).unwrap();
+            batcher.submit(job(1, 2, &tx), None, None).unwrap();
         }
         let sizes: Vec<usize> = (0..4).map(|_| rx.recv().unwrap().unwrap()).collect();
         assert_eq!(sizes, vec![8; 4]);
@@ -576,21 +579,10 @@ mod tests {
     #[test]
     fn different_keys_do_not_mix_and_max_size_is_respected() {
         let recorder = Arc::new(Recorder::default());
-        let batcher = DynamicBatcher::start(
-            "t",
-            policy(3, 50),
-            recorder.clone(),
-            Arc::new(FairGate::new(1)),
-        )
-        .unwrap();
+        let batcher = start_batcher(policy(3, 50), recorder.clone());
         let (tx, rx) = mpsc::channel();
         for key in [1, 2, 1, 2, 1, 1] {
-            let job = Job {
-                key,
-                rows: 1,
-                done: tx.clone(),
-            };
-            batcher.submit(job, None, None).unwrap();
+            batcher.submit(job(key, 1, &tx), None, None).unwrap();
         }
         let sizes: Vec<usize> = (0..6).map(|_| rx.recv().unwrap().unwrap()).collect();
         assert!(sizes.iter().all(|&s| s <= 3), "{sizes:?}");
@@ -606,25 +598,20 @@ mod tests {
         });
         let mut p = policy(1, 0);
         p.queue_capacity = 2;
-        let batcher = DynamicBatcher::start("t", p, recorder, Arc::new(FairGate::new(1))).unwrap();
+        let batcher = start_batcher(p, recorder);
         let (tx, rx) = mpsc::channel();
-        let job = |tx: &mpsc::Sender<_>| Job {
-            key: 0,
-            rows: 1,
-            done: tx.clone(),
-        };
-        batcher.submit(job(&tx), None, None).unwrap();
+        batcher.submit(job(0, 1, &tx), None, None).unwrap();
         std::thread::sleep(Duration::from_millis(20)); // the worker takes it
         batcher
-            .submit(job(&tx), None, Some(Duration::from_millis(1)))
+            .submit(job(0, 1, &tx), None, Some(Duration::from_millis(1)))
             .unwrap();
-        batcher.submit(job(&tx), None, None).unwrap();
+        batcher.submit(job(0, 1, &tx), None, None).unwrap();
         assert!(matches!(
-            batcher.submit(job(&tx), None, None),
+            batcher.submit(job(0, 1, &tx), None, None),
             Err(SubmitError::QueueFull(_))
         ));
         assert!(matches!(
-            batcher.submit(job(&tx), Some(7), None),
+            batcher.submit(job(0, 1, &tx), Some(7), None),
             Err(SubmitError::BadPriority(_, 7))
         ));
         let results: Vec<_> = (0..3).map(|_| rx.recv().unwrap()).collect();
@@ -638,26 +625,15 @@ mod tests {
             delay: Duration::from_millis(5),
             ..Recorder::default()
         });
-        let batcher =
-            DynamicBatcher::start("t", policy(1, 0), recorder, Arc::new(FairGate::new(1))).unwrap();
+        let batcher = start_batcher(policy(1, 0), recorder);
         let (tx, rx) = mpsc::channel();
         for _ in 0..5 {
-            let job = Job {
-                key: 0,
-                rows: 1,
-                done: tx.clone(),
-            };
-            batcher.submit(job, None, None).unwrap();
+            batcher.submit(job(0, 1, &tx), None, None).unwrap();
         }
         batcher.shutdown();
         assert_eq!(rx.try_iter().filter(|r| r.is_ok()).count(), 5);
-        let late = Job {
-            key: 0,
-            rows: 1,
-            done: tx,
-        };
         assert!(matches!(
-            batcher.submit(late, None, None),
+            batcher.submit(job(0, 1, &tx), None, None),
             Err(SubmitError::ShuttingDown(_))
         ));
     }
@@ -678,21 +654,10 @@ mod tests {
         let mut p = policy(1, 0);
         p.priority_levels = 2;
         p.default_priority = 2;
-        let batcher = DynamicBatcher::start(
-            "t",
-            p,
-            Arc::new(Log(order.clone())),
-            Arc::new(FairGate::new(1)),
-        )
-        .unwrap();
+        let batcher = start_batcher(p, Arc::new(Log(order.clone())));
         let (tx, rx) = mpsc::channel();
         for (key, level) in [(0, None), (2, None), (2, None), (1, Some(1))] {
-            let job = Job {
-                key,
-                rows: 1,
-                done: tx.clone(),
-            };
-            batcher.submit(job, level, None).unwrap();
+            batcher.submit(job(key, 1, &tx), level, None).unwrap();
             if key == 0 {
                 std::thread::sleep(Duration::from_millis(5)); // the worker takes job 0
             }

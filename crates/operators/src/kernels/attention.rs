@@ -5,8 +5,9 @@
 //!
 //! This module owns the attention core shared with other attention-like ops: scores through
 //! [`gemm`], an additive bias row per query ([`Bias`]), a softmax that maps fully masked rows
-//! to zeros, and [`Precision`], which rounds intermediates of f16/bf16 inputs the way the ONNX
-//! reference does while the arithmetic itself runs in f32.
+//! to zeros, [`Precision`], which rounds intermediates of f16/bf16 inputs the way the ONNX
+//! reference does while the arithmetic itself runs in f32, and the dtype dispatch built on it
+//! (`precision_dispatch`, also used by `transformer.rs` and `recurrent.rs`).
 
 use crate::kernels::linalg::{eval_via_f32, gemm, ErrorSlot, Float, MatMut, MatRef};
 use crate::kernels::nn::flag;
@@ -70,6 +71,39 @@ pub(crate) fn scratch_len(dims: &[usize]) -> OpResult<usize> {
 }
 
 /// `tanh` through f64.
+/// Runs `f32_run` / `f64_run` by input 0's dtype; f16/bf16 run through `f32_run` with their
+/// [`Precision`] and cast the first `outputs` outputs back.
+pub(crate) fn precision_dispatch(
+    ctx: &EvalCtx<'_>,
+    inputs: Inputs,
+    outputs: usize,
+    f32_run: impl Fn(&EvalCtx<'_>, &Inputs, Precision) -> OpResult<Vec<Value>>,
+    f64_run: impl Fn(&EvalCtx<'_>, &Inputs) -> OpResult<Vec<Value>>,
+) -> OpResult<Vec<Value>> {
+    match inputs.tensor(0)?.dtype() {
+        DType::F32 => f32_run(ctx, &inputs, Precision::Full),
+        DType::F64 => f64_run(ctx, &inputs),
+        dt @ (DType::F16 | DType::BF16) => eval_via_f32(ctx, &inputs, dt, outputs, |c, i| {
+            f32_run(c, &i, Precision::of(dt))
+        }),
+        dt => Err(OpError::UnsupportedDType {
+            index: 0,
+            dtype: dt,
+        }),
+    }
+}
+
+/// Input `index` (the tensor `t`) as a vector of `F`, erroring on another dtype.
+pub(crate) fn elements<F: Float>(t: &Tensor, index: usize) -> OpResult<Vec<F>> {
+    if t.dtype() != F::DTYPE {
+        return Err(OpError::UnsupportedDType {
+            index,
+            dtype: t.dtype(),
+        });
+    }
+    Ok(t.to_vec::<F>()?)
+}
+
 fn tanh<F: Float>(x: F) -> F {
     F::from_f64(x.to_f64().tanh())
 }
@@ -579,6 +613,25 @@ impl Attention {
         scores
     }
 
+    /// Calls `f(scores_row, bias_row)` for every query row of `scores`, in parallel.
+    fn with_bias_rows<F: Float>(
+        ctx: &EvalCtx<'_>,
+        d: &Dims,
+        bias: &Bias<F>,
+        scores: &mut [F],
+        f: impl Fn(&mut [F], &[F]) + Sync,
+    ) {
+        let l = d.kv_len;
+        ctx.par_chunks_mut(scores, d.q_len * l, |bh, chunk| {
+            let mut row = vec![F::ZERO; l];
+            let (b, h) = (bh / d.q_heads, bh % d.q_heads);
+            for (i, s) in chunk.chunks_mut(l.max(1)).enumerate() {
+                bias.row(b, h, i, &mut row);
+                f(s, &row);
+            }
+        });
+    }
+
     fn add_bias<F: Float>(
         &self,
         ctx: &EvalCtx<'_>,
@@ -587,15 +640,9 @@ impl Attention {
         scores: &mut [F],
         prec: Precision,
     ) {
-        let l = d.kv_len;
-        ctx.par_chunks_mut(scores, d.q_len * l, |bh, chunk| {
-            let mut row = vec![F::ZERO; l];
-            let (b, h) = (bh / d.q_heads, bh % d.q_heads);
-            for (i, s) in chunk.chunks_mut(l.max(1)).enumerate() {
-                bias.row(b, h, i, &mut row);
-                for (x, &a) in s.iter_mut().zip(&row) {
-                    *x = prec.round(*x + a);
-                }
+        Self::with_bias_rows(ctx, d, bias, scores, |s, row| {
+            for (x, &a) in s.iter_mut().zip(row) {
+                *x = prec.round(*x + a);
             }
         });
     }
@@ -610,19 +657,13 @@ impl Attention {
         sm_prec: Precision,
         prec: Precision,
     ) {
-        let l = d.kv_len;
-        ctx.par_chunks_mut(scores, d.q_len * l, |bh, chunk| {
-            let mut row = vec![F::ZERO; l];
-            let (b, h) = (bh / d.q_heads, bh % d.q_heads);
-            for (i, s) in chunk.chunks_mut(l.max(1)).enumerate() {
-                bias.row(b, h, i, &mut row);
-                if row.iter().all(|&v| v == F::NEG_INFINITY) {
-                    s.fill(F::ZERO);
-                } else {
-                    s.iter_mut().for_each(|x| *x = sm_prec.round(*x));
-                    softmax_row(s, sm_prec);
-                    prec.round_all(s);
-                }
+        Self::with_bias_rows(ctx, d, bias, scores, |s, row| {
+            if row.iter().all(|&v| v == F::NEG_INFINITY) {
+                s.fill(F::ZERO);
+            } else {
+                s.iter_mut().for_each(|x| *x = sm_prec.round(*x));
+                softmax_row(s, sm_prec);
+                prec.round_all(s);
             }
         });
     }
@@ -666,17 +707,13 @@ impl Operator for Attention {
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        match inputs.tensor(0)?.dtype() {
-            DType::F32 => self.run::<f32>(ctx, &inputs, Precision::Full),
-            DType::F64 => self.run::<f64>(ctx, &inputs, Precision::Full),
-            dt @ (DType::F16 | DType::BF16) => eval_via_f32(ctx, &inputs, dt, 4, |c, i| {
-                self.run::<f32>(c, &i, Precision::of(dt))
-            }),
-            dt => Err(OpError::UnsupportedDType {
-                index: 0,
-                dtype: dt,
-            }),
-        }
+        precision_dispatch(
+            ctx,
+            inputs,
+            4,
+            |c, i, p| self.run::<f32>(c, i, p),
+            |c, i| self.run::<f64>(c, i, Precision::Full),
+        )
     }
 }
 

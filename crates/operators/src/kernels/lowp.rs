@@ -464,26 +464,14 @@ mod tests {
     #[test]
     fn float8e8m0_round_modes() {
         let x = [0.0f32, 0.124, 0.25, 1.1, 1.5, f32::NAN];
-        assert_eq!(
-            cast_f32(&x, DType::F8E8M0, SAT),
-            [0, 124, 125, 128, 128, 255]
-        );
-        let down = Encode {
-            round: RoundMode::Down,
-            ..SAT
-        };
-        assert_eq!(
-            cast_f32(&x, DType::F8E8M0, down),
-            [0, 123, 125, 127, 127, 255]
-        );
-        let near = Encode {
-            round: RoundMode::Nearest,
-            ..SAT
-        };
-        assert_eq!(
-            cast_f32(&x, DType::F8E8M0, near),
-            [0, 124, 125, 127, 128, 255]
-        );
+        for (round, want) in [
+            (RoundMode::Up, [0, 124, 125, 128, 128, 255]),
+            (RoundMode::Down, [0, 123, 125, 127, 127, 255]),
+            (RoundMode::Nearest, [0, 124, 125, 127, 128, 255]),
+        ] {
+            let enc = Encode { round, ..SAT };
+            assert_eq!(cast_f32(&x, DType::F8E8M0, enc), want, "{round:?}");
+        }
         assert_eq!(back_to_f32(&[127, 130], DType::F8E8M0), [1.0, 8.0]);
     }
 

@@ -4,49 +4,17 @@
 //! 1-D convolution carrying its last `k - 1` inputs). Both run in f32 or f64; f16/bf16 inputs
 //! compute in f32, matching the reference's f32 accumulation.
 
-use crate::kernels::attention::{scratch_len, Precision};
-use crate::kernels::linalg::{eval_via_f32, Float};
+use crate::kernels::attention::{elements, precision_dispatch, scratch_len, Precision};
+use crate::kernels::linalg::Float;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
-use strata_tensor::{DType, Tensor};
+use strata_tensor::Tensor;
 
 /// Registers `LinearAttention` and `CausalConvWithState`.
 pub fn register(registry: &mut OpRegistry) {
     registry.register("", "LinearAttention", 27, build_linear_attention);
     registry.register("", "CausalConvWithState", 27, build_causal_conv);
-}
-
-/// Runs `run::<f32>` / `run::<f64>` by input 0's dtype, f16/bf16 through f32.
-fn dispatch(
-    ctx: &EvalCtx<'_>,
-    inputs: Inputs,
-    outputs: usize,
-    f32_run: impl Fn(&EvalCtx<'_>, &Inputs, Precision) -> OpResult<Vec<Value>>,
-    f64_run: impl Fn(&EvalCtx<'_>, &Inputs) -> OpResult<Vec<Value>>,
-) -> OpResult<Vec<Value>> {
-    match inputs.tensor(0)?.dtype() {
-        DType::F32 => f32_run(ctx, &inputs, Precision::Full),
-        DType::F64 => f64_run(ctx, &inputs),
-        dt @ (DType::F16 | DType::BF16) => eval_via_f32(ctx, &inputs, dt, outputs, |c, i| {
-            f32_run(c, &i, Precision::of(dt))
-        }),
-        dt => Err(OpError::UnsupportedDType {
-            index: 0,
-            dtype: dt,
-        }),
-    }
-}
-
-/// Input `i` as a vector of `F`, erroring on another dtype.
-fn elements<F: Float>(t: &Tensor, index: usize) -> OpResult<Vec<F>> {
-    if t.dtype() != F::DTYPE {
-        return Err(OpError::UnsupportedDType {
-            index,
-            dtype: t.dtype(),
-        });
-    }
-    Ok(t.to_vec::<F>()?)
 }
 
 // ----- LinearAttention ----------------------------------------------------------------------
@@ -322,7 +290,7 @@ impl Operator for LinearAttention {
         } else {
             1
         };
-        dispatch(
+        precision_dispatch(
             ctx,
             inputs,
             outputs,
@@ -448,7 +416,7 @@ impl Operator for CausalConv {
     op_boilerplate!("CausalConvWithState");
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        dispatch(
+        precision_dispatch(
             ctx,
             inputs,
             2,

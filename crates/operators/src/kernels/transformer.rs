@@ -3,13 +3,13 @@
 //! indexed by `position_ids` or given per token) and the gated activations `Swish` (opset 24)
 //! and `SwiGLU`. f16/bf16 compute in f32, rounding each step as the reference does.
 
-use crate::kernels::attention::Precision;
-use crate::kernels::linalg::{eval_via_f32, Float};
+use crate::kernels::attention::{elements, precision_dispatch, Precision};
+use crate::kernels::linalg::Float;
 use crate::kernels::nn::flag;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
-use strata_tensor::{DType, Tensor};
+use strata_tensor::Tensor;
 
 /// Registers `RotaryEmbedding`, `Swish` and `SwiGLU`.
 pub fn register(registry: &mut OpRegistry) {
@@ -26,36 +26,6 @@ pub fn register(registry: &mut OpRegistry) {
             glu: true,
         }))
     });
-}
-
-/// Runs `f::<f32>` or `f::<f64>` by input 0's dtype; f16/bf16 through f32 with rounding.
-fn float_eval(
-    ctx: &EvalCtx<'_>,
-    inputs: Inputs,
-    f32_run: impl Fn(&EvalCtx<'_>, &Inputs, Precision) -> OpResult<Vec<Value>>,
-    f64_run: impl Fn(&EvalCtx<'_>, &Inputs) -> OpResult<Vec<Value>>,
-) -> OpResult<Vec<Value>> {
-    match inputs.tensor(0)?.dtype() {
-        DType::F32 => f32_run(ctx, &inputs, Precision::Full),
-        DType::F64 => f64_run(ctx, &inputs),
-        dt @ (DType::F16 | DType::BF16) => eval_via_f32(ctx, &inputs, dt, 1, |c, i| {
-            f32_run(c, &i, Precision::of(dt))
-        }),
-        dt => Err(OpError::UnsupportedDType {
-            index: 0,
-            dtype: dt,
-        }),
-    }
-}
-
-fn elements<F: Float>(t: &Tensor, index: usize) -> OpResult<Vec<F>> {
-    if t.dtype() != F::DTYPE {
-        return Err(OpError::UnsupportedDType {
-            index,
-            dtype: t.dtype(),
-        });
-    }
-    Ok(t.to_vec::<F>()?)
 }
 
 // ----- Swish / SwiGLU -----------------------------------------------------------------------
@@ -134,9 +104,10 @@ impl Operator for Gated {
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_eval(
+        precision_dispatch(
             ctx,
             inputs,
+            1,
             |c, i, p| self.run::<f32>(c, i, p),
             |c, i| self.run::<f64>(c, i, Precision::Full),
         )
@@ -322,9 +293,10 @@ impl Operator for Rotary {
     op_boilerplate!("RotaryEmbedding");
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_eval(
+        precision_dispatch(
             ctx,
             inputs,
+            1,
             |c, i, p| self.run::<f32>(c, i, p),
             |c, i| self.run::<f64>(c, i, Precision::Full),
         )

@@ -59,6 +59,23 @@ fn float_dispatch(
     }
 }
 
+/// `Operator::eval` for an op with `fn run<F: Float>(&self, ctx, inputs)`: dispatches on the
+/// first input's dtype through [`float_dispatch`], casting `$cast_back` outputs back.
+macro_rules! float_eval {
+    ($cast_back:expr) => {
+        fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+            float_dispatch(
+                self,
+                ctx,
+                inputs,
+                $cast_back,
+                |c, i| self.run::<f32>(c, i),
+                |c, i| self.run::<f64>(c, i),
+            )
+        }
+    };
+}
+
 // ----- BatchNormalization -------------------------------------------------------------------
 
 /// `BatchNormalization` (opsets 1-15). Inference uses the given statistics; with
@@ -216,16 +233,7 @@ impl Operator for BatchNorm {
         Ok(Some(facts))
     }
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            3,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(3);
 }
 
 // ----- InstanceNormalization ----------------------------------------------------------------
@@ -296,16 +304,7 @@ impl Operator for InstanceNorm {
         )
     }
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            1,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(1);
 }
 
 // ----- LRN ----------------------------------------------------------------------------------
@@ -391,16 +390,7 @@ impl Operator for Lrn {
         )
     }
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            1,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(1);
 }
 
 // ----- LayerNormalization -------------------------------------------------------------------
@@ -558,16 +548,7 @@ impl Operator for LayerNorm {
         Ok(Some(facts))
     }
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            1,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(1);
 }
 
 // ----- RMSNormalization --------------------------------------------------------------------
@@ -643,16 +624,7 @@ impl Operator for RmsNorm {
         Ok(Some(vec![Fact::known(dt, &x)]))
     }
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            1,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(1);
 }
 
 // ----- LpNormalization ----------------------------------------------------------------------
@@ -721,16 +693,7 @@ impl LpNorm {
 impl Operator for LpNorm {
     op_boilerplate!("LpNormalization");
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            1,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(1);
 }
 
 // ----- GroupNormalization -------------------------------------------------------------------
@@ -820,16 +783,7 @@ impl GroupNorm {
 impl Operator for GroupNorm {
     op_boilerplate!("GroupNormalization");
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            1,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(1);
 }
 
 // ----- MeanVarianceNormalization ------------------------------------------------------------
@@ -898,16 +852,7 @@ impl Mvn {
 impl Operator for Mvn {
     op_boilerplate!("MeanVarianceNormalization");
 
-    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        float_dispatch(
-            self,
-            ctx,
-            inputs,
-            1,
-            |c, i| self.run::<f32>(c, i),
-            |c, i| self.run::<f64>(c, i),
-        )
-    }
+    float_eval!(1);
 }
 
 #[cfg(test)]
