@@ -3,6 +3,9 @@
 //! give, and model-local functions (inlined at load, attribute references resolved). Models
 //! are built here by encoding ONNX protobuf with tract-onnx's types.
 
+mod common;
+
+use common::proto::{graph, node};
 use prost::Message;
 use strata::{DType, Model, SessionOptions, Tensor};
 use tract_onnx::pb;
@@ -38,21 +41,6 @@ fn untyped(name: &str) -> pb::ValueInfoProto {
     }
 }
 
-fn node(
-    op: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
 fn attr_graph(name: &str, g: pb::GraphProto) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
@@ -77,22 +65,6 @@ fn init_i64(name: &str, value: i64) -> pb::TensorProto {
         name: name.into(),
         data_type: DType::I64.onnx_code(),
         int64_data: vec![value],
-        ..Default::default()
-    }
-}
-
-fn graph(
-    nodes: Vec<pb::NodeProto>,
-    inputs: Vec<pb::ValueInfoProto>,
-    outputs: Vec<pb::ValueInfoProto>,
-    initializers: Vec<pb::TensorProto>,
-) -> pb::GraphProto {
-    pb::GraphProto {
-        name: "g".into(),
-        node: nodes,
-        input: inputs,
-        output: outputs,
-        initializer: initializers,
         ..Default::default()
     }
 }

@@ -4,6 +4,9 @@
 //! Models are built here by encoding ONNX protobuf with tract-onnx's types, so no fixture
 //! files are needed besides `examples/models/digits.onnx`.
 
+mod common;
+
+use common::proto::{graph, named_node};
 use prost::Message;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -104,23 +107,6 @@ fn value_info(name: &str, dtype: DType, dims: &[D]) -> pb::ValueInfoProto {
     }
 }
 
-fn node(
-    name: &str,
-    op: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        name: name.into(),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
 fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
@@ -150,22 +136,6 @@ fn init_f32(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
     }
 }
 
-fn graph(
-    nodes: Vec<pb::NodeProto>,
-    inputs: Vec<pb::ValueInfoProto>,
-    outputs: Vec<pb::ValueInfoProto>,
-    initializers: Vec<pb::TensorProto>,
-) -> pb::GraphProto {
-    pb::GraphProto {
-        name: "test_graph".into(),
-        node: nodes,
-        input: inputs,
-        output: outputs,
-        initializer: initializers,
-        ..Default::default()
-    }
-}
-
 fn model(graph: pb::GraphProto) -> pb::ModelProto {
     pb::ModelProto {
         ir_version: 8,
@@ -186,7 +156,7 @@ fn load(m: &pb::ModelProto) -> strata::Result<Model> {
 fn add_model(w: pb::TensorProto) -> pb::ModelProto {
     let name = w.name.clone();
     model(graph(
-        vec![node("add", "Add", &["x", &name], &["y"], vec![])],
+        vec![named_node("add", "Add", &["x", &name], &["y"], vec![])],
         vec![value_info("x", DType::F32, &[D::N(2), D::N(2)])],
         vec![value_info("y", DType::F32, &[D::N(2), D::N(2)])],
         vec![w],
@@ -479,8 +449,8 @@ fn malformed_initializers_are_rejected() {
 fn cycles_are_reported_with_their_nodes() {
     let m = model(graph(
         vec![
-            node("loop_a", "Add", &["x", "b"], &["a"], vec![]),
-            node("loop_b", "Relu", &["a"], &["b"], vec![]),
+            named_node("loop_a", "Add", &["x", "b"], &["a"], vec![]),
+            named_node("loop_b", "Relu", &["a"], &["b"], vec![]),
         ],
         vec![value_info("x", DType::F32, &[D::N(2)])],
         vec![value_info("b", DType::F32, &[D::N(2)])],
@@ -505,7 +475,7 @@ fn cycles_are_reported_with_their_nodes() {
 #[test]
 fn dangling_references_are_reported() {
     let undefined = model(graph(
-        vec![node("reader", "Relu", &["nowhere"], &["y"], vec![])],
+        vec![named_node("reader", "Relu", &["nowhere"], &["y"], vec![])],
         vec![value_info("x", DType::F32, &[D::N(2)])],
         vec![value_info("y", DType::F32, &[D::N(2)])],
         vec![],
@@ -521,7 +491,7 @@ fn dangling_references_are_reported() {
     }
 
     let no_output = model(graph(
-        vec![node("r", "Relu", &["x"], &["y"], vec![])],
+        vec![named_node("r", "Relu", &["x"], &["y"], vec![])],
         vec![value_info("x", DType::F32, &[D::N(2)])],
         vec![value_info("ghost", DType::F32, &[D::N(2)])],
         vec![],
@@ -535,8 +505,8 @@ fn dangling_references_are_reported() {
 
     let twice = model(graph(
         vec![
-            node("first", "Relu", &["x"], &["y"], vec![]),
-            node("second", "Neg", &["x"], &["y"], vec![]),
+            named_node("first", "Relu", &["x"], &["y"], vec![]),
+            named_node("second", "Neg", &["x"], &["y"], vec![]),
         ],
         vec![value_info("x", DType::F32, &[D::N(2)])],
         vec![value_info("y", DType::F32, &[D::N(2)])],
@@ -554,7 +524,7 @@ fn dangling_references_are_reported() {
 // (e) unsupported ops
 
 fn fancy_model(domain: &str, node_name: &str) -> pb::ModelProto {
-    let mut fancy = node(
+    let mut fancy = named_node(
         node_name,
         "FancyOp",
         &["r"],
@@ -563,7 +533,7 @@ fn fancy_model(domain: &str, node_name: &str) -> pb::ModelProto {
     );
     fancy.domain = domain.into();
     let mut m = model(graph(
-        vec![node("relu", "Relu", &["x"], &["r"], vec![]), fancy],
+        vec![named_node("relu", "Relu", &["x"], &["r"], vec![]), fancy],
         vec![value_info("x", DType::F32, &[D::S("n"), D::N(4)])],
         vec![value_info("y", DType::F32, &[D::S("n"), D::N(4)])],
         vec![],
@@ -638,8 +608,8 @@ fn unsupported_op_on_constants_is_not_folded_away() {
     // FancyOp reads only a constant: constant folding must not hide (or run) it.
     let mut m = model(graph(
         vec![
-            node("fancy", "FancyOp", &["c"], &["k"], vec![]),
-            node("add", "Add", &["x", "k"], &["y"], vec![]),
+            named_node("fancy", "FancyOp", &["c"], &["k"], vec![]),
+            named_node("add", "Add", &["x", "k"], &["y"], vec![]),
         ],
         vec![value_info("x", DType::F32, &[D::N(2)])],
         vec![value_info("y", DType::F32, &[D::N(2)])],
@@ -729,7 +699,7 @@ fn run_rejects_mismatched_inputs() {
 #[test]
 fn symbolic_dims_must_agree_across_inputs() {
     let m = model(graph(
-        vec![node("add", "Add", &["a", "b"], &["c"], vec![])],
+        vec![named_node("add", "Add", &["a", "b"], &["c"], vec![])],
         vec![
             value_info("a", DType::F32, &[D::S("batch"), D::N(4)]),
             value_info("b", DType::F32, &[D::S("batch"), D::N(4)]),
@@ -1004,7 +974,7 @@ fn conv_relu_gemm_model() -> pb::ModelProto {
     let gb: Vec<f32> = (0..10).map(|i| i as f32 * 0.1).collect();
     model(graph(
         vec![
-            node(
+            named_node(
                 "conv",
                 "Conv",
                 &["x", "w", "b"],
@@ -1014,22 +984,22 @@ fn conv_relu_gemm_model() -> pb::ModelProto {
                     attr_ints("kernel_shape", &[3, 3]),
                 ],
             ),
-            node("relu", "Relu", &["c"], &["r"], vec![]),
-            node(
+            named_node("relu", "Relu", &["c"], &["r"], vec![]),
+            named_node(
                 "flatten",
                 "Flatten",
                 &["r"],
                 &["f"],
                 vec![attr_int("axis", 1)],
             ),
-            node(
+            named_node(
                 "gemm",
                 "Gemm",
                 &["f", "g", "gb"],
                 &["y"],
                 vec![attr_int("transB", 1)],
             ),
-            node(
+            named_node(
                 "softmax",
                 "Softmax",
                 &["y"],

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proto;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
