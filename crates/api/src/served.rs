@@ -29,20 +29,16 @@ pub struct InferJob {
     inputs: Vec<Tensor>,
     /// Rows along the batch dimension (1 when the model does not batch).
     rows: usize,
-    /// Whether the first dimension is a batch dimension.
-    batched: bool,
+    /// Dtypes and shapes without the batch dimension: jobs with equal keys stack.
+    key: Vec<(DType, Vec<usize>)>,
     reply: oneshot::Sender<Result<JobOutput, ApiError>>,
 }
 
 impl BatchJob for InferJob {
     type Key = Vec<(DType, Vec<usize>)>;
 
-    fn key(&self) -> Self::Key {
-        let skip = usize::from(self.batched);
-        self.inputs
-            .iter()
-            .map(|t| (t.dtype(), t.shape().get(skip..).unwrap_or(&[]).to_vec()))
-            .collect()
+    fn key(&self) -> &Self::Key {
+        &self.key
     }
 
     fn rows(&self) -> usize {
@@ -319,10 +315,16 @@ impl ServedModel {
             1
         };
         let (reply, receiver) = oneshot::channel();
+        // Computed once here: the batcher compares keys on every scan of its queue.
+        let skip = usize::from(self.batched);
+        let key = inputs
+            .iter()
+            .map(|t| (t.dtype(), t.shape().get(skip..).unwrap_or(&[]).to_vec()))
+            .collect();
         let job = InferJob {
             inputs,
             rows,
-            batched: self.batched,
+            key,
             reply,
         };
         let batcher = self.batcher.as_ref().ok_or_else(|| {

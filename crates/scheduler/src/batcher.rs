@@ -76,9 +76,9 @@ pub enum SubmitError<J> {
 /// One request waiting for execution.
 pub trait BatchJob: Send + 'static {
     /// Jobs with equal keys can be stacked into one execution.
-    type Key: PartialEq + Send;
+    type Key: PartialEq + Clone + Send;
     /// This job's stacking key (dtypes and shapes without the batch dimension).
-    fn key(&self) -> Self::Key;
+    fn key(&self) -> &Self::Key;
     /// Rows this job adds to a batch (its batch dimension).
     fn rows(&self) -> usize;
     /// Called instead of execution when the job is dropped from the queue.
@@ -324,7 +324,7 @@ fn next_batch<J: BatchJob>(shared: &Shared<J>) -> Option<Vec<Queued<J>>> {
     loop {
         drop_expired(&mut queue);
         if let Some(first) = pop_first(&mut queue) {
-            let key = first.job.key();
+            let key = first.job.key().clone();
             let mut rows = first.job.rows();
             let flush_at = first.enqueued + policy.max_queue_delay;
             let mut batch = vec![first];
@@ -376,7 +376,7 @@ fn pop_compatible<J: BatchJob>(
     for fifo in &mut queue.levels {
         let found = fifo
             .iter()
-            .position(|e| e.job.rows() <= room && e.job.key() == *key);
+            .position(|e| e.job.rows() <= room && e.job.key() == key);
         if let Some(entry) = found.and_then(|i| fifo.remove(i)) {
             queue.len -= 1;
             return Some(entry);
@@ -388,11 +388,16 @@ fn pop_compatible<J: BatchJob>(
 /// Rejects every queued job whose queue timeout has passed.
 fn drop_expired<J: BatchJob>(queue: &mut QueueState<J>) {
     let now = Instant::now();
+    let is_expired = |e: &Entry<J>| e.deadline.is_some_and(|d| d <= now);
     let mut expired = Vec::new();
     for fifo in &mut queue.levels {
+        // Runs on every wake-up of every worker: rebuild a level only when it has expired jobs.
+        if !fifo.iter().any(is_expired) {
+            continue;
+        }
         let mut kept = VecDeque::with_capacity(fifo.len());
         for entry in fifo.drain(..) {
-            if entry.deadline.is_some_and(|d| d <= now) {
+            if is_expired(&entry) {
                 expired.push(entry.job);
             } else {
                 kept.push_back(entry);
@@ -512,8 +517,8 @@ mod tests {
 
     impl BatchJob for Job {
         type Key = u32;
-        fn key(&self) -> u32 {
-            self.key
+        fn key(&self) -> &u32 {
+            &self.key
         }
         fn rows(&self) -> usize {
             self.rows
