@@ -246,6 +246,33 @@ pub struct QuantizeLinear {
     pub precision: Option<DType>,
 }
 
+/// A quantization parameter's values with their layout over the quantized tensor.
+type Param = (ParamLayout, Vec<f64>);
+
+/// The scale (input 1) and optional zero point (input 2) of a Quantize/DequantizeLinear node,
+/// laid out over `shape` per `axis` and `block_size`.
+fn scale_and_zero_point(
+    shape: &[usize],
+    scale: &Tensor,
+    zero_point: Option<&Tensor>,
+    axis: i64,
+    block_size: usize,
+) -> OpResult<(Param, Option<Param>)> {
+    let scale = (
+        ParamLayout::resolve(shape, scale, 1, axis, block_size)?,
+        read_f64(scale, 1)?,
+    );
+    let zero_point = zero_point
+        .map(|z| -> OpResult<Param> {
+            Ok((
+                ParamLayout::resolve(shape, z, 2, axis, block_size)?,
+                read_f64(z, 2)?,
+            ))
+        })
+        .transpose()?;
+    Ok((scale, zero_point))
+}
+
 impl Operator for QuantizeLinear {
     crate::op_boilerplate!("QuantizeLinear");
 
@@ -284,15 +311,8 @@ impl Operator for QuantizeLinear {
             return Err(OpError::Unsupported(format!("QuantizeLinear to {out_dt}")));
         }
         let shape = x.shape();
-        let s_layout = ParamLayout::resolve(shape, scale, 1, self.axis, self.block_size)?;
-        let sv = read_f64(scale, 1)?;
-        let zv = match zp {
-            Some(z) => Some((
-                ParamLayout::resolve(shape, z, 2, self.axis, self.block_size)?,
-                read_f64(z, 2)?,
-            )),
-            None => None,
-        };
+        let ((s_layout, sv), zv) =
+            scale_and_zero_point(shape, scale, zp, self.axis, self.block_size)?;
         let xv = read_f64(x, 0)?;
         // The division happens in `precision` or the input type: f32, then rounded to a
         // narrower input type.
@@ -393,19 +413,15 @@ impl Operator for DequantizeLinear {
             });
         }
         let shape = x.shape();
-        let s_layout = ParamLayout::resolve(shape, scale, 1, self.axis, self.block_size)?;
-        let sv = read_f64(scale, 1)?;
-        let zv = match zp {
-            Some(z) => {
-                let l = ParamLayout::resolve(shape, z, 2, self.axis, self.block_size)?;
-                let v = read_f64(z, 2)?;
-                if is_f8 && v.iter().any(|&z| z != 0.0) {
-                    return Err(OpError::invalid(2, "float8 zero points must be zero"));
-                }
-                Some((l, v))
-            }
-            None => None,
-        };
+        let ((s_layout, sv), zv) =
+            scale_and_zero_point(shape, scale, zp, self.axis, self.block_size)?;
+        if is_f8
+            && zv
+                .as_ref()
+                .is_some_and(|(_, v)| v.iter().any(|&z| z != 0.0))
+        {
+            return Err(OpError::invalid(2, "float8 zero points must be zero"));
+        }
         let xv = read_f64(x, 0)?;
         let y: Vec<f64> = xv
             .iter()
