@@ -7,7 +7,8 @@
 //!   dangling references reported as [`GraphError`]s;
 //! - shape and type inference ([`infer::infer_facts`]) that keeps symbolic dimensions;
 //! - a pass framework ([`passes`]) with dead-code elimination, constant folding and
-//!   identity removal;
+//!   identity removal, and the fusion passes ([`fusion`]: Conv+BatchNorm folding, residual
+//!   Add, MatMul bias, GELU and activation fusion);
 //! - the [`ExecutionPlan`]: order, value lifetimes and the static memory plan;
 //! - [`CompiledSubgraph`]: a nested graph (If/Loop/Scan body) with its plan and a small
 //!   sequential interpreter, exposed to control-flow kernels as a `SubgraphBody`.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod fusion;
 mod graph;
 pub mod infer;
 pub mod passes;

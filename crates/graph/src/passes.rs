@@ -182,9 +182,17 @@ pub fn run_passes(graph: &mut Graph, passes: &[Box<dyn Pass>]) -> Result<Vec<&'s
     Ok(applied)
 }
 
-/// Runs the standard passes, then shape inference.
+/// Runs the standard passes, shape inference, then the fusion passes
+/// ([`crate::fusion::fusion_passes`], which read the inferred facts), then the standard
+/// passes and inference again when anything was fused.
 pub fn optimize(graph: &mut Graph) -> Result<Vec<&'static str>> {
-    let applied = run_passes(graph, &standard_passes())?;
+    let mut applied = run_passes(graph, &standard_passes())?;
     crate::infer::infer_facts(graph)?;
+    let fused = run_passes(graph, &crate::fusion::fusion_passes())?;
+    if !fused.is_empty() {
+        applied.extend(fused);
+        applied.extend(run_passes(graph, &standard_passes())?);
+        crate::infer::infer_facts(graph)?;
+    }
     Ok(applied)
 }

@@ -2,120 +2,22 @@
 //! passes (each checked by running the graph before and after through the scheduler's
 //! executor), and the execution plan's lifetimes, releases and memory slots.
 
+mod common;
+
+use common::{f32s, op, op_with, run_planned, G};
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use strata_graph::passes::{self, ConstantFolding, DeadCodeElimination, IdentityElimination, Pass};
 use strata_graph::{ExecutionPlan, Fact, Graph, GraphBuilder, GraphError, Operator, ValueId};
-use strata_ops::{
-    Attribute, Attributes, BuildCtx, EvalCtx, HeapTensorAlloc, Inputs, OpRegistry, OpResult, Value,
-};
-use strata_sched::{Executor, ThreadPool};
+use strata_ops::{Attribute, Attributes, EvalCtx, Inputs, OpResult, Value};
 use strata_tensor::{DType, Tensor};
 
-fn registry() -> &'static OpRegistry {
-    static REGISTRY: OnceLock<OpRegistry> = OnceLock::new();
-    REGISTRY.get_or_init(OpRegistry::with_cpu_kernels)
-}
-
-/// Builds a real CPU op at opset 17.
-fn op_with(op_type: &str, attrs: Attributes, inputs: usize, outputs: usize) -> Arc<dyn Operator> {
-    let ctx = BuildCtx {
-        node_name: "",
-        op_type,
-        domain: "",
-        opset: 17,
-        attrs: &attrs,
-        input_count: inputs,
-        output_count: outputs,
-    };
-    Arc::from(
-        registry()
-            .build(&ctx)
-            .unwrap_or_else(|e| panic!("{op_type}: {e}")),
-    )
-}
-
-fn op(op_type: &str, inputs: usize) -> Arc<dyn Operator> {
-    op_with(op_type, Attributes::new(), inputs, 1)
-}
-
-/// A test graph under construction, by value names.
-struct G {
-    b: GraphBuilder,
-}
-
-impl G {
-    fn new() -> Self {
-        G {
-            b: GraphBuilder::new(),
-        }
-    }
-
-    fn input(&mut self, name: &str, shape: &[usize]) -> &mut Self {
-        self.b.input(name, Fact::known(DType::F32, shape));
-        self
-    }
-
-    fn constant(&mut self, name: &str, data: &[f32]) -> &mut Self {
-        self.b
-            .constant(name, Tensor::from_slice(data, &[data.len()]).unwrap());
-        self
-    }
-
-    fn node(&mut self, name: &str, op_type: &str, inputs: &[&str], output: &str) -> &mut Self {
-        let op = op(op_type, inputs.len());
-        self.b.node(name, op_type, "", op, inputs, &[output]);
-        self
-    }
-
-    fn node_op(
-        &mut self,
-        name: &str,
-        op_type: &str,
-        op: Arc<dyn Operator>,
-        inputs: &[&str],
-        outputs: &[&str],
-    ) -> &mut Self {
-        self.b.node(name, op_type, "", op, inputs, outputs);
-        self
-    }
-
-    fn outputs(&mut self, names: &[&str]) -> &mut Self {
-        self.b.outputs(names);
-        self
-    }
-
-    fn build(self) -> strata_graph::Result<Graph> {
-        self.b.build()
-    }
-
-    fn unchecked(self) -> Graph {
-        self.b.build_unchecked()
-    }
-}
-
-fn f32s(data: &[f32]) -> Tensor {
-    Tensor::from_slice(data, &[data.len()]).unwrap()
-}
-
-/// Runs `graph` (planning it first) on named inputs with `threads` threads; outputs as f32.
+/// Runs `graph` (planning it first and checking the plan) on named inputs with `threads`
+/// threads; outputs as f32.
 fn execute(graph: &Graph, inputs: &[(&str, Tensor)], threads: usize) -> Vec<Vec<f32>> {
     let plan = ExecutionPlan::new(graph).unwrap();
     check_plan(graph, &plan);
-    let pool = ThreadPool::new(threads);
-    let bound = inputs
-        .iter()
-        .map(|(n, t)| (graph.value_id(n).unwrap(), Value::Tensor(t.clone())))
-        .collect();
-    Executor::new(graph, &plan, &pool, &HeapTensorAlloc)
-        .run(bound)
-        .unwrap()
-        .into_iter()
-        .map(|v| {
-            let t = v.into_tensor().unwrap();
-            t.cast(DType::F32).unwrap().to_vec::<f32>().unwrap()
-        })
-        .collect()
+    run_planned(graph, &plan, inputs, threads)
 }
 
 fn node_names(graph: &Graph) -> Vec<&str> {

@@ -171,7 +171,11 @@ fn inspect_json() {
 fn inspect_optimized() {
     let out = ok(&["inspect", &model(), "--optimized"]);
     assert!(out.contains("optimized graph ("), "{out}");
-    assert!(out.contains("MatMul(pixels, hidden.weight)"), "{out}");
+    // The fusion passes merge MatMul, the bias Add and the Relu into one node.
+    assert!(
+        out.contains("MatMul+Add+Relu(pixels, hidden.weight, hidden.bias) -> hidden"),
+        "{out}"
+    );
 
     let j: Json =
         serde_json::from_str(&ok(&["inspect", &model(), "--json", "--optimized"])).unwrap();
@@ -180,7 +184,15 @@ fn inspect_optimized() {
     assert!((1..=7).contains(&nodes), "{opt}");
     assert_eq!(opt["graph"].as_array().unwrap().len() as u64, nodes);
     assert!(opt["passes"].is_array());
-    assert!(opt["op_histogram"]["MatMul"].as_u64().is_some());
+    assert_eq!(
+        opt["op_histogram"]["MatMul+Add+Relu"].as_u64(),
+        Some(1),
+        "{opt}"
+    );
+    assert!(opt["passes"]
+        .as_array()
+        .unwrap()
+        .contains(&Json::from("activation-fusion")));
     let last = &opt["graph"].as_array().unwrap()[nodes as usize - 1];
     assert!(last["op"].is_string() && last["outputs"].is_array());
 }

@@ -3,6 +3,9 @@
 //! over `matrixmultiply`'s packed GEMM (row/column strides express transposes without
 //! copies). Convolutions in `nn` use [`gemm`] for their inner products.
 
+use crate::kernels::elementwise::broadcast_fact_shapes;
+use crate::kernels::fused::{fused_label, ActFloat, Activation};
+use crate::Dim;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
@@ -464,6 +467,29 @@ fn matmul_plan(a: &[usize], b: &[usize]) -> OpResult<MatMulPlan> {
     })
 }
 
+/// The output shape of a MatMul of two operands of rank >= 2 some of whose dimensions are
+/// symbolic: broadcast batch dimensions, then A's rows and B's columns. `None` when a rank
+/// is unknown or the batch dimensions cannot be told apart.
+fn symbolic_matmul_shape(inputs: &[Fact]) -> Option<Vec<Dim>> {
+    let (a, b) = (
+        inputs.first()?.shape.as_ref()?,
+        inputs.get(1)?.shape.as_ref()?,
+    );
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let batch_fact = |dims: &[Dim]| Fact {
+        dtype: None,
+        shape: Some(dims.to_vec()),
+        value: None,
+    };
+    let (fa, fb) = (batch_fact(&a[..a.len() - 2]), batch_fact(&b[..b.len() - 2]));
+    let mut shape = broadcast_fact_shapes(&[&fa, &fb]).ok()??;
+    shape.push(a[a.len() - 2].clone());
+    shape.push(b[b.len() - 1].clone());
+    Some(shape)
+}
+
 /// Offsets (in matrices) of each output batch's operand, following broadcasting.
 fn batch_offsets(op_batch: &[usize], batch: &[usize]) -> Vec<usize> {
     let total: usize = batch.iter().product();
@@ -489,12 +515,50 @@ fn batch_offsets(op_batch: &[usize], batch: &[usize]) -> Vec<usize> {
     out
 }
 
+/// What a fused `MatMul` does to its output rows around the product: start from a bias row
+/// (broadcast over all rows) and apply an activation at the end.
+#[derive(Debug, Clone, Copy)]
+struct RowEpilogue<'a, F> {
+    bias: Option<&'a [F]>,
+    activation: Option<Activation>,
+}
+
+impl<F: ActFloat> RowEpilogue<'_, F> {
+    const NONE: RowEpilogue<'static, F> = RowEpilogue {
+        bias: None,
+        activation: None,
+    };
+
+    /// Fills each row of `out` with the bias; returns GEMM's beta (1 when a bias was written).
+    fn init(&self, out: &mut [F], n: usize) -> F {
+        match self.bias {
+            Some(bias) => {
+                out.chunks_mut(n).for_each(|row| row.copy_from_slice(bias));
+                F::ONE
+            }
+            None => F::ZERO,
+        }
+    }
+
+    /// Applies the activation to `out`, split over the threads.
+    fn finish(&self, ctx: &EvalCtx<'_>, out: &mut [F]) {
+        if let Some(act) = self.activation {
+            let chunk = out.len().div_ceil(ctx.threads()).max(MIN_ACTIVATION_CHUNK);
+            ctx.par_chunks_mut(out, chunk, |_, part| act.apply(part));
+        }
+    }
+}
+
+/// Below this many elements per thread an activation runs on one thread.
+const MIN_ACTIVATION_CHUNK: usize = 16 * 1024;
+
 impl MatMul {
-    fn run_float<F: Float>(
+    fn run_float<F: ActFloat>(
         ctx: &EvalCtx<'_>,
         a: &Tensor,
         b: &Tensor,
         p: &MatMulPlan,
+        epilogue: RowEpilogue<'_, F>,
     ) -> OpResult<Tensor> {
         let mut out = ctx.alloc(F::DTYPE, &p.out_shape)?;
         let (a, b) = (a.contiguous(), b.contiguous());
@@ -504,12 +568,14 @@ impl MatMul {
         if o.is_empty() {
             return Ok(out);
         }
+        let beta = epilogue.init(o, n);
         if p.b_batch.iter().all(|&d| d == 1) {
             // B is one matrix, so A's matrices cover the output batches in order: fold A's
             // batch into rows and do one (batch*m) x k x n product.
             let rows = o.len() / n;
             let am = MatRef::row_major(av, rows, k);
-            par_gemm(ctx, F::ONE, am, MatRef::row_major(bv, k, n), F::ZERO, o)?;
+            par_gemm(ctx, F::ONE, am, MatRef::row_major(bv, k, n), beta, o)?;
+            epilogue.finish(ctx, o);
             return Ok(out);
         }
         let a_off = batch_offsets(&p.a_batch, &p.batch);
@@ -520,16 +586,17 @@ impl MatMul {
             ctx.par_chunks_mut(o, mn, |i, c| {
                 let am = MatRef::row_major(&av[a_off[i] * m * k..], m, k);
                 let bm = MatRef::row_major(&bv[b_off[i] * k * n..], k, n);
-                errors.record(gemm(F::ONE, am, bm, F::ZERO, MatMut::row_major(c, m, n)));
+                errors.record(gemm(F::ONE, am, bm, beta, MatMut::row_major(c, m, n)));
             });
             errors.finish()?;
         } else {
             for (i, c) in o.chunks_mut(mn).enumerate() {
                 let am = MatRef::row_major(&av[a_off[i] * m * k..], m, k);
                 let bm = MatRef::row_major(&bv[b_off[i] * k * n..], k, n);
-                par_gemm(ctx, F::ONE, am, bm, F::ZERO, c)?;
+                par_gemm(ctx, F::ONE, am, bm, beta, c)?;
             }
         }
+        epilogue.finish(ctx, o);
         Ok(out)
     }
 }
@@ -579,15 +646,20 @@ impl Operator for MatMul {
     op_boilerplate!("MatMul");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(dt), Some(a), Some(b)) = (
-            known_dtype(inputs, 0),
-            concrete(inputs, 0),
-            concrete(inputs, 1),
-        ) else {
+        let Some(dt) = known_dtype(inputs, 0) else {
             return Ok(None);
         };
-        let p = matmul_plan(&a, &b)?;
-        Ok(Some(vec![Fact::known(dt, &p.out_shape)]))
+        if let (Some(a), Some(b)) = (concrete(inputs, 0), concrete(inputs, 1)) {
+            let p = matmul_plan(&a, &b)?;
+            return Ok(Some(vec![Fact::known(dt, &p.out_shape)]));
+        }
+        Ok(symbolic_matmul_shape(inputs).map(|shape| {
+            vec![Fact {
+                dtype: Some(dt),
+                shape: Some(shape),
+                value: None,
+            }]
+        }))
     }
 
     fn flops(&self, inputs: &[Fact]) -> u64 {
@@ -609,8 +681,8 @@ impl Operator for MatMul {
         }
         let p = matmul_plan(a.shape(), b.shape())?;
         let out = match a.dtype() {
-            DType::F32 => Self::run_float::<f32>(ctx, a, b, &p)?,
-            DType::F64 => Self::run_float::<f64>(ctx, a, b, &p)?,
+            DType::F32 => Self::run_float::<f32>(ctx, a, b, &p, RowEpilogue::NONE)?,
+            DType::F64 => Self::run_float::<f64>(ctx, a, b, &p, RowEpilogue::NONE)?,
             DType::F16 | DType::BF16 => {
                 return eval_via_f32(ctx, &inputs, a.dtype(), 1, |c, i| self.eval(c, i));
             }
@@ -618,6 +690,88 @@ impl Operator for MatMul {
                 Some(t) => t,
                 None => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
             },
+        };
+        Ok(vec![out.into()])
+    }
+}
+
+/// `MatMul` with a fused bias (input 2: shape `[n]`, added to every output row) and
+/// activation: what the fusion passes make of `MatMul -> Add(bias) -> activation`. Float
+/// operands only.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedMatMul {
+    /// Whether input 2 is a bias row.
+    pub bias: bool,
+    /// Activation applied to the result.
+    pub activation: Option<Activation>,
+}
+
+impl FusedMatMul {
+    /// A label for the fused op, such as `MatMul+Add+Gelu`.
+    pub fn label(&self) -> String {
+        fused_label("MatMul", self.bias, self.activation.as_ref())
+    }
+
+    fn run<F: ActFloat>(
+        &self,
+        ctx: &EvalCtx<'_>,
+        inputs: &Inputs,
+        p: &MatMulPlan,
+    ) -> OpResult<Tensor> {
+        let bias = match self.bias {
+            true => Some(inputs.tensor(2)?.contiguous()),
+            false => None,
+        };
+        let bias_row = match &bias {
+            Some(t) if t.len() == p.n => Some(t.as_slice::<F>()?),
+            Some(t) => {
+                return Err(OpError::invalid(
+                    2,
+                    format!("fused bias has shape {:?}, expected [{}]", t.shape(), p.n),
+                ))
+            }
+            None => None,
+        };
+        let epilogue = RowEpilogue {
+            bias: bias_row,
+            activation: self.activation,
+        };
+        MatMul::run_float::<F>(ctx, inputs.tensor(0)?, inputs.tensor(1)?, p, epilogue)
+    }
+}
+
+impl Operator for FusedMatMul {
+    op_boilerplate!("MatMul");
+
+    fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
+        MatMul.infer(&inputs[..inputs.len().min(2)])
+    }
+
+    fn flops(&self, inputs: &[Fact]) -> u64 {
+        MatMul.flops(&inputs[..inputs.len().min(2)])
+    }
+
+    fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        let (a, b) = (inputs.tensor(0)?, inputs.tensor(1)?);
+        let dt = a.dtype();
+        for i in 1..inputs.len() {
+            if let Some(t) = inputs.opt_tensor(i)? {
+                if t.dtype() != dt {
+                    return Err(OpError::invalid(
+                        i,
+                        format!("dtype {} differs from input 0's {dt}", t.dtype()),
+                    ));
+                }
+            }
+        }
+        let p = matmul_plan(a.shape(), b.shape())?;
+        let out = match dt {
+            DType::F32 => self.run::<f32>(ctx, &inputs, &p)?,
+            DType::F64 => self.run::<f64>(ctx, &inputs, &p)?,
+            DType::F16 | DType::BF16 => {
+                return eval_via_f32(ctx, &inputs, dt, 1, |c, i| self.eval(c, i));
+            }
+            d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
         };
         Ok(vec![out.into()])
     }
@@ -636,6 +790,8 @@ pub struct Gemm {
     pub alpha: f32,
     /// Scale of C.
     pub beta: f32,
+    /// Activation applied to the result (set by the fusion passes; `None` from ONNX).
+    pub activation: Option<Activation>,
 }
 
 fn build_gemm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
@@ -656,10 +812,16 @@ fn build_gemm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         trans_b: flag("transB")?,
         alpha: a.float_or("alpha", 1.0)?,
         beta: a.float_or("beta", 1.0)?,
+        activation: None,
     }))
 }
 
 impl Gemm {
+    /// A label for the op with its fused activation, such as `Gemm+Relu`.
+    pub fn label(&self) -> String {
+        fused_label("Gemm", false, self.activation.as_ref())
+    }
+
     fn dims(&self, a: &[usize], b: &[usize]) -> OpResult<(usize, usize, usize)> {
         if a.len() != 2 {
             return Err(OpError::invalid(
@@ -692,7 +854,7 @@ impl Gemm {
         Ok((m, ka, n))
     }
 
-    fn run_float<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Tensor> {
+    fn run_float<F: ActFloat>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Tensor> {
         let (a, b) = (
             inputs.tensor(0)?.contiguous(),
             inputs.tensor(1)?.contiguous(),
@@ -729,6 +891,11 @@ impl Gemm {
             MatRef::row_major(b.as_slice::<F>()?, b.shape()[0], b.shape()[1]).t_if(self.trans_b);
         let _ = k;
         par_gemm(ctx, F::from_f32(self.alpha), am, bm, beta, o)?;
+        let epilogue = RowEpilogue {
+            bias: None,
+            activation: self.activation,
+        };
+        epilogue.finish(ctx, o);
         Ok(out)
     }
 

@@ -72,6 +72,11 @@ impl Binary {
         }
     }
 
+    /// Whether the op broadcasts like numpy (opset 7+), not with the legacy attributes.
+    pub fn numpy_broadcasting(&self) -> bool {
+        self.legacy.is_none()
+    }
+
     /// The function computed.
     pub fn kind(&self) -> BinaryKind {
         self.kind

@@ -85,6 +85,11 @@ impl Unary {
         self.kind
     }
 
+    /// The op's first two float parameters (`alpha`, `beta`; see the type's docs).
+    pub fn params(&self) -> (f64, f64) {
+        (self.alpha, self.beta)
+    }
+
     fn out_dtype(&self, input: DType) -> DType {
         match self.kind {
             UnaryKind::IsNaN | UnaryKind::IsInf => DType::Bool,
@@ -427,6 +432,30 @@ fn scalar_bound<T: Element>(t: Option<&Tensor>, index: usize) -> OpResult<Option
         ));
     }
     Ok(t.contiguous().as_slice::<T>()?.first().copied())
+}
+
+impl Clip {
+    /// The bounds as f32 when they are known before running: the attributes (opsets 1-10) or
+    /// the given constant min/max inputs, which must be f32 scalars. A missing bound is
+    /// infinite. `None` when a bound input is not an f32 scalar.
+    pub fn constant_bounds(&self, inputs: [Option<&Tensor>; 2]) -> Option<(f32, f32)> {
+        if self.legacy {
+            return Some((
+                self.attr_min.unwrap_or(f32::NEG_INFINITY),
+                self.attr_max.unwrap_or(f32::INFINITY),
+            ));
+        }
+        let bound = |t: Option<&Tensor>, default: f32| -> Option<f32> {
+            match t {
+                None => Some(default),
+                Some(t) => scalar_bound::<f32>(Some(t), 1).ok().flatten(),
+            }
+        };
+        Some((
+            bound(inputs[0], f32::NEG_INFINITY)?,
+            bound(inputs[1], f32::INFINITY)?,
+        ))
+    }
 }
 
 impl Operator for Clip {

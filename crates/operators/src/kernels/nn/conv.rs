@@ -7,6 +7,7 @@
 //! GEMM + col2im.
 
 use super::{concrete, AutoPad, Geo3, SpatialAttrs};
+use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
@@ -31,6 +32,8 @@ fn build_conv(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
     Ok(Box::new(Conv {
         spatial: SpatialAttrs::parse(ctx.attrs)?,
         group: parse_group(ctx)?,
+        activation: None,
+        fused_sum: false,
     }))
 }
 
@@ -62,6 +65,19 @@ pub struct Conv {
     pub spatial: SpatialAttrs,
     /// Number of groups.
     pub group: usize,
+    /// Activation applied to each output block (set by the fusion passes; `None` for a node
+    /// straight from ONNX).
+    pub activation: Option<Activation>,
+    /// Whether input 3 is a tensor of the output's shape added to the output before the
+    /// activation (a fused residual `Add`; set by the fusion passes).
+    pub fused_sum: bool,
+}
+
+impl Conv {
+    /// A label for the fused op, such as `Conv+Add+Relu`.
+    pub fn label(&self) -> String {
+        fused_label("Conv", self.fused_sum, self.activation.as_ref())
+    }
 }
 
 /// Everything one Conv evaluation needs to know about shapes.
@@ -124,13 +140,14 @@ impl Conv {
         })
     }
 
-    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Tensor> {
+    fn run<F: ActFloat>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Tensor> {
         let (x, w) = (
             inputs.tensor(0)?.contiguous(),
             inputs.tensor(1)?.contiguous(),
         );
         let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
         let p = self.plan(x.shape(), w.shape(), bias.as_ref().map(Tensor::shape))?;
+        let sum = self.sum_input(inputs, &p.out_shape)?;
         let mut out = ctx.alloc(F::DTYPE, &p.out_shape)?;
         let o = out.as_slice_mut::<F>()?;
         if o.is_empty() {
@@ -141,10 +158,40 @@ impl Conv {
             Some(b) => Some(b.as_slice::<F>()?),
             None => None,
         };
+        let sv = match &sum {
+            Some(s) => Some(s.as_slice::<F>()?),
+            None => None,
+        };
         let g = self.group;
         let (cg, mg) = (p.c / g, p.m / g);
         let (isz, osz, ksz) = (p.g3.in_size(), p.g3.out_size(), p.g3.kernel_size());
         let geo = &p.g3;
+        // Output rows `first_row..` (one row per output channel of one batch item) start as
+        // the fused sum plus the bias; returns whether anything was written (GEMM's beta).
+        let init_rows = |block: &mut [F], first_row: usize| -> bool {
+            if let Some(sv) = sv {
+                block.copy_from_slice(&sv[first_row * osz..][..block.len()]);
+            }
+            match bv {
+                Some(bv) => {
+                    for (r, row) in block.chunks_mut(osz).enumerate() {
+                        let b = bv[(first_row + r) % p.m];
+                        if sv.is_some() {
+                            row.iter_mut().for_each(|v| *v += b);
+                        } else {
+                            row.fill(b);
+                        }
+                    }
+                    true
+                }
+                None => sv.is_some(),
+            }
+        };
+        let activate = |block: &mut [F]| {
+            if let Some(act) = &self.activation {
+                act.apply(block);
+            }
+        };
 
         if cg == 1 {
             // Direct depthwise: one output plane per task.
@@ -154,8 +201,11 @@ impl Conv {
                     let idx = ci * planes_per + j;
                     let (b, m) = (idx / p.m, idx % p.m);
                     let xc = &xv[(b * p.c + m / mg) * isz..][..isz];
-                    plane.fill(bv.map_or(F::ZERO, |bv| bv[m]));
+                    if !init_rows(plane, idx) {
+                        plane.fill(F::ZERO);
+                    }
                     depthwise_plane(xc, &wv[m * ksz..][..ksz], geo, plane);
+                    activate(plane);
                 }
             });
             return Ok(out);
@@ -171,14 +221,10 @@ impl Conv {
             let (b, gi) = (t / g, t % g);
             let xg = &xv[(b * p.c + gi * cg) * isz..][..cg * isz];
             let wg = MatRef::row_major(&wv[gi * mg * krows..][..mg * krows], mg, krows);
-            let beta = match bv {
-                Some(bv) => {
-                    for (row, &bias) in out_g.chunks_mut(osz).zip(&bv[gi * mg..(gi + 1) * mg]) {
-                        row.fill(bias);
-                    }
-                    F::ONE
-                }
-                None => F::ZERO,
+            let beta = if init_rows(out_g, b * p.m + gi * mg) {
+                F::ONE
+            } else {
+                F::ZERO
             };
             let colm = if pointwise {
                 MatRef::row_major(xg, cg, isz)
@@ -196,12 +242,32 @@ impl Conv {
                 MatRef::row_major(col.as_slice(), krows, osz)
             };
             match inner {
-                Some(ctx) => par_gemm(ctx, F::ONE, wg, colm, beta, out_g),
-                None => gemm(F::ONE, wg, colm, beta, MatMut::row_major(out_g, mg, osz)),
+                Some(ctx) => par_gemm(ctx, F::ONE, wg, colm, beta, out_g)?,
+                None => gemm(F::ONE, wg, colm, beta, MatMut::row_major(out_g, mg, osz))?,
             }
+            activate(out_g);
+            Ok(())
         };
         run_group_tasks(ctx, o, mg * osz, group_task)?;
         Ok(out)
+    }
+
+    /// The fused sum input (input 3), which must have the output's shape.
+    fn sum_input(&self, inputs: &Inputs, out_shape: &[usize]) -> OpResult<Option<Tensor>> {
+        if !self.fused_sum {
+            return Ok(None);
+        }
+        let s = inputs.tensor(3)?;
+        if s.shape() != out_shape {
+            return Err(OpError::invalid(
+                3,
+                format!(
+                    "fused sum has shape {:?}, the output {out_shape:?}",
+                    s.shape()
+                ),
+            ));
+        }
+        Ok(Some(s.contiguous()))
     }
 }
 

@@ -532,9 +532,17 @@ impl Operator for LayerNorm {
     op_boilerplate!("LayerNormalization");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(dt), Some(x)) = (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0))
-        else {
+        let Some(dt) = inputs.first().and_then(|f| f.dtype) else {
             return Ok(None);
+        };
+        let Some(x) = concrete(inputs, 0) else {
+            // Symbolic input: the normalized output keeps its shape; statistics stay unknown.
+            let mut facts = vec![Fact {
+                value: None,
+                ..inputs[0].clone()
+            }];
+            facts.extend((1..self.outputs).map(|_| Fact::default()));
+            return Ok(Some(facts));
         };
         let axis = self.split(&x)?;
         let stat_dt = if matches!(dt, DType::F16 | DType::BF16) {

@@ -252,12 +252,17 @@ impl Operator for Softmax {
     }
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        let (Some(dt), Some(x)) = (inputs.first().and_then(|f| f.dtype), concrete(inputs, 0))
-        else {
+        let Some(input) = inputs.first().filter(|f| f.dtype.is_some()) else {
             return Ok(None);
         };
-        self.split(&x)?;
-        Ok(Some(vec![Fact::known(dt, &x)]))
+        if let Some(x) = concrete(inputs, 0) {
+            self.split(&x)?;
+        }
+        // Same dtype and (possibly symbolic) shape as the input.
+        Ok(Some(vec![Fact {
+            value: None,
+            ..input.clone()
+        }]))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {

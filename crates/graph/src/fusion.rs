@@ -1,0 +1,580 @@
+//! Fusion passes: rewrites that merge a producer with the op that alone reads its output, so
+//! one kernel does the work of several and the intermediate tensor never exists.
+//!
+//! - [`ConvBatchNormFolding`]: inference `BatchNormalization` after a `Conv` with constant
+//!   weights is folded into new weights and bias.
+//! - [`ConvAddFusion`]: a residual `Add`/`Sum` of a `Conv` output and a tensor of the same
+//!   shape becomes the Conv's fused sum input (its output starts from the addend).
+//! - [`MatMulBiasFusion`]: `MatMul` followed by `Add` of a constant bias row becomes a
+//!   [`FusedMatMul`] with a bias.
+//! - [`GeluFusion`]: the erf form of GELU spelled out in primitive ops
+//!   (`x * 0.5 * (1 + Erf(x / sqrt 2))`, in any of its usual orders) becomes one `Gelu`.
+//! - [`ActivationFusion`]: an activation (Relu, Clip with constant bounds, Sigmoid,
+//!   HardSigmoid, HardSwish, LeakyRelu, Gelu) after a Conv, Gemm or MatMul is applied by that
+//!   op on its output blocks.
+//!
+//! Each pass only fuses through values that exactly one node reads once and that are not
+//! graph outputs, so no other reader sees a changed value. A fused node takes the absorbed
+//! node's output value (name and fact), its `op_type` becomes a label such as
+//! `Conv+Add+Relu` (shown by `strata inspect --optimized`), and the absorbed nodes are removed.
+
+use crate::{Graph, NodeId, Result, ValueId, ValueInfo};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use strata_ops::kernels::elementwise::{Binary, BinaryKind, Unary, UnaryKind};
+use strata_ops::kernels::fused::{fusable_dtype, Activation};
+use strata_ops::kernels::linalg::{FusedMatMul, Gemm, MatMul};
+use strata_ops::kernels::nn::conv::Conv;
+use strata_ops::kernels::nn::norm::BatchNorm;
+use strata_ops::{Fact, Operator};
+use strata_tensor::{DType, Tensor};
+
+use crate::passes::Pass;
+
+/// Who reads what, computed once per pass run, and the nodes a pass has already rewritten
+/// or removed in this run (their entries are stale).
+struct Rewriter {
+    readers: Vec<Vec<NodeId>>,
+    producers: Vec<Option<NodeId>>,
+    graph_outputs: BTreeSet<ValueId>,
+    touched: BTreeSet<NodeId>,
+    removed: BTreeSet<NodeId>,
+}
+
+impl Rewriter {
+    fn new(graph: &Graph) -> Self {
+        Rewriter {
+            readers: graph.consumers(),
+            producers: graph.producers(),
+            graph_outputs: graph.outputs.iter().copied().collect(),
+            touched: BTreeSet::new(),
+            removed: BTreeSet::new(),
+        }
+    }
+
+    /// The one node reading `v` (exactly once) when `v` is not a graph output and neither
+    /// node was rewritten in this run.
+    fn sole_reader(&self, graph: &Graph, v: ValueId) -> Option<NodeId> {
+        if self.graph_outputs.contains(&v) {
+            return None;
+        }
+        let [reader] = self.readers[v].as_slice() else {
+            return None;
+        };
+        let reads = graph.nodes[*reader]
+            .inputs
+            .iter()
+            .filter(|i| **i == Some(v))
+            .count();
+        (reads == 1 && !self.touched.contains(reader)).then_some(*reader)
+    }
+
+    /// The node producing `v`, unless it was rewritten in this run.
+    fn producer(&self, v: ValueId) -> Option<NodeId> {
+        self.producers[v].filter(|n| !self.touched.contains(n))
+    }
+
+    /// `keep` takes over `absorbed`'s first output and `absorbed` is dropped.
+    fn absorb(&mut self, graph: &mut Graph, keep: NodeId, absorbed: NodeId) {
+        let out = graph.nodes[absorbed].outputs.first().copied().flatten();
+        graph.nodes[keep].outputs[0] = out;
+        self.touched.extend([keep, absorbed]);
+        self.removed.insert(absorbed);
+    }
+
+    /// Replaces `node`'s operator and its op_type label.
+    fn set_op(&mut self, graph: &mut Graph, node: NodeId, op: Arc<dyn Operator>, label: String) {
+        graph.nodes[node].op = op;
+        graph.nodes[node].op_type = label;
+        self.touched.insert(node);
+    }
+
+    /// Drops the removed nodes; returns whether anything changed.
+    fn finish(self, graph: &mut Graph) -> bool {
+        let mut index = 0;
+        graph.nodes.retain(|_| {
+            index += 1;
+            !self.removed.contains(&(index - 1))
+        });
+        !self.touched.is_empty()
+    }
+}
+
+/// The single output of `node` when it declares exactly one used output.
+fn single_output(graph: &Graph, node: NodeId) -> Option<ValueId> {
+    match graph.nodes[node].outputs.as_slice() {
+        [Some(v)] => Some(*v),
+        [Some(v), rest @ ..] if rest.iter().all(Option::is_none) => Some(*v),
+        _ => None,
+    }
+}
+
+/// The concrete type of `node`'s op, when the node is in the default domain.
+fn op_as<T: 'static>(graph: &Graph, node: NodeId) -> Option<&T> {
+    let n = &graph.nodes[node];
+    if !n.domain.is_empty() {
+        return None;
+    }
+    n.op.as_any().downcast_ref::<T>()
+}
+
+/// The value of a constant f32/f64 scalar (any shape holding one element).
+fn scalar_constant(graph: &Graph, v: ValueId) -> Option<f64> {
+    let t = graph.constants.get(&v)?;
+    if t.len() != 1 {
+        return None;
+    }
+    let t = t.contiguous();
+    match t.dtype() {
+        DType::F32 => t.as_slice::<f32>().ok()?.first().map(|&x| f64::from(x)),
+        DType::F64 => t.as_slice::<f64>().ok()?.first().copied(),
+        _ => None,
+    }
+}
+
+/// Whether `v`'s dtype is known and one the fused kernels compute in.
+fn float_value(graph: &Graph, v: ValueId) -> bool {
+    graph.values[v].fact.dtype.is_some_and(fusable_dtype)
+}
+
+/// Adds a constant value named after `base`, unique in the graph.
+fn add_constant(graph: &mut Graph, base: &str, tensor: Tensor) -> ValueId {
+    let mut name = format!("{base}.fused");
+    let mut k = 1;
+    while graph.value_id(&name).is_some() {
+        k += 1;
+        name = format!("{base}.fused{k}");
+    }
+    let id = graph.values.len();
+    graph.values.push(ValueInfo {
+        name,
+        fact: Fact::known(tensor.dtype(), tensor.shape()),
+    });
+    graph.constants.insert(id, tensor);
+    id
+}
+
+/// The inputs of a binary `Add` (numpy broadcasting) or a two-input `Sum` node.
+fn addends(graph: &Graph, node: NodeId) -> Option<[ValueId; 2]> {
+    let n = &graph.nodes[node];
+    let is_add = op_as::<Binary>(graph, node)
+        .is_some_and(|b| b.kind() == BinaryKind::Add && b.numpy_broadcasting());
+    if !(is_add || (n.op_type == "Sum" && n.domain.is_empty())) {
+        return None;
+    }
+    match n.inputs.as_slice() {
+        [Some(a), Some(b)] => Some([*a, *b]),
+        _ => None,
+    }
+}
+
+// ----- Conv + BatchNormalization ------------------------------------------------------------
+
+/// Folds an inference-mode `BatchNormalization` into the `Conv` before it: with
+/// `s = scale / sqrt(var + eps)`, the weights of output channel `m` are scaled by `s[m]` and
+/// the bias becomes `(bias - mean) * s + beta`. Only f32 weights with constant statistics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConvBatchNormFolding;
+
+impl ConvBatchNormFolding {
+    /// The folded (weights, bias) of `conv` followed by `bn`, when everything is constant f32.
+    fn fold(graph: &Graph, conv: NodeId, bn: NodeId) -> Option<(Tensor, Tensor)> {
+        let eps = f64::from(
+            op_as::<BatchNorm>(graph, bn)
+                .filter(|b| !b.training)?
+                .epsilon,
+        );
+        let c = &graph.nodes[conv];
+        let f32s = |v: Option<&Option<ValueId>>| -> Option<Vec<f32>> {
+            let t = graph.constants.get(&(*v?)?)?;
+            (t.dtype() == DType::F32)
+                .then(|| t.contiguous().as_slice::<f32>().ok().map(<[f32]>::to_vec))?
+        };
+        let w_tensor = graph.constants.get(&(*c.inputs.get(1)?)?)?;
+        let w = f32s(c.inputs.get(1))?;
+        let m = *w_tensor.shape().first()?;
+        let params: Vec<Vec<f32>> = (1..5)
+            .map(|i| f32s(graph.nodes[bn].inputs.get(i)).filter(|p| p.len() == m))
+            .collect::<Option<_>>()?;
+        let bias = match c.inputs.get(2).copied().flatten() {
+            Some(_) => f32s(c.inputs.get(2)).filter(|b| b.len() == m)?,
+            None => vec![0.0; m],
+        };
+        let (scale, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
+        let s: Vec<f64> = (0..m)
+            .map(|i| f64::from(scale[i]) / (f64::from(var[i]) + eps).sqrt())
+            .collect();
+        let per = w.len() / m.max(1);
+        let folded_w: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (f64::from(x) * s[i / per]) as f32)
+            .collect();
+        let folded_b: Vec<f32> = (0..m)
+            .map(|i| ((f64::from(bias[i]) - f64::from(mean[i])) * s[i] + f64::from(beta[i])) as f32)
+            .collect();
+        Some((
+            Tensor::from_vec(folded_w, w_tensor.shape()).ok()?,
+            Tensor::from_vec(folded_b, &[m]).ok()?,
+        ))
+    }
+}
+
+impl Pass for ConvBatchNormFolding {
+    fn name(&self) -> &'static str {
+        "conv-batchnorm-folding"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for conv in 0..graph.nodes.len() {
+            let plain =
+                op_as::<Conv>(graph, conv).is_some_and(|c| c.activation.is_none() && !c.fused_sum);
+            let Some(y) = single_output(graph, conv).filter(|_| plain) else {
+                continue;
+            };
+            let Some(bn) = rw.sole_reader(graph, y) else {
+                continue;
+            };
+            if single_output(graph, bn).is_none() {
+                continue;
+            }
+            let Some((w, b)) = Self::fold(graph, conv, bn) else {
+                continue;
+            };
+            let w_name = graph.values[graph.nodes[conv].inputs[1].unwrap_or(y)]
+                .name
+                .clone();
+            let w_id = add_constant(graph, &w_name, w);
+            let b_id = add_constant(graph, &format!("{w_name}.bias"), b);
+            let inputs = &mut graph.nodes[conv].inputs;
+            inputs.resize(3, None);
+            inputs[1] = Some(w_id);
+            inputs[2] = Some(b_id);
+            rw.absorb(graph, conv, bn);
+        }
+        Ok(rw.finish(graph))
+    }
+}
+
+// ----- Conv + Add -----------------------------------------------------------------------------
+
+/// Makes a residual `Add`/`Sum` the fused sum of the `Conv` producing one of its operands,
+/// when the other operand has the same known shape and dtype.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConvAddFusion;
+
+impl ConvAddFusion {
+    /// The conv node producing `v` that may take a fused sum.
+    fn plain_conv(graph: &Graph, rw: &Rewriter, v: ValueId) -> Option<(NodeId, Conv)> {
+        let conv = rw.producer(v)?;
+        let op = op_as::<Conv>(graph, conv)?;
+        (op.activation.is_none() && !op.fused_sum && single_output(graph, conv) == Some(v))
+            .then(|| (conv, op.clone()))
+    }
+}
+
+impl Pass for ConvAddFusion {
+    fn name(&self) -> &'static str {
+        "conv-add-fusion"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for add in 0..graph.nodes.len() {
+            let Some([a, b]) = addends(graph, add) else {
+                continue;
+            };
+            for (y, z) in [(a, b), (b, a)] {
+                let Some((conv, op)) = Self::plain_conv(graph, &rw, y) else {
+                    continue;
+                };
+                let (fy, fz) = (&graph.values[y].fact, &graph.values[z].fact);
+                let same = fy.shape.is_some() && fy.shape == fz.shape && fy.dtype == fz.dtype;
+                if !same || !float_value(graph, y) || rw.sole_reader(graph, y) != Some(add) {
+                    continue;
+                }
+                let fused = Conv {
+                    fused_sum: true,
+                    ..op
+                };
+                let inputs = &mut graph.nodes[conv].inputs;
+                inputs.resize(3, None);
+                inputs.push(Some(z));
+                rw.set_op(graph, conv, Arc::new(fused.clone()), fused.label());
+                rw.absorb(graph, conv, add);
+                break;
+            }
+        }
+        Ok(rw.finish(graph))
+    }
+}
+
+// ----- MatMul + Add ---------------------------------------------------------------------------
+
+/// Turns `MatMul` followed by `Add` of a constant bias row (`n` elements, rank no higher than
+/// the product's) into a [`FusedMatMul`] with that bias.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MatMulBiasFusion;
+
+impl Pass for MatMulBiasFusion {
+    fn name(&self) -> &'static str {
+        "matmul-bias-fusion"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for mm in 0..graph.nodes.len() {
+            if op_as::<MatMul>(graph, mm).is_none() {
+                continue;
+            }
+            let Some(y) = single_output(graph, mm).filter(|&y| float_value(graph, y)) else {
+                continue;
+            };
+            let Some(dims) = graph.values[y].fact.shape.clone() else {
+                continue;
+            };
+            let Some(n) = dims.last().and_then(|d| d.known()) else {
+                continue;
+            };
+            let Some(add) = rw.sole_reader(graph, y) else {
+                continue;
+            };
+            let Some([a, b]) = addends(graph, add) else {
+                continue;
+            };
+            let bias = if a == y { b } else { a };
+            let fits = graph.constants.get(&bias).is_some_and(|t| {
+                let s = t.shape();
+                t.len() == n
+                    && s.len() <= dims.len()
+                    && s.last() == Some(&n)
+                    && Some(t.dtype()) == graph.values[y].fact.dtype
+            });
+            if !fits || dims.len() < 2 {
+                continue;
+            }
+            let fused = FusedMatMul {
+                bias: true,
+                activation: None,
+            };
+            graph.nodes[mm].inputs.push(Some(bias));
+            rw.set_op(graph, mm, Arc::new(fused), fused.label());
+            rw.absorb(graph, mm, add);
+        }
+        Ok(rw.finish(graph))
+    }
+}
+
+// ----- GELU -----------------------------------------------------------------------------------
+
+/// Recognizes `x * 0.5 * (1 + Erf(x / sqrt 2))` (also with `x * (1/sqrt 2)`, and the halving
+/// before or after the product with `x`) and replaces it by one `Gelu` op.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GeluFusion;
+
+/// Whether `v` is a constant scalar within 1e-4 of `want`.
+fn constant_near(graph: &Graph, v: ValueId, want: f64) -> bool {
+    scalar_constant(graph, v).is_some_and(|c| (c - want).abs() < 1e-4)
+}
+
+impl GeluFusion {
+    /// The `Binary` kind and inputs of `node`.
+    fn binary(graph: &Graph, node: NodeId) -> Option<(BinaryKind, ValueId, ValueId)> {
+        let kind = op_as::<Binary>(graph, node)
+            .filter(|b| b.numpy_broadcasting())?
+            .kind();
+        match graph.nodes[node].inputs.as_slice() {
+            [Some(a), Some(b)] => Some((kind, *a, *b)),
+            _ => None,
+        }
+    }
+
+    /// The other operand of a `Mul` node reading `v`.
+    fn mul_other(graph: &Graph, node: NodeId, v: ValueId) -> Option<ValueId> {
+        match Self::binary(graph, node)? {
+            (BinaryKind::Mul, a, b) if a == v => Some(b),
+            (BinaryKind::Mul, a, b) if b == v => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Matches the pattern around the `Erf` node `erf`; returns `x`, the nodes to remove
+    /// and the node whose output is the GELU's result.
+    fn matches(
+        graph: &Graph,
+        rw: &Rewriter,
+        erf: NodeId,
+    ) -> Option<(ValueId, Vec<NodeId>, NodeId)> {
+        let e = &graph.nodes[erf];
+        if e.op_type != "Erf" || !e.domain.is_empty() {
+            return None;
+        }
+        let scaled = (*e.inputs.first()?)?;
+        let div = rw.producer(scaled)?;
+        let x = match Self::binary(graph, div)? {
+            (BinaryKind::Div, x, c) if constant_near(graph, c, std::f64::consts::SQRT_2) => x,
+            (BinaryKind::Mul, x, c) | (BinaryKind::Mul, c, x)
+                if constant_near(graph, c, std::f64::consts::FRAC_1_SQRT_2) =>
+            {
+                x
+            }
+            _ => return None,
+        };
+        if rw.sole_reader(graph, scaled) != Some(erf) {
+            return None;
+        }
+        let erf_out = single_output(graph, erf)?;
+        let plus_one = rw.sole_reader(graph, erf_out)?;
+        match Self::binary(graph, plus_one)? {
+            (BinaryKind::Add, a, b)
+                if (a == erf_out && constant_near(graph, b, 1.0))
+                    || (b == erf_out && constant_near(graph, a, 1.0)) => {}
+            _ => return None,
+        }
+        let sum = single_output(graph, plus_one)?;
+        let first = rw.sole_reader(graph, sum)?;
+        let first_out = single_output(graph, first)?;
+        let second = rw.sole_reader(graph, first_out)?;
+        let other = Self::mul_other(graph, first, sum)?;
+        let second_other = Self::mul_other(graph, second, first_out)?;
+        let halves = |v| constant_near(graph, v, 0.5);
+        // (1 + erf) * 0.5, then * x; or (1 + erf) * x, then * 0.5.
+        let ok = (halves(other) && second_other == x) || (other == x && halves(second_other));
+        ok.then(|| (x, vec![erf, plus_one, first, second], div))
+    }
+}
+
+impl Pass for GeluFusion {
+    fn name(&self) -> &'static str {
+        "gelu-fusion"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for erf in 0..graph.nodes.len() {
+            let Some((x, absorbed, head)) = Self::matches(graph, &rw, erf) else {
+                continue;
+            };
+            if !float_value(graph, x) {
+                continue;
+            }
+            let last = absorbed[absorbed.len() - 1];
+            graph.nodes[head].inputs = vec![Some(x)];
+            rw.set_op(
+                graph,
+                head,
+                Arc::new(Unary::new("Gelu", UnaryKind::Gelu)),
+                "Gelu".into(),
+            );
+            for node in absorbed[..absorbed.len() - 1].iter() {
+                rw.touched.insert(*node);
+                rw.removed.insert(*node);
+            }
+            rw.absorb(graph, head, last);
+        }
+        Ok(rw.finish(graph))
+    }
+}
+
+// ----- activations ----------------------------------------------------------------------------
+
+/// Folds an activation into the `Conv`, `Gemm` or `MatMul` producing its input.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ActivationFusion;
+
+impl ActivationFusion {
+    /// `node`'s op with `act` fused, and its label; `None` when the op cannot take it.
+    fn with_activation(
+        graph: &Graph,
+        node: NodeId,
+        act: Activation,
+    ) -> Option<(Arc<dyn Operator>, String)> {
+        if let Some(conv) = op_as::<Conv>(graph, node).filter(|c| c.activation.is_none()) {
+            let fused = Conv {
+                activation: Some(act),
+                ..conv.clone()
+            };
+            let label = fused.label();
+            return Some((Arc::new(fused), label));
+        }
+        if let Some(gemm) = op_as::<Gemm>(graph, node).filter(|g| g.activation.is_none()) {
+            let fused = Gemm {
+                activation: Some(act),
+                ..*gemm
+            };
+            return Some((Arc::new(fused), fused.label()));
+        }
+        let bias = if op_as::<MatMul>(graph, node).is_some() {
+            false
+        } else {
+            op_as::<FusedMatMul>(graph, node)
+                .filter(|m| m.activation.is_none())?
+                .bias
+        };
+        let fused = FusedMatMul {
+            bias,
+            activation: Some(act),
+        };
+        Some((Arc::new(fused), fused.label()))
+    }
+}
+
+impl Pass for ActivationFusion {
+    fn name(&self) -> &'static str {
+        "activation-fusion"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for node in 0..graph.nodes.len() {
+            if rw.touched.contains(&node) {
+                continue;
+            }
+            let Some(y) = single_output(graph, node).filter(|&y| float_value(graph, y)) else {
+                continue;
+            };
+            let Some(act_node) = rw.sole_reader(graph, y) else {
+                continue;
+            };
+            let a = &graph.nodes[act_node];
+            if !a.domain.is_empty() || a.inputs.first() != Some(&Some(y)) {
+                continue;
+            }
+            let bound = |i: usize| a.inputs.get(i).copied().flatten();
+            let (lo, hi) = (bound(1), bound(2));
+            // Clip bounds must be constants to be fused.
+            if [lo, hi]
+                .iter()
+                .flatten()
+                .any(|v| !graph.constants.contains_key(v))
+            {
+                continue;
+            }
+            let bounds = [
+                lo.and_then(|v| graph.constants.get(&v)),
+                hi.and_then(|v| graph.constants.get(&v)),
+            ];
+            let Some(act) = Activation::from_op(&*a.op, bounds) else {
+                continue;
+            };
+            let Some((op, label)) = Self::with_activation(graph, node, act) else {
+                continue;
+            };
+            rw.set_op(graph, node, op, label);
+            rw.absorb(graph, node, act_node);
+        }
+        Ok(rw.finish(graph))
+    }
+}
+
+/// The fusion passes, in the order [`crate::passes::optimize`] applies them.
+pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
+    vec![
+        Box::new(ConvBatchNormFolding),
+        Box::new(ConvAddFusion),
+        Box::new(MatMulBiasFusion),
+        Box::new(GeluFusion),
+        Box::new(ActivationFusion),
+    ]
+}

@@ -1,0 +1,302 @@
+//! The fusion passes on small graphs of real CPU ops: each rewrite is checked by the labels
+//! of the nodes it leaves and by running the graph before and after optimization (within
+//! 1e-5 relative), and the cases that must not fuse are checked to stay apart.
+
+mod common;
+
+use common::{op_with, run_planned, G};
+use strata_graph::{passes, ExecutionPlan, Graph};
+use strata_ops::{Attribute, Attributes};
+use strata_tensor::Tensor;
+
+/// Deterministic values in [-1, 1).
+fn pattern(n: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn ints(values: &[i64]) -> Attribute {
+    Attribute::Ints(values.to_vec())
+}
+
+fn attrs(list: &[(&str, Attribute)]) -> Attributes {
+    let mut a = Attributes::new();
+    for (name, value) in list {
+        a.insert(name, value.clone());
+    }
+    a
+}
+
+impl G {
+    fn op_node(
+        &mut self,
+        op_type: &str,
+        a: Attributes,
+        inputs: &[&str],
+        output: &str,
+    ) -> &mut Self {
+        let op = op_with(op_type, a, inputs.len(), 1);
+        self.node_op(output, op_type, op, inputs, &[output])
+    }
+
+    /// A Conv with constant weights `[m, c / group, k, k]` and bias, padding `k / 2`.
+    fn conv(
+        &mut self,
+        x: &str,
+        out: &str,
+        c: usize,
+        m: usize,
+        k: usize,
+        group: usize,
+    ) -> &mut Self {
+        let w = format!("{out}.w");
+        let b = format!("{out}.b");
+        let wshape = [m, c / group, k, k];
+        self.constant_shaped(&w, &pattern(wshape.iter().product(), 7 + m as u32), &wshape);
+        self.constant(&b, &pattern(m, 3));
+        let p = (k / 2) as i64;
+        let a = attrs(&[
+            ("kernel_shape", ints(&[k as i64, k as i64])),
+            ("pads", ints(&[p, p, p, p])),
+            ("group", Attribute::Int(group as i64)),
+        ]);
+        self.op_node("Conv", a, &[x, &w, &b], out)
+    }
+
+    /// An inference BatchNormalization over `c` channels with constant statistics.
+    fn batch_norm(&mut self, x: &str, out: &str, c: usize) -> &mut Self {
+        let names: Vec<String> = ["scale", "bias", "mean", "var"]
+            .iter()
+            .map(|p| format!("{out}.{p}"))
+            .collect();
+        self.constant(&names[0], &pattern(c, 11));
+        self.constant(&names[1], &pattern(c, 12));
+        self.constant(&names[2], &pattern(c, 13));
+        let var: Vec<f32> = pattern(c, 14).iter().map(|v| v.abs() + 0.5).collect();
+        self.constant(&names[3], &var);
+        let inputs: Vec<&str> = std::iter::once(x)
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        self.op_node(
+            "BatchNormalization",
+            attrs(&[("epsilon", Attribute::Float(1e-3))]),
+            &inputs,
+            out,
+        )
+    }
+}
+
+/// Optimizes a copy of `graph`; checks it computes what `graph` computes on `inputs`
+/// and returns the optimized graph's node labels.
+fn optimize_and_compare(graph: &Graph, inputs: &[(&str, Tensor)]) -> Vec<String> {
+    let mut optimized = graph.clone();
+    passes::optimize(&mut optimized).unwrap();
+    for threads in [1, 3] {
+        let want = run_planned(graph, &ExecutionPlan::new(graph).unwrap(), inputs, threads);
+        let got = run_planned(
+            &optimized,
+            &ExecutionPlan::new(&optimized).unwrap(),
+            inputs,
+            threads,
+        );
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.len(), g.len());
+            for (i, (a, b)) in w.iter().zip(g).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 + 1e-5 * a.abs(),
+                    "element {i}: unoptimized {a}, optimized {b}"
+                );
+            }
+        }
+    }
+    let mut labels: Vec<String> = optimized.nodes.iter().map(|n| n.op_type.clone()).collect();
+    labels.sort();
+    labels
+}
+
+fn image(shape: &[usize], seed: u32) -> Tensor {
+    Tensor::from_slice(&pattern(shape.iter().product(), seed), shape).unwrap()
+}
+
+#[test]
+fn conv_batchnorm_relu_becomes_one_conv() {
+    let mut g = G::new();
+    g.input("x", &[2, 3, 8, 8]);
+    g.conv("x", "y", 3, 4, 3, 1).batch_norm("y", "bn", 4);
+    g.op_node("Relu", Attributes::new(), &["bn"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[2, 3, 8, 8], 1))]);
+    assert_eq!(labels, ["Conv+Relu"]);
+}
+
+#[test]
+fn depthwise_conv_batchnorm_relu6_fuses() {
+    let mut g = G::new();
+    g.input("x", &[1, 6, 7, 7]);
+    g.conv("x", "y", 6, 6, 3, 6).batch_norm("y", "bn", 6);
+    g.constant("zero", &[0.0]).constant("six", &[6.0]);
+    g.op_node("Clip", Attributes::new(), &["bn", "zero", "six"], "out");
+    g.outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[1, 6, 7, 7], 2))]);
+    assert_eq!(labels, ["Conv+Clip"]);
+}
+
+#[test]
+fn residual_add_and_relu_fuse_into_the_conv() {
+    for add in ["Add", "Sum"] {
+        let mut g = G::new();
+        g.input("x", &[2, 4, 6, 6]);
+        g.conv("x", "a", 4, 4, 1, 1).conv("a", "b", 4, 4, 3, 1);
+        g.op_node(add, Attributes::new(), &["x", "b"], "sum");
+        g.op_node("Relu", Attributes::new(), &["sum"], "out")
+            .outputs(&["out"]);
+        let graph = g.build().unwrap();
+        let labels = optimize_and_compare(&graph, &[("x", image(&[2, 4, 6, 6], 3))]);
+        assert_eq!(labels, ["Conv", "Conv+Add+Relu"], "{add}");
+    }
+}
+
+#[test]
+fn grouped_conv_with_fused_sum_matches() {
+    let mut g = G::new();
+    g.input("x", &[1, 8, 5, 5]).input("r", &[1, 8, 5, 5]);
+    g.conv("x", "y", 8, 8, 3, 2);
+    g.op_node("Add", Attributes::new(), &["y", "r"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let inputs = [
+        ("x", image(&[1, 8, 5, 5], 4)),
+        ("r", image(&[1, 8, 5, 5], 5)),
+    ];
+    assert_eq!(optimize_and_compare(&graph, &inputs), ["Conv+Add"]);
+}
+
+#[test]
+fn broadcasting_add_does_not_fuse_into_the_conv() {
+    let mut g = G::new();
+    g.input("x", &[1, 4, 5, 5]).input("r", &[1, 4, 1, 1]);
+    g.conv("x", "y", 4, 4, 3, 1);
+    g.op_node("Add", Attributes::new(), &["y", "r"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let inputs = [
+        ("x", image(&[1, 4, 5, 5], 4)),
+        ("r", image(&[1, 4, 1, 1], 5)),
+    ];
+    assert_eq!(optimize_and_compare(&graph, &inputs), ["Add", "Conv"]);
+}
+
+#[test]
+fn values_read_elsewhere_are_not_fused() {
+    // The conv output is also a graph output, and the BN output has two readers.
+    let mut g = G::new();
+    g.input("x", &[1, 3, 6, 6]);
+    g.conv("x", "y", 3, 4, 3, 1);
+    g.op_node("Relu", Attributes::new(), &["y"], "r");
+    g.conv("x", "z", 3, 4, 1, 1).batch_norm("z", "bn", 4);
+    g.op_node("Sigmoid", Attributes::new(), &["bn"], "s");
+    g.op_node("Tanh", Attributes::new(), &["bn"], "t");
+    g.outputs(&["y", "r", "s", "t"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[1, 3, 6, 6], 6))]);
+    assert_eq!(labels, ["Conv", "Conv", "Relu", "Sigmoid", "Tanh"]);
+}
+
+#[test]
+fn clip_with_a_runtime_bound_is_not_fused() {
+    let mut g = G::new();
+    g.input("x", &[1, 2, 4, 4]).input("hi", &[]);
+    g.conv("x", "y", 2, 2, 3, 1);
+    g.op_node("Clip", Attributes::new(), &["y", "", "hi"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let inputs = [
+        ("x", image(&[1, 2, 4, 4], 8)),
+        ("hi", Tensor::scalar(0.25f32)),
+    ];
+    assert_eq!(optimize_and_compare(&graph, &inputs), ["Clip", "Conv"]);
+}
+
+/// `x [2, 5, 16] @ w [16, 24] + b`, then the GELU spelled out in primitive ops in one of
+/// its two usual orders.
+fn matmul_gelu_graph(half_first: bool) -> Graph {
+    let mut g = G::new();
+    g.input("x", &[2, 5, 16]);
+    g.constant_shaped("w", &pattern(16 * 24, 21), &[16, 24]);
+    g.constant("b", &pattern(24, 22));
+    g.constant("sqrt2", &[std::f32::consts::SQRT_2])
+        .constant("one", &[1.0])
+        .constant("half", &[0.5]);
+    let none = Attributes::new;
+    g.op_node("MatMul", none(), &["x", "w"], "mm");
+    g.op_node("Add", none(), &["b", "mm"], "h");
+    g.op_node("Div", none(), &["h", "sqrt2"], "scaled");
+    g.op_node("Erf", none(), &["scaled"], "erf");
+    g.op_node("Add", none(), &["erf", "one"], "onep");
+    if half_first {
+        g.op_node("Mul", none(), &["onep", "half"], "gate");
+        g.op_node("Mul", none(), &["h", "gate"], "out");
+    } else {
+        g.op_node("Mul", none(), &["h", "onep"], "prod");
+        g.op_node("Mul", none(), &["prod", "half"], "out");
+    }
+    g.outputs(&["out"]);
+    g.build().unwrap()
+}
+
+#[test]
+fn matmul_bias_and_spelled_out_gelu_become_one_matmul() {
+    for half_first in [true, false] {
+        let graph = matmul_gelu_graph(half_first);
+        let labels = optimize_and_compare(&graph, &[("x", image(&[2, 5, 16], 9))]);
+        assert_eq!(labels, ["MatMul+Add+Gelu"], "half first: {half_first}");
+    }
+}
+
+#[test]
+fn activations_fuse_into_gemm_and_matmul() {
+    let alpha = || attrs(&[("alpha", Attribute::Float(0.2))]);
+    for (act, a) in [
+        ("Relu", Attributes::new()),
+        ("Sigmoid", Attributes::new()),
+        ("HardSigmoid", alpha()),
+        ("HardSwish", Attributes::new()),
+        ("LeakyRelu", alpha()),
+    ] {
+        let mut g = G::new();
+        g.input("x", &[3, 8]);
+        g.constant_shaped("w", &pattern(8 * 5, 31), &[8, 5]);
+        g.constant("c", &pattern(5, 32));
+        g.op_node("Gemm", Attributes::new(), &["x", "w", "c"], "y");
+        g.op_node(act, a.clone(), &["y"], "gy");
+        g.op_node("MatMul", Attributes::new(), &["x", "w"], "m");
+        g.op_node(act, a, &["m"], "my");
+        g.outputs(&["gy", "my"]);
+        let graph = g.build().unwrap();
+        let labels = optimize_and_compare(&graph, &[("x", image(&[3, 8], 10))]);
+        assert_eq!(labels, [format!("Gemm+{act}"), format!("MatMul+{act}")]);
+    }
+}
+
+#[test]
+fn bias_of_higher_rank_than_the_product_is_not_fused() {
+    // [1, 1, 5] + [3, 5] broadcasts to [1, 3, 5]: a fused bias would lose the extra axis.
+    let mut g = G::new();
+    g.input("x", &[3, 8]);
+    g.constant_shaped("w", &pattern(40, 41), &[8, 5]);
+    g.constant_shaped("b", &pattern(5, 42), &[1, 1, 5]);
+    g.op_node("MatMul", Attributes::new(), &["x", "w"], "m");
+    g.op_node("Add", Attributes::new(), &["m", "b"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[3, 8], 11))]);
+    assert_eq!(labels, ["Add", "MatMul"]);
+}
