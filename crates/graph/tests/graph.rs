@@ -757,3 +757,27 @@ fn random_graphs_plan_and_optimize_correctly() {
         );
     }
 }
+
+#[test]
+fn profile_records_every_node_of_every_run() {
+    let mut g = G::new();
+    g.input("x", &[64, 64]);
+    g.node("a", "Relu", &["x"], "r")
+        .node("b", "Exp", &["r"], "e");
+    g.node("c", "MatMul", &["e", "x"], "m").outputs(&["m"]);
+    let graph = g.build().unwrap();
+    let plan = ExecutionPlan::new(&graph).unwrap();
+    let pool = strata_sched::ThreadPool::new(2);
+    let profile = strata_sched::Profile::new(graph.nodes.len());
+    let x = Tensor::from_vec(vec![0.5f32; 64 * 64], &[64, 64]).unwrap();
+    let inputs = vec![(graph.value_id("x").unwrap(), Value::Tensor(x))];
+    let executor = strata_sched::Executor::new(&graph, &plan, &pool, &strata_ops::HeapTensorAlloc)
+        .with_profile(&profile);
+    for _ in 0..3 {
+        executor.run(inputs.clone()).unwrap();
+    }
+    assert_eq!(profile.runs(), 3);
+    let totals = profile.node_totals();
+    assert_eq!(totals.len(), 3);
+    assert!(totals.iter().all(|t| !t.is_zero()), "{totals:?}");
+}

@@ -3,6 +3,8 @@
 use crate::ThreadPool;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use strata_graph::{ExecutionPlan, Graph, NodeId, ValueId};
 use strata_ops::{EvalCtx, Inputs, OpError, TensorAlloc, Value};
 
@@ -41,6 +43,40 @@ pub enum ExecError {
 /// The graph outputs of one run, in `graph.outputs` order.
 pub type RunOutputs = Vec<Value>;
 
+/// Wall time spent in each node's kernel, summed over the runs it was attached to (see
+/// [`Executor::with_profile`]); what `strata bench --profile` prints.
+#[derive(Debug)]
+pub struct Profile {
+    per_node: Mutex<Vec<Duration>>,
+    runs: AtomicUsize,
+}
+
+impl Profile {
+    /// An empty profile for a graph of `nodes` nodes.
+    pub fn new(nodes: usize) -> Self {
+        Profile {
+            per_node: Mutex::new(vec![Duration::ZERO; nodes]),
+            runs: AtomicUsize::new(0),
+        }
+    }
+
+    fn record(&self, node: NodeId, elapsed: Duration) {
+        if let Some(total) = self.per_node.lock().get_mut(node) {
+            *total += elapsed;
+        }
+    }
+
+    /// Total time per node (indexed by node id), over all recorded runs.
+    pub fn node_totals(&self) -> Vec<Duration> {
+        self.per_node.lock().clone()
+    }
+
+    /// How many runs were recorded.
+    pub fn runs(&self) -> usize {
+        self.runs.load(Ordering::Relaxed)
+    }
+}
+
 /// Runs one plan over one graph with a given pool and output allocator.
 #[derive(Debug, Clone, Copy)]
 pub struct Executor<'a> {
@@ -48,6 +84,7 @@ pub struct Executor<'a> {
     plan: &'a ExecutionPlan,
     pool: &'a ThreadPool,
     alloc: &'a dyn TensorAlloc,
+    profile: Option<&'a Profile>,
 }
 
 impl<'a> Executor<'a> {
@@ -63,6 +100,15 @@ impl<'a> Executor<'a> {
             plan,
             pool,
             alloc,
+            profile: None,
+        }
+    }
+
+    /// This executor, adding each node's kernel time to `profile` (one entry per node).
+    pub fn with_profile(self, profile: &'a Profile) -> Self {
+        Executor {
+            profile: Some(profile),
+            ..self
         }
     }
 
@@ -98,11 +144,15 @@ impl<'a> Executor<'a> {
             parallel: self.pool,
             alloc: self.alloc,
         };
+        let start = self.profile.map(|_| Instant::now());
         let outputs = n.op.eval(&ctx, inputs).map_err(|source| ExecError::Node {
             node: self.graph.node_label(node),
             op: n.op_type.clone(),
             source,
         })?;
+        if let (Some(profile), Some(start)) = (self.profile, start) {
+            profile.record(node, start.elapsed());
+        }
         if let Some(missing) = n
             .outputs
             .iter()
@@ -151,6 +201,9 @@ impl<'a> Executor<'a> {
 
     /// Runs the plan with the given graph-input values and returns the graph outputs.
     pub fn run(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
+        if let Some(profile) = self.profile {
+            profile.runs.fetch_add(1, Ordering::Relaxed);
+        }
         if self.pool.threads() > 1 && self.has_parallel_branches() {
             self.run_parallel(inputs)
         } else {

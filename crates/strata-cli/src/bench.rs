@@ -26,6 +26,10 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// After timing, profile `--runs` more runs and print the time per op type and the
+    /// slowest nodes.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// The value below which `q` (0..=1) of the sorted samples fall (nearest rank).
@@ -93,6 +97,58 @@ pub fn main(args: Args) -> Result<()> {
         println!("min        {min:.3} ms");
         println!("median     {med:.3} ms");
         println!("p90        {p90:.3} ms");
+    }
+    if args.profile {
+        print_profile(&session, &inputs, args.runs)?;
+    }
+    Ok(())
+}
+
+/// Runs `runs` profiled runs and prints the kernel time per op type and the 10 slowest nodes
+/// (milliseconds per run).
+fn print_profile(
+    session: &strata::Session,
+    inputs: &[(String, strata::Tensor)],
+    runs: usize,
+) -> Result<()> {
+    let graph = session.graph();
+    let profile = strata::Profile::new(graph.nodes.len());
+    for _ in 0..runs {
+        let values = inputs
+            .iter()
+            .map(|(name, t)| (name.clone(), strata::Value::Tensor(t.clone())))
+            .collect();
+        session.run_profiled(values, &profile)?;
+    }
+    let per_run = |d: std::time::Duration| d.as_secs_f64() * 1e3 / profile.runs().max(1) as f64;
+    let totals: Vec<f64> = profile.node_totals().into_iter().map(per_run).collect();
+    let all: f64 = totals.iter().sum();
+    let mut by_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    for (node, ms) in graph.nodes.iter().zip(&totals) {
+        let entry = by_op.entry(node.op_type.as_str()).or_default();
+        entry.0 += ms;
+        entry.1 += 1;
+    }
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!("profile    {runs} runs, kernel time {all:.3} ms per run");
+    println!("  {:<28} {:>6} {:>10} {:>6}", "op", "nodes", "ms/run", "%");
+    for (op, (ms, count)) in &ops {
+        println!(
+            "  {op:<28} {count:>6} {ms:>10.3} {:>6.1}",
+            100.0 * ms / all.max(1e-12)
+        );
+    }
+    let mut nodes: Vec<usize> = (0..totals.len()).collect();
+    nodes.sort_by(|&a, &b| totals[b].total_cmp(&totals[a]));
+    println!("  slowest nodes");
+    for &n in nodes.iter().take(10) {
+        println!(
+            "  {:<40} {:<20} {:>10.3}",
+            graph.node_label(n),
+            graph.nodes[n].op_type,
+            totals[n]
+        );
     }
     Ok(())
 }

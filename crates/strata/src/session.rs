@@ -9,7 +9,7 @@ use strata_memory::{
 };
 use strata_onnx::ValueKind;
 use strata_ops::{OpResult, TensorAlloc, Value};
-use strata_sched::{Executor, ThreadPool};
+use strata_sched::{Executor, Profile, ThreadPool};
 use strata_tensor::Tensor;
 
 /// How a session runs.
@@ -216,8 +216,22 @@ impl Session {
 
     /// Runs the model on named values (tensors, sequences or optionals).
     pub fn run_values(&self, inputs: Vec<(String, Value)>) -> Result<Outputs> {
+        self.run_with(inputs, None)
+    }
+
+    /// Like [`Session::run_values`], adding each node's kernel time to `profile` (made with
+    /// [`Profile::new`] for `self.graph().nodes.len()` nodes; node ids index
+    /// [`Session::graph`]).
+    pub fn run_profiled(&self, inputs: Vec<(String, Value)>, profile: &Profile) -> Result<Outputs> {
+        self.run_with(inputs, Some(profile))
+    }
+
+    fn run_with(&self, inputs: Vec<(String, Value)>, profile: Option<&Profile>) -> Result<Outputs> {
         let bound = self.bind_inputs(inputs)?;
-        let executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers);
+        let mut executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers);
+        if let Some(profile) = profile {
+            executor = executor.with_profile(profile);
+        }
         let values = executor.run(bound)?;
         let entries = self
             .graph

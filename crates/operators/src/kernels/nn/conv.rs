@@ -6,7 +6,7 @@
 //! channel blocks and im2col rows when there are fewer tasks than threads. ConvTranspose is
 //! GEMM + col2im.
 
-use super::{concrete, AutoPad, Geo3, SpatialAttrs};
+use super::{concrete, for_each_tap_row, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
 use crate::{
@@ -197,6 +197,7 @@ impl Conv {
             // Direct depthwise: one output plane per task.
             let planes_per = (p.n * p.m).div_ceil(ctx.threads() * 4).max(1);
             ctx.par_chunks_mut(o, planes_per * osz, |ci, chunk| {
+                let mut scratch = Vec::new();
                 for (j, plane) in chunk.chunks_mut(osz).enumerate() {
                     let idx = ci * planes_per + j;
                     let (b, m) = (idx / p.m, idx % p.m);
@@ -204,7 +205,7 @@ impl Conv {
                     if !init_rows(plane, idx) {
                         plane.fill(F::ZERO);
                     }
-                    depthwise_plane(xc, &wv[m * ksz..][..ksz], geo, plane);
+                    depthwise_plane(xc, &wv[m * ksz..][..ksz], geo, &mut scratch, plane);
                     activate(plane);
                 }
             });
@@ -349,45 +350,15 @@ fn im2col_channel<F: Float>(x: &[F], g: &Geo3, rows: &mut [F]) {
     }
 }
 
-/// Accumulates one depthwise filter over one input plane into `out` (already holding bias).
-fn depthwise_plane<F: Float>(x: &[F], w: &[F], g: &Geo3, out: &mut [F]) {
-    let [_, ih, iw] = g.input;
-    let [_, oh, ow] = g.output;
-    let [kd_n, kh_n, kw_n] = g.kernel;
-    let sw = g.strides[2];
-    let mut t = 0;
-    for kd in 0..kd_n {
-        let (d_lo, d_hi) = g.valid_range(0, kd);
-        for kh in 0..kh_n {
-            let (h_lo, h_hi) = g.valid_range(1, kh);
-            for kw in 0..kw_n {
-                let wt = w[t];
-                t += 1;
-                let (w_lo, w_hi) = g.valid_range(2, kw);
-                if w_lo >= w_hi {
-                    continue;
-                }
-                let ix0 = w_lo * sw + kw * g.dilations[2] - g.pad_begin[2];
-                for z in d_lo..d_hi {
-                    let iz = z * g.strides[0] + kd * g.dilations[0] - g.pad_begin[0];
-                    for y in h_lo..h_hi {
-                        let iy = y * g.strides[1] + kh * g.dilations[1] - g.pad_begin[1];
-                        let src = &x[(iz * ih + iy) * iw..][..iw];
-                        let dst = &mut out[(z * oh + y) * ow..][w_lo..w_hi];
-                        if sw == 1 {
-                            for (o, &v) in dst.iter_mut().zip(&src[ix0..ix0 + w_hi - w_lo]) {
-                                *o += wt * v;
-                            }
-                        } else {
-                            for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
-                                *o += wt * v;
-                            }
-                        }
-                    }
-                }
-            }
+/// Direct depthwise convolution of one plane: accumulates `w[tap] * input` into `out`
+/// (which holds the bias or fused sum), output row by output row.
+fn depthwise_plane<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
+    for_each_tap_row(x, g, scratch, out, |t, dst, src| {
+        let wt = w[t];
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o += wt * v;
         }
-    }
+    });
 }
 
 impl Operator for Conv {
@@ -923,6 +894,16 @@ mod tests {
             [2, 2, 2, 2],
             [1, 1],
             false,
+        );
+        // Depthwise with width stride 3 and dilation 2 (phase-split rows), uneven pads.
+        check_against_naive(
+            [1, 4, 11, 13],
+            [4, 1, 3, 3],
+            4,
+            [2, 3],
+            [1, 2, 0, 1],
+            [2, 2],
+            true,
         );
         // Kernel larger than input in one axis with padding.
         check_against_naive(

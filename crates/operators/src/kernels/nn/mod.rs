@@ -279,6 +279,77 @@ impl Geo3 {
     }
 }
 
+/// Visits one plane's kernel taps output row by output row, so each output row stays in L1
+/// while every tap updates it: for output row `(z, y)` and each tap `t` (flat index over
+/// `(kd, kh, kw)`) that reads inside the input, calls `tap(t, dst, src)` with `dst` the valid
+/// range of the output row and `src` the input values those outputs read, both contiguous
+/// and of equal length. With a width stride above 1 the plane is first split by phase into
+/// `scratch` (column `j * s + p` of a row goes to phase row `p`), so strided taps read
+/// contiguous memory too and the tap loops vectorize.
+pub(crate) fn for_each_tap_row<F: Copy + Default>(
+    x: &[F],
+    g: &Geo3,
+    scratch: &mut Vec<F>,
+    out: &mut [F],
+    mut tap: impl FnMut(usize, &mut [F], &[F]),
+) {
+    let [id, ih, iw] = g.input;
+    let [od, oh, ow] = g.output;
+    let [kd_n, kh_n, kw_n] = g.kernel;
+    let sw = g.strides[2];
+    let phase_len = iw.div_ceil(sw);
+    let rows: &[F] = if sw == 1 {
+        x
+    } else {
+        scratch.clear();
+        scratch.resize(id * ih * sw * phase_len, F::default());
+        for (src, dst) in x
+            .chunks_exact(iw)
+            .zip(scratch.chunks_exact_mut(sw * phase_len))
+        {
+            for (phase, dst) in dst.chunks_exact_mut(phase_len).enumerate() {
+                for (d, &v) in dst.iter_mut().zip(src[phase.min(iw)..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+        scratch
+    };
+    // Per width tap: valid output range and where its input starts (phase row, offset).
+    let width_taps: Vec<(usize, usize, usize, usize)> = (0..kw_n)
+        .map(|kw| {
+            let (lo, hi) = g.valid_range(2, kw);
+            let first = (lo * sw + kw * g.dilations[2]).saturating_sub(g.pad_begin[2]);
+            (lo, hi, first % sw, first / sw)
+        })
+        .collect();
+    for z in 0..od {
+        for y in 0..oh {
+            let dst_row = &mut out[(z * oh + y) * ow..][..ow];
+            for kd in 0..kd_n {
+                let iz = (z * g.strides[0] + kd * g.dilations[0]).wrapping_sub(g.pad_begin[0]);
+                if iz >= id {
+                    continue;
+                }
+                for kh in 0..kh_n {
+                    let iy = (y * g.strides[1] + kh * g.dilations[1]).wrapping_sub(g.pad_begin[1]);
+                    if iy >= ih {
+                        continue;
+                    }
+                    let row = &rows[(iz * ih + iy) * sw * phase_len..][..sw * phase_len];
+                    for (kw, &(lo, hi, phase, start)) in width_taps.iter().enumerate() {
+                        if lo >= hi {
+                            continue;
+                        }
+                        let src = &row[phase * phase_len + start..][..hi - lo];
+                        tap((kd * kh_n + kh) * kw_n + kw, &mut dst_row[lo..hi], src);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Geometry {
     /// Lifts to three axes; errors for more than three spatial axes.
     pub(crate) fn geo3(&self) -> OpResult<Geo3> {

@@ -1,7 +1,7 @@
 //! Pooling: `MaxPool` (with the optional `Indices` output), `AveragePool`, `LpPool` and their
 //! global forms, for 1-D to 3-D spatial inputs. Each (batch, channel) plane is one task.
 
-use super::{concrete, flag, Geo3, SpatialAttrs};
+use super::{concrete, flag, for_each_tap_row, Geo3, SpatialAttrs};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::{
     Attribute, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
@@ -238,10 +238,10 @@ impl Pool {
         let inv_p = F::ONE / p;
         let include_pad = self.count_include_pad;
         let kind = self.kind;
-        let kernel = |plane_idx: usize, o: &mut [F]| {
+        let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut Vec<F>| {
             let xp = &xv[plane_idx * isz..][..isz];
             if kind != PoolKind::Lp {
-                pool_plane_rows(kind, xp, &g, o);
+                pool_plane_rows(kind, xp, &g, scratch, o);
                 if kind == PoolKind::Average {
                     let [_, oh, ow] = g.output;
                     let count = |a: usize, i: usize| {
@@ -307,8 +307,9 @@ impl Pool {
         let o = out.as_slice_mut::<F>()?;
         let planes = (o.len() / osz).div_ceil(ctx.threads() * 4).max(1);
         ctx.par_chunks_mut(o, planes * osz, |ci, chunk| {
+            let mut scratch = Vec::new();
             for (j, plane) in chunk.chunks_mut(osz).enumerate() {
-                kernel(ci * planes + j, plane);
+                kernel(ci * planes + j, plane, &mut scratch);
             }
         });
         Ok(vec![out.into()])
@@ -359,57 +360,30 @@ impl Operator for Pool {
     }
 }
 
-/// Max or sum pooling of one plane, tap by tap: each kernel tap updates a whole range of an
-/// output row at once (vectorizable), reading the input row at the tap's offset. Windows with
-/// no valid tap keep -inf (max) or 0 (sum).
-fn pool_plane_rows<F: Float>(kind: PoolKind, x: &[F], g: &Geo3, out: &mut [F]) {
-    let max = kind == PoolKind::Max;
-    out.fill(if max { F::NEG_INFINITY } else { F::ZERO });
-    let [_, ih, iw] = g.input;
-    let [_, oh, ow] = g.output;
-    let sw = g.strides[2];
-    for kd in 0..g.kernel[0] {
-        let (d_lo, d_hi) = g.valid_range(0, kd);
-        for kh in 0..g.kernel[1] {
-            let (h_lo, h_hi) = g.valid_range(1, kh);
-            for kw in 0..g.kernel[2] {
-                let (w_lo, w_hi) = g.valid_range(2, kw);
-                if w_lo >= w_hi {
-                    continue;
-                }
-                let ix0 = w_lo * sw + kw * g.dilations[2] - g.pad_begin[2];
-                for z in d_lo..d_hi {
-                    let iz = z * g.strides[0] + kd * g.dilations[0] - g.pad_begin[0];
-                    for y in h_lo..h_hi {
-                        let iy = y * g.strides[1] + kh * g.dilations[1] - g.pad_begin[1];
-                        let src = &x[(iz * ih + iy) * iw..][..iw];
-                        let dst = &mut out[(z * oh + y) * ow..][w_lo..w_hi];
-                        match (max, sw) {
-                            (true, 1) => {
-                                for (o, &v) in dst.iter_mut().zip(&src[ix0..]) {
-                                    *o = if v > *o { v } else { *o };
-                                }
-                            }
-                            (true, _) => {
-                                for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
-                                    *o = if v > *o { v } else { *o };
-                                }
-                            }
-                            (false, 1) => {
-                                for (o, &v) in dst.iter_mut().zip(&src[ix0..]) {
-                                    *o += v;
-                                }
-                            }
-                            (false, _) => {
-                                for (o, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
-                                    *o += v;
-                                }
-                            }
-                        }
-                    }
-                }
+/// Max or sum pooling of one plane, output row by output row: each kernel tap updates the
+/// valid range of the row at once (vectorizable). Windows with no valid tap keep -inf (max)
+/// or 0 (sum).
+fn pool_plane_rows<F: Float>(
+    kind: PoolKind,
+    x: &[F],
+    g: &Geo3,
+    scratch: &mut Vec<F>,
+    out: &mut [F],
+) {
+    if kind == PoolKind::Max {
+        out.fill(F::NEG_INFINITY);
+        for_each_tap_row(x, g, scratch, out, |_, dst, src| {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = if v > *o { v } else { *o };
             }
-        }
+        });
+    } else {
+        out.fill(F::ZERO);
+        for_each_tap_row(x, g, scratch, out, |_, dst, src| {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o += v;
+            }
+        });
     }
 }
 
