@@ -64,6 +64,25 @@ pub fn worker_script() -> PathBuf {
     workspace_root().join("xtask/python/bench/ort_worker.py")
 }
 
+/// The command line for the report, without the machine-specific path options.
+fn shown_command(args: &[String]) -> String {
+    const PATHS: &[&str] = &["--testdata", "--out", "--python", "--doc"];
+    let mut shown = vec!["compare"];
+    let mut skip_value = false;
+    for arg in args {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if PATHS.contains(&flag) {
+            skip_value = !arg.contains('=');
+            continue;
+        }
+        shown.push(arg);
+    }
+    shown.join(" ")
+}
+
 fn list(v: &str) -> Vec<String> {
     v.split(',')
         .map(str::trim)
@@ -93,7 +112,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
         doc: None,
         testdata: testdata::default_dir(),
         out: workspace_root().join("target/bench"),
-        command: format!("compare {}", args.join(" ")).trim().to_string(),
+        command: shown_command(&args),
     };
     let (mut models, mut rounds, mut warmup, mut batch_models) = (None, None, None, None);
     let mut quick = false;
@@ -194,6 +213,10 @@ mod tests {
         let o = parse("");
         assert_eq!(o.models.len(), testdata::ALL_MODELS.len());
         assert_eq!(o.batch_models.len(), 2);
+        assert_eq!(
+            parse("--out /x --quick --python=/p --rounds 3").command,
+            "compare --quick --rounds 3"
+        );
         assert!(parse_args(["--help".to_string()]).unwrap().is_none());
         assert!(parse_args(["--rounds".to_string(), "x".into()]).is_err());
         assert!(parse_args(["--bogus".to_string()]).is_err());

@@ -111,7 +111,11 @@ impl Report<'_> {
         for (name, version) in &self.versions {
             let _ = writeln!(md, "- {name}: {version}");
         }
-        let _ = writeln!(md, "- Command: `{}`", self.options.command);
+        let _ = writeln!(
+            md,
+            "- Command: `cargo xtask bench`, which runs `{}` (path options left out)",
+            self.options.command
+        );
         let [before, after] = self.load.clone().map(|l| l.unwrap_or_else(|| "-".into()));
         let _ = writeln!(
             md,
@@ -203,9 +207,9 @@ impl Report<'_> {
             .gemm
             .as_ref()
             .and_then(|g| Some(g.gflops_per_s(&g.strata)? / g.gflops_per_s(g.openblas.as_ref()?)?));
-        line("GEMM 1024^3 f32: Strata/OpenBLAS >= 0.95", gemm, 2, &|v| {
-            v >= 0.95
-        });
+        let n = self.options.gemm_n;
+        let gemm_target = format!("GEMM {n}^3 f32, 1 thread: Strata/OpenBLAS >= 0.95");
+        line(&gemm_target, gemm, 2, &|v| v >= 0.95);
         md.push('\n');
     }
 
