@@ -138,12 +138,15 @@ struct Slot<'a> {
     run: Box<dyn FnMut() -> Result<f64> + 'a>,
 }
 
-/// `warmup` untimed then `rounds` timed rounds, each running every live slot once in turn.
-/// A slot that fails records its error and drops out.
+/// `warmup` untimed then `rounds` timed rounds, each running every live slot once in turn,
+/// starting one slot later each round so that no engine always follows the same one. A slot
+/// that fails records its error and drops out.
 fn time_rounds(slots: &mut [Slot<'_>], warmup: usize, rounds: usize) {
-    let mut live = vec![true; slots.len()];
+    let n = slots.len();
+    let mut live = vec![true; n];
     for round in 0..warmup + rounds {
-        for (slot, live) in slots.iter_mut().zip(&mut live) {
+        for i in (0..n).map(|k| (round + k) % n) {
+            let (slot, live) = (&mut slots[i], &mut live[i]);
             if !*live {
                 continue;
             }
@@ -408,6 +411,33 @@ pub fn measure_gemm(options: &Options, worker: Option<&mut OrtWorker>) -> Gemm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_rotate_and_failures_drop_out() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let (mut a, mut b) = (EngineResult::default(), EngineResult::default());
+        let mut slots = vec![
+            Slot {
+                result: &mut a,
+                run: Box::new(|| {
+                    order.borrow_mut().push('a');
+                    Ok(1.0)
+                }),
+            },
+            Slot {
+                result: &mut b,
+                run: Box::new(|| {
+                    order.borrow_mut().push('b');
+                    anyhow::bail!("boom")
+                }),
+            },
+        ];
+        time_rounds(&mut slots, 1, 2);
+        drop(slots);
+        assert_eq!(order.into_inner(), ['a', 'b', 'a', 'a']);
+        assert_eq!(a.samples_ms, [1.0, 1.0]);
+        assert_eq!(b.error.as_deref(), Some("boom"));
+    }
 
     #[test]
     fn rounds_fit_the_budget() {

@@ -116,6 +116,18 @@ impl Report<'_> {
             "- Command: `cargo xtask bench`, which runs `{}` (path options left out)",
             self.options.command
         );
+        let busy = self.load[0]
+            .as_deref()
+            .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+            .filter(|&l| l > 0.5 * m.logical_cpus as f64);
+        if let Some(l) = busy {
+            let _ = writeln!(
+                md,
+                "- **Note**: the machine was busy (1-minute load average {l} on {} logical \
+                 cores) when the run started: the timings are noisy.",
+                m.logical_cpus
+            );
+        }
         let [before, after] = self.load.clone().map(|l| l.unwrap_or_else(|| "-".into()));
         let _ = writeln!(
             md,
@@ -386,8 +398,8 @@ impl Report<'_> {
              - Accuracy is checked before timing: each engine's first run against the \
              reference outputs with the ONNX backend-test rule |a - e| <= 1e-7 + 1e-3·|e|.\n\
              - Timing: {w} untimed warm-up round(s), then up to {r} timed rounds; a round runs \
-             Strata, tract and onnxruntime once each in turn (interleaved), and the number of \
-             rounds drops (to no fewer than 3) when the first runs say {r} rounds would take \
+             Strata, tract and onnxruntime once each in turn (interleaved; each round starts \
+             one engine later than the previous one), and the number of rounds drops (to no fewer than 3) when the first runs say {r} rounds would take \
              more than {b} s. Tables show medians.\n\
              - Strata: `Session::run` timed in-process (`SessionOptions::threads` = the \
              table's thread count). tract: `SimplePlan::run`, optimized plan, its default \
