@@ -45,6 +45,8 @@ pub struct TestCase {
     pub inputs: Vec<Tensor>,
     /// The reference (onnxruntime) outputs in graph-output order.
     pub outputs: Vec<Tensor>,
+    /// The folder holding `input_<i>.pb` and `output_<i>.pb`.
+    pub data_dir: PathBuf,
 }
 
 impl TestCase {
@@ -77,8 +79,25 @@ impl TestCase {
             model_path,
             inputs,
             outputs,
+            data_dir: set,
         })
     }
+
+    /// Paths of the input files, in graph-input order.
+    pub fn input_paths(&self) -> Vec<PathBuf> {
+        numbered_paths(&self.data_dir, "input", self.inputs.len())
+    }
+
+    /// Paths of the reference output files, in graph-output order.
+    pub fn output_paths(&self) -> Vec<PathBuf> {
+        numbered_paths(&self.data_dir, "output", self.outputs.len())
+    }
+}
+
+fn numbered_paths(dir: &Path, prefix: &str, count: usize) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| dir.join(format!("{prefix}_{i}.pb")))
+        .collect()
 }
 
 /// Reads `<dir>/<prefix>_0.pb`, `<prefix>_1.pb`, ... until the first missing index.

@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: every check CI runs, cheapest first, stopping at the first failure;
-//! last, `bench --quick` prints the Strata-vs-tract table (informational only).
+//! last, `bench --quick` prints the Strata vs onnxruntime and tract report (informational
+//! only).
 
 use std::time::Instant;
 

@@ -33,10 +33,14 @@ Commands:
   test       `testdata`, then `cargo test --workspace` with STRATA_TESTDATA and
              STRATA_REQUIRE_TESTDATA=1 set; ARGS after `--` go to cargo test.
   bench      `testdata`, then `cargo run --release -p strata-benches --bin compare`:
-             Strata vs tract on all test models (10 rounds), table printed and written
-             to target/bench/report.md (+ report.json). ARGS after `--` go to compare
-             (--models a,b --rounds R --warmup W --threads T; see `-- --help`).
-               --quick   squeezenet, mobilenetv2 and bert_encoder only, 5 rounds
+             Strata vs onnxruntime (Python, target/pyenv) and tract on all test models,
+             outputs checked against the reference first, then timed interleaved round by
+             round at 1 and 2 threads; also load time and peak RSS (fresh processes),
+             batch-8 scaling and a 1024^3 GEMM against OpenBLAS. Writes
+             docs/performance.md and target/bench/report.md (+ report.json). ARGS after
+             `--` go to compare (--models a,b --rounds R --threads 1,2; see `-- --help`).
+               --quick   squeezenet, mobilenetv2 and bert_encoder only, 5 rounds;
+                         prints the report and writes target/bench/report.md only
   conformance
              Write the onnx node test cases to testdata/node/ (stamped), run them all
              (`cargo test --release -p strata --test conformance`), compare with

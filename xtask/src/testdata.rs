@@ -142,6 +142,11 @@ pub(crate) fn ensure_node_cases(venv: &Venv, force: bool) -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// The interpreter of `target/pyenv` (which [`ensure_python`] creates).
+pub(crate) fn pyenv_python() -> PathBuf {
+    venv_python(&util::project_root().join("target/pyenv"))
+}
+
 /// The interpreter used to create the venv: `$STRATA_PYTHON`, else `python3`.
 fn python_base() -> String {
     std::env::var("STRATA_PYTHON").unwrap_or_else(|_| "python3".to_owned())
