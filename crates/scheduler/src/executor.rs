@@ -204,11 +204,14 @@ impl<'a> Executor<'a> {
         if let Some(profile) = self.profile {
             profile.runs.fetch_add(1, Ordering::Relaxed);
         }
-        if self.pool.threads() > 1 && self.has_parallel_branches() {
-            self.run_parallel(inputs)
-        } else {
-            self.run_sequential(inputs)
-        }
+        // One hand-off to the pool per run; the kernels' parallel-fors then run on it.
+        self.pool.install(|| {
+            if self.pool.threads() > 1 && self.has_parallel_branches() {
+                self.run_parallel(inputs)
+            } else {
+                self.run_sequential(inputs)
+            }
+        })
     }
 
     /// Whether some node has more than one dependent that could run beside another.
