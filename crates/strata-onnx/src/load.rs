@@ -3,7 +3,7 @@
 use crate::proto::tensor_from_proto;
 use crate::{OnnxError, Result};
 use prost::Message;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use strata_graph::{CompiledSubgraph, Graph, GraphBuilder, GraphError};
@@ -11,7 +11,7 @@ use strata_ops::{
     node_captures, Attribute, Attributes, BuildCtx, Dim, Fact, OpError, OpRegistry, Operator,
     Subgraph, Unimplemented,
 };
-use strata_tensor::DType;
+use strata_tensor::{DType, Tensor};
 use tract_onnx::pb;
 
 /// What kind of value a graph input or output carries.
@@ -132,14 +132,18 @@ fn kind_of(t: &Option<TypeLite>) -> ValueKind {
     }
 }
 
-/// Loads a model file; external data is resolved relative to its folder.
+/// Loads a model file; external data is resolved relative to its folder. The file's bytes
+/// are freed as soon as they are decoded, and each initializer's protobuf data as soon as it
+/// is converted, so peak memory stays near twice the weights (not four times).
 pub fn load_path(path: impl AsRef<Path>, registry: &OpRegistry) -> Result<OnnxModel> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    load_bytes(&bytes, path.parent(), registry)
+    let (model, lite) = decode(&bytes)?;
+    drop(bytes);
+    load_decoded(model, lite, path.parent(), registry)
 }
 
 /// Loads a model from bytes. `base_dir` is where external data files are looked up.
@@ -148,15 +152,67 @@ pub fn load_bytes(
     base_dir: Option<&Path>,
     registry: &OpRegistry,
 ) -> Result<OnnxModel> {
+    let (model, lite) = decode(bytes)?;
+    load_decoded(model, lite, base_dir, registry)
+}
+
+/// Decodes the model and the fields tract's types do not model.
+fn decode(bytes: &[u8]) -> Result<(pb::ModelProto, ModelLite)> {
     let model = pb::ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
         what: "model",
         reason: e.to_string(),
     })?;
-    let lite = ModelLite::decode(bytes).unwrap_or_default();
+    Ok((model, ModelLite::decode(bytes).unwrap_or_default()))
+}
+
+/// Converts the top-level initializers, emptying each proto once converted (its name stays
+/// so the graph still lists it). A name given twice is left for `fill_graph` to report.
+fn take_initializers(
+    graph: &mut pb::GraphProto,
+    base_dir: Option<&Path>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut converted = HashMap::with_capacity(graph.initializer.len());
+    let mut seen = HashSet::with_capacity(graph.initializer.len());
+    let duplicated: HashSet<String> = graph
+        .initializer
+        .iter()
+        .filter(|i| !seen.insert(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect();
+    for init in graph.initializer.iter_mut() {
+        if duplicated.contains(&init.name) {
+            continue;
+        }
+        let tensor = tensor_from_proto(init, base_dir)?;
+        let name = std::mem::take(&mut init.name);
+        *init = pb::TensorProto {
+            name: name.clone(),
+            ..Default::default()
+        };
+        converted.insert(name, tensor);
+    }
+    Ok(converted)
+}
+
+fn load_decoded(
+    mut model: pb::ModelProto,
+    lite: ModelLite,
+    base_dir: Option<&Path>,
+    registry: &OpRegistry,
+) -> Result<OnnxModel> {
     let metadata = metadata(&model);
-    let mut graph_proto = model.graph.clone().ok_or(OnnxError::NoGraph)?;
+    let mut graph_proto = model.graph.take().ok_or(OnnxError::NoGraph)?;
     crate::functions::inline_functions(&mut graph_proto, &model.functions, &lite.functions)?;
-    let graph = convert_graph(&graph_proto, &metadata.opsets, base_dir, registry)?;
+    drop(model);
+    let mut initializers = take_initializers(&mut graph_proto, base_dir)?;
+    let graph = convert_graph(
+        &graph_proto,
+        &mut initializers,
+        &metadata.opsets,
+        base_dir,
+        registry,
+    )?;
+    drop(graph_proto);
 
     let lite_graph = lite.graph.clone().unwrap_or_default();
     let kind_by_name = |list: &[ValueInfoLite], name: &str| {
@@ -267,8 +323,10 @@ struct Converted {
     formal_inputs: usize,
 }
 
+/// Converts the model's graph; `initializers` holds its initializers already converted.
 fn convert_graph(
     g: &pb::GraphProto,
+    initializers: &mut HashMap<String, Tensor>,
     opsets: &BTreeMap<String, i64>,
     base_dir: Option<&Path>,
     registry: &OpRegistry,
@@ -279,15 +337,23 @@ fn convert_graph(
         registry,
         depth: 0,
     };
-    Ok(fill_graph(g, scope)?.builder.build()?)
+    Ok(fill_graph(g, scope, initializers)?.builder.build()?)
 }
 
 /// Adds initializers, inputs, declared facts, nodes and outputs of `g` to a new builder.
-fn fill_graph(g: &pb::GraphProto, scope: Scope<'_>) -> Result<Converted> {
+/// Initializers found in `converted` are taken from it instead of converted again.
+fn fill_graph(
+    g: &pb::GraphProto,
+    scope: Scope<'_>,
+    converted: &mut HashMap<String, Tensor>,
+) -> Result<Converted> {
     let mut builder = GraphBuilder::new();
     let mut defined: HashSet<&str> = HashSet::new();
     for init in &g.initializer {
-        let tensor = tensor_from_proto(init, scope.base_dir)?;
+        let tensor = match converted.remove(&init.name) {
+            Some(t) => t,
+            None => tensor_from_proto(init, scope.base_dir)?,
+        };
         builder.constant(&init.name, tensor);
         defined.insert(init.name.as_str());
     }
@@ -358,7 +424,7 @@ fn compile_subgraph(
         mut builder,
         free,
         formal_inputs,
-    } = fill_graph(g, inner)?;
+    } = fill_graph(g, inner, &mut HashMap::new())?;
     for capture in &free {
         builder.input(capture, Fact::default());
     }
@@ -515,4 +581,36 @@ fn guess_attribute(a: &pb::AttributeProto) -> std::result::Result<Attribute, &'s
     } else {
         Attribute::Int(a.i)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init(name: &str, values: &[f32]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: 1,
+            float_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn initializers_are_converted_once_and_their_protos_emptied() {
+        let mut g = pb::GraphProto {
+            initializer: vec![init("a", &[1.0, 2.0]), init("b", &[3.0]), init("b", &[4.0])],
+            ..Default::default()
+        };
+        let converted = take_initializers(&mut g, None).unwrap();
+        // "a" is converted and its proto keeps only the name; the duplicated "b" is left
+        // intact for fill_graph to report.
+        assert_eq!(converted.len(), 1);
+        assert_eq!(converted["a"].to_vec::<f32>().unwrap(), [1.0, 2.0]);
+        assert_eq!(g.initializer[0].name, "a");
+        assert!(g.initializer[0].float_data.is_empty() && g.initializer[0].dims.is_empty());
+        assert_eq!(g.initializer[1].float_data, [3.0]);
+        assert_eq!(g.initializer[2].float_data, [4.0]);
+    }
 }
