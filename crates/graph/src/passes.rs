@@ -107,8 +107,9 @@ impl Pass for ConstantFolding {
     }
 }
 
-/// Removes `Identity` nodes and inference-mode `Dropout` nodes whose mask is unused, by
-/// pointing their readers at their input. Nodes whose output is a graph output stay.
+/// Removes `Identity` nodes and inference-mode `Dropout` nodes whose mask is unused (absent,
+/// or declared but read by nothing), by pointing their readers at their input. Nodes whose
+/// output is a graph output stay.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdentityElimination;
 
@@ -120,11 +121,15 @@ impl Pass for IdentityElimination {
     fn run(&self, graph: &mut Graph) -> Result<bool> {
         let mut changed = false;
         let mut remove = BTreeSet::new();
+        let readers = graph.consumers();
+        let unused = |v: &Option<usize>| {
+            v.is_none_or(|v| readers[v].is_empty() && !graph.outputs.contains(&v))
+        };
         for id in 0..graph.nodes.len() {
             let node = &graph.nodes[id];
             let passthrough = match node.op_type.as_str() {
                 "Identity" => true,
-                "Dropout" => node.outputs.iter().skip(1).all(Option::is_none),
+                "Dropout" => node.outputs.iter().skip(1).all(unused),
                 _ => false,
             };
             let (Some(Some(src)), Some(Some(dst))) = (node.inputs.first(), node.outputs.first())

@@ -453,7 +453,14 @@ fn identity_elimination_bypasses_pass_through_nodes() {
         .node("relu", "Relu", &["b"], "r")
         .node_op("drop", "Dropout", dropout(1), &["r"], &["d"])
         .node_op("drop_mask", "Dropout", dropout(2), &["d"], &["e", "mask"])
-        .node("neg", "Neg", &["e"], "n")
+        .node_op(
+            "drop_unread",
+            "Dropout",
+            dropout(2),
+            &["e"],
+            &["e2", "unread"],
+        )
+        .node("neg", "Neg", &["e2"], "n")
         .node("id_out", "Identity", &["n"], "y")
         .outputs(&["y", "mask"]);
     let graph = g.build().unwrap();
@@ -462,8 +469,8 @@ fn identity_elimination_bypasses_pass_through_nodes() {
 
     let mut g2 = graph.clone();
     assert!(IdentityElimination.run(&mut g2).unwrap());
-    // Identities and the mask-less Dropout go; the Dropout whose mask is an output stays, as
-    // does the Identity producing a graph output.
+    // Identities, the mask-less Dropout and the one whose mask nothing reads go; the Dropout
+    // whose mask is an output stays, as does the Identity producing a graph output.
     assert_eq!(node_names(&g2), ["relu", "drop_mask", "neg", "id_out"]);
     let relu = &g2.nodes[0];
     assert_eq!(relu.inputs, [g2.value_id("x")]);
