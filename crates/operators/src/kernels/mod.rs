@@ -8,6 +8,7 @@ pub mod detection;
 pub mod einsum;
 pub mod elementwise;
 pub mod flex_attention;
+pub mod gemm;
 pub mod grid_sample;
 pub mod image;
 pub mod linalg;

@@ -1,0 +1,78 @@
+//! AVX2+FMA micro-kernel: a 6 x 16 register tile (12 ymm accumulators), with narrower
+//! instantiations for edge tiles; partial-width or strided C tiles go through a spill buffer.
+
+use super::{KernelFn, Tile};
+use std::arch::x86_64::*;
+
+/// Rows of the register tile.
+pub(super) const MR: usize = 6;
+/// Columns of the register tile (two 8-lane vectors).
+pub(super) const NR: usize = 16;
+
+/// `R` rows (<= MR) by `NV` 8-lane vectors of columns.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; `t.a` holds `t.kc * MR` and `t.b` holds `t.kc * NR`
+/// readable elements; `t.rows <= R`, `t.cols <= NV * 8`; every `t.c + r*rsc + j*csc` for
+/// `r < t.rows`, `j < t.cols` is valid for reads and writes (reads only when `beta != 0`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
+    let mut acc = [[_mm256_setzero_ps(); NV]; R];
+    let (mut a, mut b) = (t.a, t.b);
+    for _ in 0..t.kc {
+        let mut bv = [_mm256_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: `v * 8 + 7 < NR` elements of this k-row of the B panel are readable.
+            *x = unsafe { _mm256_loadu_ps(b.add(8 * v)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: `r < R <= MR`, inside this k-row of the A panel.
+            let av = _mm256_set1_ps(unsafe { *a.add(r) });
+            for (x, bb) in row.iter_mut().zip(bv.iter()) {
+                *x = _mm256_fmadd_ps(av, *bb, *x);
+            }
+        }
+        // SAFETY: advancing to the next k-row stays within (or one past) the panels.
+        unsafe {
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    let alpha = _mm256_set1_ps(t.alpha);
+    let beta = _mm256_set1_ps(t.beta);
+    if t.csc == 1 && t.cols == NV * 8 {
+        for (r, row) in acc.iter().enumerate().take(t.rows) {
+            for (v, x) in row.iter().enumerate() {
+                let mut y = _mm256_mul_ps(*x, alpha);
+                // SAFETY: row `r < t.rows`, columns `v*8..v*8+8 <= t.cols` of the C tile,
+                // unit column stride: valid per the caller's contract.
+                unsafe {
+                    let p = t.c.offset(r as isize * t.rsc).add(v * 8);
+                    if t.beta != 0.0 {
+                        y = _mm256_fmadd_ps(_mm256_loadu_ps(p), beta, y);
+                    }
+                    _mm256_storeu_ps(p, y);
+                }
+            }
+        }
+    } else {
+        let mut buf = [0f32; MR * NR];
+        for (r, row) in acc.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                // SAFETY: `r * NR + v * 8 + 7 < MR * NR` since `r < R <= MR`, `v < NV <= 2`.
+                unsafe { _mm256_storeu_ps(buf.as_mut_ptr().add(r * NR + v * 8), *x) };
+            }
+        }
+        // SAFETY: `buf` holds the tile with leading dimension NR; C as the caller guarantees.
+        unsafe { super::store_tile(t, &buf, NR) };
+    }
+}
+
+macro_rules! rows {
+    ($($r:literal)*) => {
+        [$([tile::<$r, 1> as KernelFn, tile::<$r, 2> as KernelFn]),*]
+    };
+}
+
+/// Kernels by `[rows - 1][column vectors - 1]`.
+pub(super) static TABLE: [[KernelFn; 2]; MR] = rows!(1 2 3 4 5 6);
