@@ -41,7 +41,11 @@ unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
     let alpha = _mm256_set1_ps(t.alpha);
     let beta = _mm256_set1_ps(t.beta);
     if t.csc == 1 && t.cols == NV * 8 {
-        for (r, row) in acc.iter().enumerate().take(t.rows) {
+        // Constant trip counts (no early exit) let the accumulators stay in registers.
+        for (r, row) in acc.iter().enumerate() {
+            if r >= t.rows {
+                continue;
+            }
             for (v, x) in row.iter().enumerate() {
                 let mut y = _mm256_mul_ps(*x, alpha);
                 // SAFETY: row `r < t.rows`, columns `v*8..v*8+8 <= t.cols` of the C tile,

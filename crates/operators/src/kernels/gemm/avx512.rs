@@ -43,13 +43,17 @@ unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
     let alpha = _mm512_set1_ps(t.alpha);
     let beta = _mm512_set1_ps(t.beta);
     if t.csc == 1 {
-        for (r, row) in acc.iter().enumerate().take(t.rows) {
+        // Constant trip counts (no early exit) let the accumulators stay in registers.
+        for (r, row) in acc.iter().enumerate() {
+            if r >= t.rows {
+                continue;
+            }
             // SAFETY: `r < t.rows`, so row `r` of the C tile is valid (caller's contract).
             let cr = unsafe { t.c.offset(r as isize * t.rsc) };
             for (v, x) in row.iter().enumerate() {
                 let j = v * 16;
                 if j >= t.cols {
-                    break;
+                    continue;
                 }
                 let mut y = _mm512_mul_ps(*x, alpha);
                 let left = t.cols - j;
