@@ -14,9 +14,16 @@ pub(super) const NR: usize = 16;
 /// # Safety
 /// The CPU supports AVX2 and FMA; `t.a` holds `t.kc * MR` and `t.b` holds `t.kc * NR`
 /// readable elements; `t.rows <= R`, `t.cols <= NV * 8`; every `t.c + r*rsc + j*csc` for
-/// `r < t.rows`, `j < t.cols` is valid for reads and writes (reads only when `beta != 0`).
+/// `r < t.rows`, `j < t.cols` is valid for reads and writes (reads only when `beta != 0`). In direct mode (`DIRECT`), `t.rows == R` and
+/// `t.a + r*t.ars + k*t.aks` must be readable for `r < R`, `k < t.kc`, instead of a panel.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
+unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool>(t: &Tile) {
+    // Packed A: element (r, k) at `k * MR + r`; direct A: at `r * t.ars + k * t.aks`.
+    let (ars, aks) = if DIRECT {
+        (t.ars, t.aks)
+    } else {
+        (1, MR as isize)
+    };
     let mut acc = [[_mm256_setzero_ps(); NV]; R];
     let (mut a, mut b) = (t.a, t.b);
     for _ in 0..t.kc {
@@ -26,15 +33,17 @@ unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
             *x = unsafe { _mm256_loadu_ps(b.add(8 * v)) };
         }
         for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: `r < R <= MR`, inside this k-row of the A panel.
-            let av = _mm256_set1_ps(unsafe { *a.add(r) });
+            // SAFETY: `r < R` (R <= MR, and R == t.rows in direct mode), inside this k
+            // step of A.
+            let av = _mm256_set1_ps(unsafe { *a.offset(r as isize * ars) });
             for (x, bb) in row.iter_mut().zip(bv.iter()) {
                 *x = _mm256_fmadd_ps(av, *bb, *x);
             }
         }
-        // SAFETY: advancing to the next k-row stays within (or one past) the panels.
+        // SAFETY: B advances to the next k-row, within (or one past) its panel; A's step
+        // uses wrapping arithmetic and is only dereferenced for valid k.
         unsafe {
-            a = a.add(MR);
+            a = a.wrapping_offset(aks);
             b = b.add(NR);
         }
     }
@@ -73,10 +82,14 @@ unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
 }
 
 macro_rules! rows {
-    ($($r:literal)*) => {
-        [$([tile::<$r, 1> as KernelFn, tile::<$r, 2> as KernelFn]),*]
+    ($d:literal; $($r:literal)*) => {
+        [$([tile::<$r, 1, $d> as KernelFn, tile::<$r, 2, $d> as KernelFn]),*]
     };
 }
 
 /// Kernels by `[rows - 1][column vectors - 1]`.
-pub(super) static TABLE: [[KernelFn; 2]; MR] = rows!(1 2 3 4 5 6);
+pub(super) static TABLE: [[KernelFn; 2]; MR] = rows!(false; 1 2 3 4 5 6);
+
+/// Kernels reading A in place (strides `t.ars`, `t.aks`), by `[rows - 1][column vectors - 1]`;
+/// only called with `R == t.rows`.
+pub(super) static DIRECT: [[KernelFn; 2]; MR] = rows!(true; 1 2 3 4 5 6);

@@ -64,8 +64,12 @@ pub enum Isa {
 struct Tile {
     /// Depth (k steps).
     kc: usize,
-    /// Packed A panel: `kc * MR` elements.
+    /// A: a packed panel (`kc * MR` elements), or A in place for direct kernels.
     a: *const f32,
+    /// A's row stride (direct kernels only).
+    ars: isize,
+    /// A's k stride (direct kernels only).
+    aks: isize,
     /// Packed B panel: `kc * NR` elements.
     b: *const f32,
     /// Top-left of the C tile.
@@ -97,6 +101,8 @@ struct Kernel {
     nc: usize,
     /// Micro-kernels by `[rows - 1][columns > nr / 2]`.
     table: &'static [[KernelFn; 2]],
+    /// Micro-kernels reading A in place (no packing), same indexing; `None` where absent.
+    direct: Option<&'static [[KernelFn; 2]]>,
     gemv: GemvFn,
 }
 
@@ -115,6 +121,7 @@ static AVX512: Kernel = Kernel {
     mc: 960,
     nc: 4096,
     table: &avx512::TABLE,
+    direct: Some(&avx512::DIRECT),
     gemv: gemv::gemv_avx512,
 };
 
@@ -127,6 +134,7 @@ static AVX2: Kernel = Kernel {
     mc: 960,
     nc: 4096,
     table: &avx2::TABLE,
+    direct: Some(&avx2::DIRECT),
     gemv: gemv::gemv_avx2,
 };
 
@@ -138,6 +146,7 @@ static GENERIC: Kernel = Kernel {
     mc: 512,
     nc: 4096,
     table: &generic::TABLE,
+    direct: None,
     gemv: gemv::gemv_generic,
 };
 
@@ -303,6 +312,9 @@ unsafe fn scale_c(p: &Problem) {
     }
 }
 
+/// Column panels up to which A is read in place rather than packed.
+const DIRECT_MAX_PANELS: usize = 2;
+
 /// The blocked product.
 ///
 /// # Safety
@@ -315,10 +327,16 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
     let kcb = block(p.k, kern.kc, 1);
     let mcb = block(p.m, kern.mc, mr);
     let ncb = block(p.n, kern.nc, nr);
+    // With few column panels an A block is reused too little to repay packing it: kernels
+    // that read A in place do better there.
+    let direct = match (asrc, kern.direct) {
+        (ASrc::Strided { .. }, Some(table)) if p.n <= DIRECT_MAX_PANELS * nr => Some(table),
+        _ => None,
+    };
     let bptr = bufs.b.ensure(kcb * ncb);
-    let aptr = match asrc {
-        ASrc::Strided { .. } => bufs.a.ensure(kcb * mcb),
-        ASrc::Packed { .. } => std::ptr::null_mut(),
+    let aptr = match (asrc, direct) {
+        (ASrc::Strided { .. }, None) => bufs.a.ensure(kcb * mcb),
+        _ => std::ptr::null_mut(),
     };
     for jc in (0..p.n).step_by(ncb) {
         let nc = ncb.min(p.n - jc);
@@ -341,39 +359,50 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
             let beta = if pc == 0 { p.beta } else { 1.0 };
             for ic in (0..p.m).step_by(mcb) {
                 let mc = mcb.min(p.m - ic);
-                let ap: *const f32 = match asrc {
+                // The A block's start, its row stride and k stride as the kernels read it.
+                let (ap, ars, aks): (*const f32, isize, isize) = match asrc {
                     ASrc::Strided { a, rsa, csa } => {
-                        // SAFETY: rows `ic..ic+mc`, columns `pc..pc+kc` of A are in range; the
-                        // buffer holds `kcb * mcb >= kc * mc.div_ceil(mr) * mr` (mcb is a
-                        // multiple of mr).
-                        unsafe {
-                            pack::pack_a(
-                                mr,
-                                mc,
-                                kc,
-                                a.offset(ic as isize * rsa + pc as isize * csa),
-                                rsa,
-                                csa,
-                                aptr,
-                            );
+                        // SAFETY: row `ic` and column `pc` of A are in range.
+                        let start = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
+                        if direct.is_some() {
+                            (start, rsa, csa)
+                        } else {
+                            // SAFETY: rows `ic..ic+mc`, columns `pc..pc+kc` of A are in range;
+                            // the buffer holds `kcb * mcb >= kc * mc.div_ceil(mr) * mr`
+                            // elements (mcb is a multiple of mr).
+                            unsafe { pack::pack_a(mr, mc, kc, start, rsa, csa, aptr) };
+                            (aptr, 1, mr as isize)
                         }
-                        aptr
                     }
                     // SAFETY: the K block at `pc` starts at `pc * m_pad`; its panel for rows
                     // `ic..` (ic a multiple of mr) at `ic * kc`, inside the packed data.
-                    ASrc::Packed { data, m_pad } => unsafe { data.add(pc * m_pad + ic * kc) },
+                    ASrc::Packed { data, m_pad } => {
+                        (unsafe { data.add(pc * m_pad + ic * kc) }, 1, mr as isize)
+                    }
                 };
                 for jr in (0..nc).step_by(nr) {
                     let cols = nr.min(nc - jr);
                     for ir in (0..mc).step_by(mr) {
                         let rows = mr.min(mc - ir);
-                        // SAFETY: the panels at `ir * kc` / `jr * kc` hold `kc * mr` /
-                        // `kc * nr` packed elements; the C tile at row `ic + ir`, column
+                        let (a, f) = match direct {
+                            // Direct kernels are picked with `R == rows`, so they read only
+                            // the `rows` valid rows of A.
+                            Some(table) => (
+                                ap.wrapping_offset(ir as isize * ars),
+                                table[rows - 1][usize::from(cols > nr / 2)],
+                            ),
+                            None => (ap.wrapping_add(ir * kc), kern.pick(rows, cols)),
+                        };
+                        // SAFETY: `a` addresses the valid rows `ic+ir..` of A in place (direct)
+                        // or a packed panel of `kc * mr` elements; the B panel at `jr * kc`
+                        // holds `kc * nr` packed elements; the C tile at row `ic + ir`, column
                         // `jc + jr` has `rows x cols` elements inside C; the CPU runs `kern`.
                         unsafe {
                             let t = Tile {
                                 kc,
-                                a: ap.add(ir * kc),
+                                a,
+                                ars,
+                                aks,
                                 b: bptr.add(jr * kc),
                                 c: p.c.offset(
                                     (ic + ir) as isize * p.rsc + (jc + jr) as isize * p.csc,
@@ -385,7 +414,7 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                                 alpha: p.alpha,
                                 beta,
                             };
-                            (kern.pick(rows, cols))(&t);
+                            f(&t);
                         }
                     }
                 }
