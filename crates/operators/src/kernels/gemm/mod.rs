@@ -374,10 +374,11 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                             (aptr, 1, mr as isize)
                         }
                     }
-                    // SAFETY: the K block at `pc` starts at `pc * m_pad`; its panel for rows
-                    // `ic..` (ic a multiple of mr) at `ic * kc`, inside the packed data.
                     ASrc::Packed { data, m_pad } => {
-                        (unsafe { data.add(pc * m_pad + ic * kc) }, 1, mr as isize)
+                        // SAFETY: the K block at `pc` starts at `pc * m_pad`; its panel for
+                        // rows `ic..` (ic a multiple of mr) at `ic * kc`, inside the data.
+                        let start = unsafe { data.add(pc * m_pad + ic * kc) };
+                        (start, 1, mr as isize)
                     }
                 };
                 for jr in (0..nc).step_by(nr) {
@@ -1030,7 +1031,7 @@ mod tests {
     #[test]
     fn k_zero_scales_c() {
         for kern in available() {
-            let mut c = vec![f32::NAN, f32::NAN, 2.0, 3.0];
+            let mut c = [f32::NAN, f32::NAN, 2.0, 3.0];
             let a: [f32; 0] = [];
             gemm_with(
                 kern,
