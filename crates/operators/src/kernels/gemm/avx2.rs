@@ -40,12 +40,9 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool>(t: &Tile) {
                 *x = _mm256_fmadd_ps(av, *bb, *x);
             }
         }
-        // SAFETY: B advances to the next k-row, within (or one past) its panel; A's step
-        // uses wrapping arithmetic and is only dereferenced for valid k.
-        unsafe {
-            a = a.wrapping_offset(aks);
-            b = b.add(NR);
-        }
+        // Wrapping steps: the pointers are only dereferenced for valid k.
+        a = a.wrapping_offset(aks);
+        b = b.wrapping_add(NR);
     }
     let alpha = _mm256_set1_ps(t.alpha);
     let beta = _mm256_set1_ps(t.beta);

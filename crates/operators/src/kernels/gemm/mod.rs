@@ -70,8 +70,10 @@ struct Tile {
     ars: isize,
     /// A's k stride (direct kernels only).
     aks: isize,
-    /// Packed B panel: `kc * NR` elements.
+    /// B: a packed panel (`kc * NR` elements), or B in place for direct-B kernels.
     b: *const f32,
+    /// B's k (row) stride (direct-B kernels only; columns are contiguous).
+    bks: isize,
     /// Top-left of the C tile.
     c: *mut f32,
     rsc: isize,
@@ -103,6 +105,8 @@ struct Kernel {
     table: &'static [[KernelFn; 2]],
     /// Micro-kernels reading A in place (no packing), same indexing; `None` where absent.
     direct: Option<&'static [[KernelFn; 2]]>,
+    /// Micro-kernels reading B in place (unit column stride), A packed; `None` where absent.
+    direct_b: Option<&'static [[KernelFn; 2]]>,
     gemv: GemvFn,
 }
 
@@ -122,6 +126,7 @@ static AVX512: Kernel = Kernel {
     nc: 4096,
     table: &avx512::TABLE,
     direct: Some(&avx512::DIRECT),
+    direct_b: Some(&avx512::DIRECT_B),
     gemv: gemv::gemv_avx512,
 };
 
@@ -135,6 +140,7 @@ static AVX2: Kernel = Kernel {
     nc: 4096,
     table: &avx2::TABLE,
     direct: Some(&avx2::DIRECT),
+    direct_b: None,
     gemv: gemv::gemv_avx2,
 };
 
@@ -147,6 +153,7 @@ static GENERIC: Kernel = Kernel {
     nc: 4096,
     table: &generic::TABLE,
     direct: None,
+    direct_b: None,
     gemv: gemv::gemv_generic,
 };
 
@@ -333,7 +340,18 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
         (ASrc::Strided { .. }, Some(table)) if p.n <= DIRECT_MAX_PANELS * nr => Some(table),
         _ => None,
     };
-    let bptr = bufs.b.ensure(kcb * ncb);
+    // Likewise a B block with few row panels and contiguous rows is read in place (A packed).
+    let direct_b = match kern.direct_b {
+        Some(table) if direct.is_none() && p.csb == 1 && p.m <= DIRECT_MAX_PANELS * mr => {
+            Some(table)
+        }
+        _ => None,
+    };
+    let bptr = if direct_b.is_some() {
+        std::ptr::null_mut()
+    } else {
+        bufs.b.ensure(kcb * ncb)
+    };
     let aptr = match (asrc, direct) {
         (ASrc::Strided { .. }, None) => bufs.a.ensure(kcb * mcb),
         _ => std::ptr::null_mut(),
@@ -343,19 +361,20 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
         let mut pc = 0;
         while pc < p.k {
             let kc = kcb.min(p.k - pc);
-            // SAFETY: rows `pc..pc+kc` and columns `jc..jc+nc` of B are in range; the buffer
-            // holds `kcb * ncb >= kc * nc.div_ceil(nr) * nr` elements (ncb is a multiple of nr).
-            unsafe {
-                pack::pack_b(
-                    nr,
-                    kc,
-                    nc,
-                    p.b.offset(pc as isize * p.rsb + jc as isize * p.csb),
-                    p.rsb,
-                    p.csb,
-                    bptr,
-                );
+            // SAFETY: row `pc`, column `jc` of B are in range.
+            let bstart = unsafe { p.b.offset(pc as isize * p.rsb + jc as isize * p.csb) };
+            if direct_b.is_none() {
+                // SAFETY: rows `pc..pc+kc` and columns `jc..jc+nc` of B are in range; the
+                // buffer holds `kcb * ncb >= kc * nc.div_ceil(nr) * nr` elements (ncb is a
+                // multiple of nr).
+                unsafe {
+                    pack::pack_b(nr, kc, nc, bstart, p.rsb, p.csb, bptr);
+                }
             }
+            let (bp, bks) = match direct_b {
+                Some(_) => (bstart, p.rsb),
+                None => (bptr as *const f32, nr as isize),
+            };
             let beta = if pc == 0 { p.beta } else { 1.0 };
             for ic in (0..p.m).step_by(mcb) {
                 let mc = mcb.min(p.m - ic);
@@ -385,18 +404,24 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                     let cols = nr.min(nc - jr);
                     for ir in (0..mc).step_by(mr) {
                         let rows = mr.min(mc - ir);
-                        let (a, f) = match direct {
+                        let nv = usize::from(cols > nr / 2);
+                        let (a, f) = match (direct, direct_b) {
                             // Direct kernels are picked with `R == rows`, so they read only
                             // the `rows` valid rows of A.
-                            Some(table) => (
-                                ap.wrapping_offset(ir as isize * ars),
-                                table[rows - 1][usize::from(cols > nr / 2)],
-                            ),
-                            None => (ap.wrapping_add(ir * kc), kern.pick(rows, cols)),
+                            (Some(table), _) => {
+                                (ap.wrapping_offset(ir as isize * ars), table[rows - 1][nv])
+                            }
+                            (None, Some(table)) => (ap.wrapping_add(ir * kc), table[rows - 1][nv]),
+                            (None, None) => (ap.wrapping_add(ir * kc), kern.pick(rows, cols)),
+                        };
+                        let b = match direct_b {
+                            Some(_) => bp.wrapping_offset(jr as isize * p.csb),
+                            None => bp.wrapping_add(jr * kc),
                         };
                         // SAFETY: `a` addresses the valid rows `ic+ir..` of A in place (direct)
-                        // or a packed panel of `kc * mr` elements; the B panel at `jr * kc`
-                        // holds `kc * nr` packed elements; the C tile at row `ic + ir`, column
+                        // or a packed panel of `kc * mr` elements; `b` the valid columns
+                        // `jc+jr..` of B's rows `pc..` in place (direct B: the kernel masks
+                        // lanes past `cols`) or a packed panel of `kc * nr` elements; the C tile at row `ic + ir`, column
                         // `jc + jr` has `rows x cols` elements inside C; the CPU runs `kern`.
                         unsafe {
                             let t = Tile {
@@ -404,7 +429,8 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                                 a,
                                 ars,
                                 aks,
-                                b: bptr.add(jr * kc),
+                                b,
+                                bks,
                                 c: p.c.offset(
                                     (ic + ir) as isize * p.rsc + (jc + jr) as isize * p.csc,
                                 ),
@@ -976,7 +1002,13 @@ mod tests {
     #[test]
     fn alpha_beta_variants() {
         for kern in available() {
-            for &(m, k, n) in &[(17, 33, 129), (1, 40, 50), (50, 40, 1), (9, 600, 35)] {
+            for &(m, k, n) in &[
+                (17, 33, 129),
+                (1, 40, 50),
+                (50, 40, 1),
+                (9, 600, 35),
+                (10, 300, 100),
+            ] {
                 for (alpha, beta) in [
                     (1.0, 1.0),
                     (0.5, -2.0),
