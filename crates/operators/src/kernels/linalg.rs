@@ -135,7 +135,7 @@ macro_rules! impl_float {
         }
     };
 }
-impl_float!(f32, matrixmultiply::sgemm);
+impl_float!(f32, crate::kernels::gemm::sgemm);
 impl_float!(f64, matrixmultiply::dgemm);
 
 // ----- safe GEMM ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ pub mod einsum;
 pub mod elementwise;
 pub mod flex_attention;
 pub mod fused;
+pub mod gemm;
 pub mod grid_sample;
 pub mod image;
 pub mod linalg;

@@ -1,0 +1,148 @@
+//! AVX-512F micro-kernel: a 12 x 32 register tile (24 zmm accumulators, two B vectors per k,
+//! A broadcast from the packed panel), with narrower instantiations for edge tiles and masked
+//! loads/stores for partial column counts.
+
+use super::{KernelFn, Tile};
+use std::arch::x86_64::*;
+
+/// Rows of the register tile.
+pub(super) const MR: usize = 12;
+/// Columns of the register tile (two 16-lane vectors).
+pub(super) const NR: usize = 32;
+
+/// `R` rows (<= MR) by `NV` 16-lane vectors of columns.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `t.a` holds `t.kc * MR` and `t.b` holds `t.kc * NR` readable
+/// elements; `t.rows <= R`, `t.cols <= NV * 16`; every `t.c + r*rsc + j*csc` for
+/// `r < t.rows`, `j < t.cols` is valid for reads and writes (reads only when `beta != 0`).
+/// In direct-A mode (`DIRECT`), `t.rows == R` and `t.a + r*t.ars + k*t.aks` must be readable
+/// for `r < R`, `k < t.kc`, instead of a panel. In direct-B mode (`DIRECT_B`), B is read in
+/// place: `t.b + k*t.bks + j` must be readable for `k < t.kc`, `j < t.cols` (unit column
+/// stride; lanes past `t.cols` are masked off).
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT_B: bool>(
+    t: &Tile,
+) {
+    // Packed A: element (r, k) at `k * MR + r`; direct A: at `r * t.ars + k * t.aks`.
+    let (ars, aks) = if DIRECT {
+        (t.ars, t.aks)
+    } else {
+        (1, MR as isize)
+    };
+    // Packed B: k-rows NR apart, all lanes valid; direct B: rows `t.bks` apart, lanes masked
+    // to the tile's columns.
+    let bks = if DIRECT_B { t.bks } else { NR as isize };
+    let mut bmask = [!0 as __mmask16; NV];
+    if DIRECT_B {
+        for (v, m) in bmask.iter_mut().enumerate() {
+            let left = t.cols.saturating_sub(v * 16).min(16);
+            *m = ((1u32 << left) - 1) as __mmask16;
+        }
+    }
+    if t.csc == 1 {
+        // Start fetching the C tile now; it is read (beta != 0) or written after the k loop.
+        for r in 0..R.min(t.rows) {
+            for v in 0..NV {
+                let p =
+                    t.c.wrapping_offset(r as isize * t.rsc)
+                        .wrapping_add((v * 16).min(t.cols - 1));
+                _mm_prefetch::<_MM_HINT_T0>(p.cast());
+            }
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
+    let (mut a, mut b) = (t.a, t.b);
+    for _ in 0..t.kc {
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: packed: `v * 16 + 15 < NR` elements of this k-row of the B panel are
+            // readable (the caller's contract: `kc * NR` elements at `t.b`); direct: the mask
+            // enables only lanes `< t.cols` of this row of B, and masked-off lanes are not
+            // accessed (no faults).
+            *x = unsafe {
+                if DIRECT_B {
+                    _mm512_maskz_loadu_ps(bmask[v], b.add(16 * v))
+                } else {
+                    _mm512_loadu_ps(b.add(16 * v))
+                }
+            };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: `r < R` (R <= MR, and R == t.rows in direct mode), inside this k
+            // step of A.
+            let av = _mm512_set1_ps(unsafe { *a.offset(r as isize * ars) });
+            for (x, bb) in row.iter_mut().zip(bv.iter()) {
+                *x = _mm512_fmadd_ps(av, *bb, *x);
+            }
+        }
+        // Wrapping steps: the pointers are only dereferenced for valid k.
+        a = a.wrapping_offset(aks);
+        b = b.wrapping_offset(bks);
+    }
+    let alpha = _mm512_set1_ps(t.alpha);
+    let beta = _mm512_set1_ps(t.beta);
+    if t.csc == 1 {
+        // Constant trip counts (no early exit) let the accumulators stay in registers.
+        for (r, row) in acc.iter().enumerate() {
+            if r >= t.rows {
+                continue;
+            }
+            // SAFETY: `r < t.rows`, so row `r` of the C tile is valid (caller's contract).
+            let cr = unsafe { t.c.offset(r as isize * t.rsc) };
+            for (v, x) in row.iter().enumerate() {
+                let j = v * 16;
+                if j >= t.cols {
+                    continue;
+                }
+                let mut y = _mm512_mul_ps(*x, alpha);
+                let left = t.cols - j;
+                // SAFETY: columns `j..j + min(left, 16)` of row `r` are inside the C tile
+                // (`t.cols` valid, unit column stride); the masked forms touch only the
+                // `left` valid lanes and suppress faults on the others.
+                unsafe {
+                    let p = cr.add(j);
+                    if left >= 16 {
+                        if t.beta != 0.0 {
+                            y = _mm512_fmadd_ps(_mm512_loadu_ps(p), beta, y);
+                        }
+                        _mm512_storeu_ps(p, y);
+                    } else {
+                        let m = ((1u32 << left) - 1) as __mmask16;
+                        if t.beta != 0.0 {
+                            y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), beta, y);
+                        }
+                        _mm512_mask_storeu_ps(p, m, y);
+                    }
+                }
+            }
+        }
+    } else {
+        let mut buf = [0f32; MR * NR];
+        for (r, row) in acc.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                // SAFETY: `r * NR + v * 16 + 15 < MR * NR` since `r < R <= MR`, `v < NV <= 2`.
+                unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(r * NR + v * 16), *x) };
+            }
+        }
+        // SAFETY: `buf` holds the tile with leading dimension NR; C as the caller guarantees.
+        unsafe { super::store_tile(t, &buf, NR) };
+    }
+}
+
+macro_rules! rows {
+    ($d:literal, $db:literal; $($r:literal)*) => {
+        [$([tile::<$r, 1, $d, $db> as KernelFn, tile::<$r, 2, $d, $db> as KernelFn]),*]
+    };
+}
+
+/// Kernels by `[rows - 1][column vectors - 1]`.
+pub(super) static TABLE: [[KernelFn; 2]; MR] = rows!(false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+
+/// Kernels reading A in place (strides `t.ars`, `t.aks`), by `[rows - 1][column vectors - 1]`;
+/// only called with `R == t.rows`.
+pub(super) static DIRECT: [[KernelFn; 2]; MR] = rows!(true, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+
+/// Kernels reading B in place (k stride `t.bks`, unit column stride, masked edges) with A
+/// packed, by `[rows - 1][column vectors - 1]`.
+pub(super) static DIRECT_B: [[KernelFn; 2]; MR] = rows!(false, true; 1 2 3 4 5 6 7 8 9 10 11 12);

@@ -1,0 +1,1180 @@
+//! Strata's own f32 GEMM: `C = alpha * A * B + beta * C` over arbitrarily strided views,
+//! BLIS-style. This module owns the blocking/packing driver, the packing buffers, the
+//! micro-kernels (AVX-512F 12x32, AVX2+FMA 6x16, and a portable 4x8 kernel that aarch64 and
+//! old x86 use) chosen once at run time from the CPU's features, the matrix-vector path taken
+//! when C has a single row or column, and a prepacked-A API for constant weights.
+//!
+//! Loop nest (Goto/BLIS): columns of C in blocks of NC; K in blocks of KC (sizes balanced
+//! so no block is a sliver), each packing a KC x NC block of B into NR-column micro-panels;
+//! rows of C in blocks of MC, each packing an MC x KC block of A into MR-row micro-panels
+//! (zero-padded); then every MR x NR tile is one micro-kernel call, which keeps the tile in
+//! registers across KC and applies `alpha`/`beta` on the way out. `beta == 0` never reads C
+//! (NaN garbage there is ignored); later K blocks accumulate with `beta = 1`. Packing
+//! buffers are thread-local and reused, so steady-state calls do not allocate.
+//!
+//! Entry points:
+//! - [`sgemm`]: raw-pointer GEMM with `matrixmultiply::sgemm`'s signature and contract; this
+//!   is what `linalg::gemm::<f32>` (and so MatMul, Gemm and the convolutions) calls.
+//! - [`gemm`]: the same, safe, over [`MatRef`]/[`MatMut`] views (validated, [`GemmError`]).
+//! - [`PackedA`] + [`gemm_packed_a`]: pack a constant A (e.g. a convolution's weight,
+//!   `M = out channels x K = Cin*kh*kw`) once, then multiply it by many B's without
+//!   repacking it:
+//!
+//! ```
+//! use strata_ops::kernels::gemm::{gemm_packed_a, PackedA};
+//! use strata_ops::kernels::linalg::{MatMut, MatRef};
+//! let w = vec![1.0f32; 8 * 27]; // 8 out channels, Cin*kh*kw = 27
+//! let packed = PackedA::new(MatRef::row_major(&w, 8, 27)).unwrap(); // once, at session build
+//! let col = vec![0.5f32; 27 * 100]; // im2col of the input, 27 x (H*W)
+//! let mut out = vec![0.0f32; 8 * 100];
+//! gemm_packed_a(1.0, &packed, MatRef::row_major(&col, 27, 100), 0.0,
+//!     MatMut::row_major(&mut out, 8, 100)).unwrap();
+//! assert!(out.iter().all(|&v| (v - 13.5).abs() < 1e-4));
+//! ```
+//!
+//! A `PackedA` records the kernel it was packed for; it stays valid for the process.
+
+mod gemv;
+mod generic;
+mod pack;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use crate::kernels::linalg::{MatMut, MatRef};
+use crate::OpError;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// The instruction set a GEMM kernel is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// x86_64 AVX-512F.
+    Avx512,
+    /// x86_64 AVX2 with FMA.
+    Avx2,
+    /// Portable Rust (auto-vectorised for the baseline target).
+    Generic,
+}
+
+/// One micro-kernel call: an MR x NR tile from packed panels into C.
+#[derive(Debug)]
+struct Tile {
+    /// Depth (k steps).
+    kc: usize,
+    /// A: a packed panel (`kc * MR` elements), or A in place for direct kernels.
+    a: *const f32,
+    /// A's row stride (direct kernels only).
+    ars: isize,
+    /// A's k stride (direct kernels only).
+    aks: isize,
+    /// B: a packed panel (`kc * NR` elements), or B in place for direct-B kernels.
+    b: *const f32,
+    /// B's k (row) stride (direct-B kernels only; columns are contiguous).
+    bks: isize,
+    /// Top-left of the C tile.
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    /// Valid rows of the tile (<= MR).
+    rows: usize,
+    /// Valid columns of the tile (<= NR).
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+}
+
+/// A micro-kernel.
+type KernelFn = unsafe fn(&Tile);
+
+/// A matrix-vector kernel.
+type GemvFn = unsafe fn(&gemv::Gemv, &mut Vec<f32>);
+
+/// A kernel family and its blocking parameters.
+#[derive(Debug)]
+struct Kernel {
+    isa: Isa,
+    mr: usize,
+    nr: usize,
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    /// Micro-kernels by `[rows - 1][columns > nr / 2]`.
+    table: &'static [[KernelFn; 2]],
+    /// Micro-kernels reading A in place (no packing), same indexing; `None` where absent.
+    direct: Option<&'static [[KernelFn; 2]]>,
+    /// Micro-kernels reading B in place (unit column stride), A packed; `None` where absent.
+    direct_b: Option<&'static [[KernelFn; 2]]>,
+    gemv: GemvFn,
+}
+
+impl Kernel {
+    fn pick(&self, rows: usize, cols: usize) -> KernelFn {
+        self.table[rows - 1][usize::from(cols > self.nr / 2)]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernel = Kernel {
+    isa: Isa::Avx512,
+    mr: avx512::MR,
+    nr: avx512::NR,
+    kc: 256,
+    mc: 960,
+    nc: 4096,
+    table: &avx512::TABLE,
+    direct: Some(&avx512::DIRECT),
+    direct_b: Some(&avx512::DIRECT_B),
+    gemv: gemv::gemv_avx512,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernel = Kernel {
+    isa: Isa::Avx2,
+    mr: avx2::MR,
+    nr: avx2::NR,
+    kc: 256,
+    mc: 960,
+    nc: 4096,
+    table: &avx2::TABLE,
+    direct: Some(&avx2::DIRECT),
+    direct_b: None,
+    gemv: gemv::gemv_avx2,
+};
+
+static GENERIC: Kernel = Kernel {
+    isa: Isa::Generic,
+    mr: generic::MR,
+    nr: generic::NR,
+    kc: 256,
+    mc: 512,
+    nc: 4096,
+    table: &generic::TABLE,
+    direct: None,
+    direct_b: None,
+    gemv: gemv::gemv_generic,
+};
+
+/// The kernel for `isa`, if this CPU can run it.
+fn kernel_for(isa: Isa) -> Option<&'static Kernel> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => Some(&AVX512),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma") =>
+        {
+            Some(&AVX2)
+        }
+        Isa::Generic => Some(&GENERIC),
+        _ => None,
+    }
+}
+
+/// The best kernel for this CPU, detected once. `STRATA_GEMM_ISA=avx512|avx2|generic`
+/// forces a kernel (for benchmarking and debugging) when the CPU supports it.
+fn selected() -> &'static Kernel {
+    static SELECTED: OnceLock<&'static Kernel> = OnceLock::new();
+    SELECTED.get_or_init(|| {
+        let forced = match std::env::var("STRATA_GEMM_ISA").as_deref() {
+            Ok("avx512") => Some(Isa::Avx512),
+            Ok("avx2") => Some(Isa::Avx2),
+            Ok("generic") => Some(Isa::Generic),
+            _ => None,
+        };
+        forced
+            .into_iter()
+            .chain([Isa::Avx512, Isa::Avx2])
+            .find_map(kernel_for)
+            .unwrap_or(&GENERIC)
+    })
+}
+
+/// The instruction set [`sgemm`] uses on this CPU.
+pub fn selected_isa() -> Isa {
+    selected().isa
+}
+
+/// Writes a computed tile (`acc`, leading dimension `ld`) to C with alpha/beta, element by
+/// element (edge tiles and strided C).
+///
+/// # Safety
+/// `acc` holds at least `(t.rows - 1) * ld + t.cols` elements; every
+/// `t.c + r*rsc + j*csc` for `r < t.rows`, `j < t.cols` is valid for reads and writes.
+unsafe fn store_tile(t: &Tile, acc: &[f32], ld: usize) {
+    for r in 0..t.rows {
+        for j in 0..t.cols {
+            let v = t.alpha * acc[r * ld + j];
+            // SAFETY: `r < rows`, `j < cols`: inside the C tile per the caller's contract.
+            unsafe {
+                let p = t.c.offset(r as isize * t.rsc + j as isize * t.csc);
+                *p = if t.beta == 0.0 { v } else { v + t.beta * *p };
+            }
+        }
+    }
+}
+
+// ----- buffers ------------------------------------------------------------------------------
+
+/// One cache line of floats.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A growable, 64-byte aligned f32 buffer.
+#[derive(Debug, Default)]
+struct AlignedVec(Vec<Line>);
+
+impl AlignedVec {
+    /// Grows to at least `len` elements and returns the start.
+    fn ensure(&mut self, len: usize) -> *mut f32 {
+        let lines = len.div_ceil(16);
+        if self.0.len() < lines {
+            self.0.resize(lines, Line([0.0; 16]));
+        }
+        self.0.as_mut_ptr().cast()
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.0.as_ptr().cast()
+    }
+}
+
+/// Per-thread packing buffers.
+#[derive(Debug, Default)]
+struct Buffers {
+    a: AlignedVec,
+    b: AlignedVec,
+    v: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// Runs `f` with this thread's buffers (fresh ones if they are unavailable).
+fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    let _ = BUFFERS.try_with(|cell| {
+        if let Ok(mut bufs) = cell.try_borrow_mut() {
+            if let Some(f) = f.take() {
+                out = Some(f(&mut bufs));
+            }
+        }
+    });
+    match (out, f) {
+        (Some(r), _) => r,
+        (None, Some(f)) => f(&mut Buffers::default()),
+        // `f` was taken only when it also produced `out`.
+        (None, None) => unreachable!("gemm buffer closure consumed without a result"),
+    }
+}
+
+// ----- driver -------------------------------------------------------------------------------
+
+/// A block size no larger than `max`, a multiple of `multiple`, splitting `total` evenly.
+fn block(total: usize, max: usize, multiple: usize) -> usize {
+    let blocks = total.div_ceil(max).max(1);
+    total.div_ceil(blocks).div_ceil(multiple).max(1) * multiple
+}
+
+/// Where A comes from.
+#[derive(Debug, Clone, Copy)]
+enum ASrc {
+    /// Strided memory, packed per block.
+    Strided {
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+    },
+    /// Already packed by [`PackedA`] for this kernel (`m_pad` rows per K block).
+    Packed { data: *const f32, m_pad: usize },
+}
+
+/// The B and C side of a product.
+#[derive(Debug, Clone, Copy)]
+struct Problem {
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+}
+
+/// `C = beta * C` (zero when `beta == 0`, without reading C).
+///
+/// # Safety
+/// Every `c + i*rsc + j*csc` (`i < m`, `j < n`) is valid for reads and writes.
+unsafe fn scale_c(p: &Problem) {
+    for i in 0..p.m {
+        for j in 0..p.n {
+            // SAFETY: `i < m`, `j < n`: inside C per the caller's contract.
+            unsafe {
+                let q = p.c.offset(i as isize * p.rsc + j as isize * p.csc);
+                *q = if p.beta == 0.0 { 0.0 } else { p.beta * *q };
+            }
+        }
+    }
+}
+
+/// Column panels up to which A is read in place rather than packed.
+const DIRECT_MAX_PANELS: usize = 2;
+
+/// The blocked product.
+///
+/// # Safety
+/// The CPU supports `kern`'s instruction set; every A element (`Strided`: `a + i*rsa +
+/// p*csa`; `Packed`: the layout [`PackedA`] builds for `kern` with `m` rows and `k` columns),
+/// every `b + p*rsb + j*csb` is readable and every `c + i*rsc + j*csc` is valid for reads and
+/// writes, pairwise distinct and not overlapping A or B; `m, k, n >= 1`.
+unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    let kcb = block(p.k, kern.kc, 1);
+    let mcb = block(p.m, kern.mc, mr);
+    let ncb = block(p.n, kern.nc, nr);
+    // With few column panels an A block is reused too little to repay packing it: kernels
+    // that read A in place do better there.
+    let direct = match (asrc, kern.direct) {
+        (ASrc::Strided { .. }, Some(table)) if p.n <= DIRECT_MAX_PANELS * nr => Some(table),
+        _ => None,
+    };
+    // Likewise a B block with few row panels and contiguous rows is read in place (A packed).
+    let direct_b = match kern.direct_b {
+        Some(table) if direct.is_none() && p.csb == 1 && p.m <= DIRECT_MAX_PANELS * mr => {
+            Some(table)
+        }
+        _ => None,
+    };
+    let bptr = if direct_b.is_some() {
+        std::ptr::null_mut()
+    } else {
+        bufs.b.ensure(kcb * ncb)
+    };
+    let aptr = match (asrc, direct) {
+        (ASrc::Strided { .. }, None) => bufs.a.ensure(kcb * mcb),
+        _ => std::ptr::null_mut(),
+    };
+    for jc in (0..p.n).step_by(ncb) {
+        let nc = ncb.min(p.n - jc);
+        let mut pc = 0;
+        while pc < p.k {
+            let kc = kcb.min(p.k - pc);
+            // SAFETY: row `pc`, column `jc` of B are in range.
+            let bstart = unsafe { p.b.offset(pc as isize * p.rsb + jc as isize * p.csb) };
+            if direct_b.is_none() {
+                // SAFETY: rows `pc..pc+kc` and columns `jc..jc+nc` of B are in range; the
+                // buffer holds `kcb * ncb >= kc * nc.div_ceil(nr) * nr` elements (ncb is a
+                // multiple of nr).
+                unsafe {
+                    pack::pack_b(nr, kc, nc, bstart, p.rsb, p.csb, bptr);
+                }
+            }
+            let (bp, bks) = match direct_b {
+                Some(_) => (bstart, p.rsb),
+                None => (bptr as *const f32, nr as isize),
+            };
+            let beta = if pc == 0 { p.beta } else { 1.0 };
+            for ic in (0..p.m).step_by(mcb) {
+                let mc = mcb.min(p.m - ic);
+                // The A block's start, its row stride and k stride as the kernels read it.
+                let (ap, ars, aks): (*const f32, isize, isize) = match asrc {
+                    ASrc::Strided { a, rsa, csa } => {
+                        // SAFETY: row `ic` and column `pc` of A are in range.
+                        let start = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
+                        if direct.is_some() {
+                            (start, rsa, csa)
+                        } else {
+                            // SAFETY: rows `ic..ic+mc`, columns `pc..pc+kc` of A are in range;
+                            // the buffer holds `kcb * mcb >= kc * mc.div_ceil(mr) * mr`
+                            // elements (mcb is a multiple of mr).
+                            unsafe { pack::pack_a(mr, mc, kc, start, rsa, csa, aptr) };
+                            (aptr, 1, mr as isize)
+                        }
+                    }
+                    ASrc::Packed { data, m_pad } => {
+                        // SAFETY: the K block at `pc` starts at `pc * m_pad`; its panel for
+                        // rows `ic..` (ic a multiple of mr) at `ic * kc`, inside the data.
+                        let start = unsafe { data.add(pc * m_pad + ic * kc) };
+                        (start, 1, mr as isize)
+                    }
+                };
+                for jr in (0..nc).step_by(nr) {
+                    let cols = nr.min(nc - jr);
+                    for ir in (0..mc).step_by(mr) {
+                        let rows = mr.min(mc - ir);
+                        let nv = usize::from(cols > nr / 2);
+                        let (a, f) = match (direct, direct_b) {
+                            // Direct kernels are picked with `R == rows`, so they read only
+                            // the `rows` valid rows of A.
+                            (Some(table), _) => {
+                                (ap.wrapping_offset(ir as isize * ars), table[rows - 1][nv])
+                            }
+                            (None, Some(table)) => (ap.wrapping_add(ir * kc), table[rows - 1][nv]),
+                            (None, None) => (ap.wrapping_add(ir * kc), kern.pick(rows, cols)),
+                        };
+                        let b = match direct_b {
+                            Some(_) => bp.wrapping_offset(jr as isize * p.csb),
+                            None => bp.wrapping_add(jr * kc),
+                        };
+                        // SAFETY: `a` addresses the valid rows `ic+ir..` of A in place (direct)
+                        // or a packed panel of `kc * mr` elements; `b` the valid columns
+                        // `jc+jr..` of B's rows `pc..` in place (direct B: the kernel masks
+                        // lanes past `cols`) or a packed panel of `kc * nr` elements; the C tile at row `ic + ir`, column
+                        // `jc + jr` has `rows x cols` elements inside C; the CPU runs `kern`.
+                        unsafe {
+                            let t = Tile {
+                                kc,
+                                a,
+                                ars,
+                                aks,
+                                b,
+                                bks,
+                                c: p.c.offset(
+                                    (ic + ir) as isize * p.rsc + (jc + jr) as isize * p.csc,
+                                ),
+                                rsc: p.rsc,
+                                csc: p.csc,
+                                rows,
+                                cols,
+                                alpha: p.alpha,
+                                beta,
+                            };
+                            f(&t);
+                        }
+                    }
+                }
+            }
+            pc += kc;
+        }
+    }
+}
+
+/// [`sgemm`] with a given kernel.
+///
+/// # Safety
+/// As [`sgemm`], and the CPU supports `kern`'s instruction set.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_with(
+    kern: &Kernel,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    let p = Problem {
+        m,
+        k,
+        n,
+        alpha,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // SAFETY: C's elements are valid per the caller's contract.
+        unsafe { scale_c(&p) };
+        return;
+    }
+    with_buffers(|bufs| {
+        if n == 1 || m == 1 {
+            let g = if n == 1 {
+                gemv::Gemv {
+                    m,
+                    k,
+                    alpha,
+                    a,
+                    rsa,
+                    csa,
+                    x: b,
+                    incx: rsb,
+                    beta,
+                    y: c,
+                    incy: rsc,
+                }
+            } else {
+                // C's single row is B^T times A's single row.
+                gemv::Gemv {
+                    m: n,
+                    k,
+                    alpha,
+                    a: b,
+                    rsa: csb,
+                    csa: rsb,
+                    x: a,
+                    incx: csa,
+                    beta,
+                    y: c,
+                    incy: csc,
+                }
+            };
+            // SAFETY: the operands are valid per the caller's contract, expressed as a
+            // matrix-vector product; the CPU runs `kern`'s instruction set.
+            unsafe { (kern.gemv)(&g, &mut bufs.v) };
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { drive(kern, &p, ASrc::Strided { a, rsa, csa }, bufs) };
+        }
+    });
+}
+
+/// `C = alpha * A * B + beta * C` where A is `m x k`, B is `k x n`, C is `m x n`, each given
+/// by a pointer and row/column strides (in elements). Same signature and contract as
+/// `matrixmultiply::sgemm`; `beta == 0` never reads C.
+///
+/// # Safety
+/// Every `a + i*rsa + p*csa` and `b + p*rsb + j*csb` (`i < m`, `p < k`, `j < n`) must be
+/// readable; every `c + i*rsc + j*csc` valid for reads and writes, pairwise distinct, and not
+/// overlapping A or B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY: forwarded contract; `selected` only returns kernels this CPU supports.
+    unsafe {
+        sgemm_with(
+            selected(),
+            m,
+            k,
+            n,
+            alpha,
+            a,
+            rsa,
+            csa,
+            b,
+            rsb,
+            csb,
+            beta,
+            c,
+            rsc,
+            csc,
+        )
+    }
+}
+
+// ----- safe API -----------------------------------------------------------------------------
+
+/// Why a GEMM call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GemmError {
+    /// The operands' dimensions do not chain.
+    #[error("gemm shapes disagree: A {a:?}, B {b:?}, C {c:?}")]
+    Shape {
+        /// A's rows and columns.
+        a: (usize, usize),
+        /// B's rows and columns.
+        b: (usize, usize),
+        /// C's rows and columns.
+        c: (usize, usize),
+    },
+    /// A view addresses elements outside its slice, or C's elements overlap.
+    #[error("gemm operand {0} exceeds its buffer or overlaps itself")]
+    View(&'static str),
+}
+
+impl From<GemmError> for OpError {
+    fn from(e: GemmError) -> Self {
+        OpError::Shape(e.to_string())
+    }
+}
+
+/// Checks that a `rows x cols` view with strides `rs`, `cs` fits `len` elements.
+fn check_view(
+    name: &'static str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+) -> Result<(), GemmError> {
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
+    match last {
+        Some(l) if l < len && rs <= isize::MAX as usize && cs <= isize::MAX as usize => Ok(()),
+        _ => Err(GemmError::View(name)),
+    }
+}
+
+/// Checks C: in bounds and with pairwise distinct elements.
+fn check_out(c: &MatMut<'_, f32>) -> Result<(), GemmError> {
+    check_view("C", c.data.len(), c.rows, c.cols, c.rs, c.cs)?;
+    let distinct = (c.rows <= 1 || c.rs > 0)
+        && (c.cols <= 1 || c.cs > 0)
+        && (c.rows <= 1 || c.cols <= 1 || c.rs >= c.cols * c.cs || c.cs >= c.rows * c.rs);
+    if distinct {
+        Ok(())
+    } else {
+        Err(GemmError::View("C"))
+    }
+}
+
+fn check_shapes(
+    a: (usize, usize),
+    b: &MatRef<'_, f32>,
+    c: &MatMut<'_, f32>,
+) -> Result<(), GemmError> {
+    if a.0 != c.rows || b.cols != c.cols || a.1 != b.rows {
+        return Err(GemmError::Shape {
+            a,
+            b: (b.rows, b.cols),
+            c: (c.rows, c.cols),
+        });
+    }
+    check_view("B", b.data.len(), b.rows, b.cols, b.rs, b.cs)?;
+    check_out(c)
+}
+
+/// Safe [`sgemm`] over views with `kern`.
+fn gemm_with(
+    kern: &Kernel,
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    c: MatMut<'_, f32>,
+) -> Result<(), GemmError> {
+    check_view("A", a.data.len(), a.rows, a.cols, a.rs, a.cs)?;
+    check_shapes((a.rows, a.cols), &b, &c)?;
+    // SAFETY: every addressed element of A, B and C lies in its slice (checked above, strides
+    // fit isize), C's elements are distinct, C is a unique borrow so it overlaps neither A
+    // nor B, and `kern` comes from `kernel_for`/`selected`, which check the CPU.
+    unsafe {
+        sgemm_with(
+            kern,
+            c.rows,
+            a.cols,
+            c.cols,
+            alpha,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.data.as_mut_ptr(),
+            c.rs as isize,
+            c.cs as isize,
+        )
+    };
+    Ok(())
+}
+
+/// `C = alpha * A * B + beta * C` over views; `beta == 0` ignores C's previous contents.
+pub fn gemm(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    c: MatMut<'_, f32>,
+) -> Result<(), GemmError> {
+    gemm_with(selected(), alpha, a, b, beta, c)
+}
+
+/// A matrix packed once into the kernel's A layout (MR-row micro-panels per K block), for
+/// products with a constant left operand ([`gemm_packed_a`]).
+#[derive(Debug)]
+pub struct PackedA {
+    kernel: &'static Kernel,
+    rows: usize,
+    cols: usize,
+    data: AlignedVec,
+}
+
+impl PackedA {
+    /// Packs `a` for this CPU's kernel.
+    pub fn new(a: MatRef<'_, f32>) -> Result<Self, GemmError> {
+        Self::with_kernel(selected(), a)
+    }
+
+    fn with_kernel(kernel: &'static Kernel, a: MatRef<'_, f32>) -> Result<Self, GemmError> {
+        check_view("A", a.data.len(), a.rows, a.cols, a.rs, a.cs)?;
+        let (m, k, mr) = (a.rows, a.cols, kernel.mr);
+        let m_pad = m.div_ceil(mr) * mr;
+        let mut data = AlignedVec::default();
+        let dst = data.ensure(m_pad * k);
+        if m > 0 {
+            let kcb = block(k, kernel.kc, 1);
+            let mut pc = 0;
+            while pc < k {
+                let kc = kcb.min(k - pc);
+                // SAFETY: A's elements are in bounds (checked); the K block at `pc` occupies
+                // `dst[pc * m_pad .. (pc + kc) * m_pad]`, inside the `m_pad * k` elements.
+                unsafe {
+                    pack::pack_a(
+                        mr,
+                        m,
+                        kc,
+                        a.data.as_ptr().add(pc * a.cs),
+                        a.rs as isize,
+                        a.cs as isize,
+                        dst.add(pc * m_pad),
+                    );
+                }
+                pc += kc;
+            }
+        }
+        Ok(PackedA {
+            kernel,
+            rows: m,
+            cols: k,
+            data,
+        })
+    }
+
+    /// Rows of the packed matrix (M).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the packed matrix (K).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// `C = alpha * A * B + beta * C` with A prepacked; `beta == 0` ignores C's contents.
+pub fn gemm_packed_a(
+    alpha: f32,
+    a: &PackedA,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    c: MatMut<'_, f32>,
+) -> Result<(), GemmError> {
+    check_shapes((a.rows, a.cols), &b, &c)?;
+    let p = Problem {
+        m: c.rows,
+        k: a.cols,
+        n: c.cols,
+        alpha,
+        b: b.data.as_ptr(),
+        rsb: b.rs as isize,
+        csb: b.cs as isize,
+        beta,
+        c: c.data.as_mut_ptr(),
+        rsc: c.rs as isize,
+        csc: c.cs as isize,
+    };
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    if p.k == 0 {
+        // SAFETY: C's elements are in bounds (checked).
+        unsafe { scale_c(&p) };
+        return Ok(());
+    }
+    let m_pad = p.m.div_ceil(a.kernel.mr) * a.kernel.mr;
+    let asrc = ASrc::Packed {
+        data: a.data.as_ptr(),
+        m_pad,
+    };
+    // SAFETY: B and C are in bounds and C distinct (checked; C is a unique borrow, so it
+    // overlaps nothing); A was packed by `with_kernel` for this kernel with these dimensions;
+    // the kernel was chosen by `selected`/`kernel_for`, which check the CPU.
+    with_buffers(|bufs| unsafe { drive(a.kernel, &p, asrc, bufs) });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A `rows x cols` view of fresh storage: transposed storage when `t`, rows padded by
+    /// `pad` elements.
+    fn storage(
+        rows: usize,
+        cols: usize,
+        t: bool,
+        pad: usize,
+        seed: u64,
+    ) -> (Vec<f32>, usize, usize) {
+        let (outer, inner) = if t { (cols, rows) } else { (rows, cols) };
+        let ld = inner + pad;
+        let data = values(outer * ld, seed);
+        if t {
+            (data, 1, ld)
+        } else {
+            (data, ld, 1)
+        }
+    }
+
+    fn available() -> Vec<&'static Kernel> {
+        [Isa::Avx512, Isa::Avx2, Isa::Generic]
+            .into_iter()
+            .filter_map(kernel_for)
+            .collect()
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Case {
+        m: usize,
+        k: usize,
+        n: usize,
+        ta: bool,
+        tb: bool,
+        tc: bool,
+        pad: usize,
+        alpha: f32,
+        beta: f32,
+    }
+
+    /// Runs `case` with `kern` (through the packed-A path when `packed`) and compares with a
+    /// naive triple loop.
+    fn check(kern: &'static Kernel, case: Case, packed: bool) {
+        let Case {
+            m,
+            k,
+            n,
+            ta,
+            tb,
+            tc,
+            pad,
+            alpha,
+            beta,
+        } = case;
+        let (ad, ars, acs) = storage(m, k, ta, pad, 1);
+        let (bd, brs, bcs) = storage(k, n, tb, pad, 2);
+        let (mut cd, crs, ccs) = storage(m, n, tc, pad, 3);
+        if beta == 0.0 {
+            cd.iter_mut().for_each(|v| *v = f32::NAN);
+        }
+        let c0 = cd.clone();
+        let av = MatRef {
+            data: &ad,
+            rows: m,
+            cols: k,
+            rs: ars,
+            cs: acs,
+        };
+        let bv = MatRef {
+            data: &bd,
+            rows: k,
+            cols: n,
+            rs: brs,
+            cs: bcs,
+        };
+        let cv = MatMut {
+            data: &mut cd,
+            rows: m,
+            cols: n,
+            rs: crs,
+            cs: ccs,
+        };
+        if packed {
+            let pa = PackedA::with_kernel(kern, av).unwrap();
+            gemm_packed_a(alpha, &pa, bv, beta, cv).unwrap();
+        } else {
+            gemm_with(kern, alpha, av, bv, beta, cv).unwrap();
+        }
+        for i in 0..m {
+            for j in 0..n {
+                let (mut s, mut mag) = (0f64, 0f64);
+                for p in 0..k {
+                    let x = ad[i * ars + p * acs] as f64 * bd[p * brs + j * bcs] as f64;
+                    s += x;
+                    mag += x.abs();
+                }
+                let old = c0[i * crs + j * ccs] as f64;
+                let scaled_old = if beta == 0.0 { 0.0 } else { beta as f64 * old };
+                let want = alpha as f64 * s + scaled_old;
+                let got = cd[i * crs + j * ccs] as f64;
+                let tol = 1e-5 * (mag * alpha.abs() as f64 + scaled_old.abs()) + 1e-6;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{:?} packed={packed} {case:?}: C[{i},{j}] = {got}, want {want}",
+                    kern.isa
+                );
+            }
+        }
+        // Elements outside the C view are untouched.
+        let mut in_view = vec![false; cd.len()];
+        for i in 0..m {
+            for j in 0..n {
+                in_view[i * crs + j * ccs] = true;
+            }
+        }
+        for (idx, ((&now, &before), &inside)) in cd.iter().zip(&c0).zip(&in_view).enumerate() {
+            assert!(
+                inside || now.to_bits() == before.to_bits(),
+                "{:?} {case:?}: element {idx} outside C changed",
+                kern.isa
+            );
+        }
+    }
+
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (1, 7, 1),
+        (2, 3, 2),
+        (1, 33, 70),
+        (70, 33, 1),
+        (5, 1, 9),
+        (17, 33, 129),
+        (13, 300, 37),
+        (12, 64, 32),
+        (24, 17, 64),
+        (6, 16, 16),
+        (31, 513, 47),
+        (100, 20, 4),
+        (3, 5, 200),
+    ];
+
+    #[test]
+    fn matches_naive_on_all_kernels() {
+        for kern in available() {
+            for &(m, k, n) in SHAPES {
+                for (ta, tb, tc) in [
+                    (false, false, false),
+                    (true, false, false),
+                    (false, true, false),
+                    (true, true, true),
+                    (false, false, true),
+                ] {
+                    for pad in [0, 3] {
+                        for packed in [false, true] {
+                            let case = Case {
+                                m,
+                                k,
+                                n,
+                                ta,
+                                tb,
+                                tc,
+                                pad,
+                                alpha: 1.0,
+                                beta: 0.0,
+                            };
+                            check(kern, case, packed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn alpha_beta_variants() {
+        for kern in available() {
+            for &(m, k, n) in &[
+                (17, 33, 129),
+                (1, 40, 50),
+                (50, 40, 1),
+                (9, 600, 35),
+                (10, 300, 100),
+            ] {
+                for (alpha, beta) in [
+                    (1.0, 1.0),
+                    (0.5, -2.0),
+                    (-1.5, 0.0),
+                    (2.0, 0.25),
+                    (0.0, 1.0),
+                ] {
+                    for packed in [false, true] {
+                        for tc in [false, true] {
+                            let case = Case {
+                                m,
+                                k,
+                                n,
+                                ta: false,
+                                tb: false,
+                                tc,
+                                pad: 2,
+                                alpha,
+                                beta,
+                            };
+                            check(kern, case, packed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_blocks_cross_every_boundary() {
+        // Larger than KC, MC and NC for every kernel (with uneven edges).
+        for kern in available() {
+            let case = Case {
+                m: kern.mc + kern.mr + 1,
+                k: kern.kc * 2 + 5,
+                n: kern.nc + kern.nr + 3,
+                ta: false,
+                tb: false,
+                tc: false,
+                pad: 0,
+                alpha: 1.0,
+                beta: 0.5,
+            };
+            if kern.isa == Isa::Generic && cfg!(debug_assertions) {
+                continue;
+            }
+            check(kern, case, false);
+            check(kern, Case { n: 40, ..case }, true);
+        }
+    }
+
+    #[test]
+    fn k_zero_scales_c() {
+        for kern in available() {
+            let mut c = [f32::NAN, f32::NAN, 2.0, 3.0];
+            let a: [f32; 0] = [];
+            gemm_with(
+                kern,
+                1.0,
+                MatRef::row_major(&a, 1, 0),
+                MatRef::row_major(&a, 0, 2),
+                0.0,
+                MatMut::row_major(&mut c[..2], 1, 2),
+            )
+            .unwrap();
+            assert_eq!(&c[..2], &[0.0, 0.0]);
+            gemm_with(
+                kern,
+                1.0,
+                MatRef::row_major(&a, 1, 0),
+                MatRef::row_major(&a, 0, 2),
+                2.0,
+                MatMut::row_major(&mut c[2..], 1, 2),
+            )
+            .unwrap();
+            assert_eq!(&c[2..], &[4.0, 6.0]);
+            let pa = PackedA::with_kernel(kern, MatRef::row_major(&a, 1, 0)).unwrap();
+            gemm_packed_a(
+                1.0,
+                &pa,
+                MatRef::row_major(&a, 0, 2),
+                0.0,
+                MatMut::row_major(&mut c[2..], 1, 2),
+            )
+            .unwrap();
+            assert_eq!(&c[2..], &[0.0, 0.0]);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_views() {
+        let a = vec![1.0f32; 6];
+        let mut c = vec![0.0f32; 4];
+        let e = gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&a, 2, 3),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+        );
+        assert!(matches!(e, Err(GemmError::Shape { .. })));
+        let e = gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 4),
+            MatRef::row_major(&a, 4, 2),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+        );
+        assert_eq!(e, Err(GemmError::View("A")));
+        let overlapping = MatMut {
+            data: &mut c,
+            rows: 2,
+            cols: 2,
+            rs: 1,
+            cs: 1,
+        };
+        let e = gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 1),
+            MatRef::row_major(&a, 1, 2),
+            0.0,
+            overlapping,
+        );
+        assert_eq!(e, Err(GemmError::View("C")));
+        let pa = PackedA::new(MatRef::row_major(&a, 2, 3)).unwrap();
+        let e = gemm_packed_a(
+            1.0,
+            &pa,
+            MatRef::row_major(&a, 2, 3),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+        );
+        assert!(matches!(e, Err(GemmError::Shape { .. })));
+        assert_eq!((pa.rows(), pa.cols()), (2, 3));
+    }
+
+    #[test]
+    fn selected_kernel_is_the_best_available() {
+        if std::env::var_os("STRATA_GEMM_ISA").is_none() {
+            assert_eq!(selected_isa(), available()[0].isa);
+        }
+    }
+
+    #[test]
+    fn buffers_work_when_reentered() {
+        // The thread-local buffers are busy: a nested call falls back to fresh ones.
+        with_buffers(|_| {
+            let a = values(20 * 30, 5);
+            let mut c = vec![0.0; 20 * 20];
+            gemm(
+                1.0,
+                MatRef::row_major(&a, 20, 30),
+                MatRef::row_major(&a, 30, 20),
+                0.0,
+                MatMut::row_major(&mut c, 20, 20),
+            )
+            .unwrap();
+            assert!(c.iter().all(|v| v.is_finite()));
+        });
+    }
+}
