@@ -76,8 +76,15 @@ impl BufferPool {
     }
 }
 
-impl Allocator for BufferPool {
-    fn allocate(&self, bytes: usize) -> Result<AlignedBuffer, MemoryError> {
+impl BufferPool {
+    /// Like [`Allocator::allocate`], but a reused buffer keeps its old bytes instead of being
+    /// zeroed: for callers that write every byte before anything reads it (the bytes are
+    /// always initialized; they may hold an earlier tensor of the same pool).
+    pub fn allocate_for_overwrite(&self, bytes: usize) -> Result<AlignedBuffer, MemoryError> {
+        self.take(bytes, false)
+    }
+
+    fn take(&self, bytes: usize, zero: bool) -> Result<AlignedBuffer, MemoryError> {
         if let Some(limit) = self.limit {
             if bytes > limit {
                 return Err(MemoryError::LimitExceeded {
@@ -94,7 +101,9 @@ impl Allocator for BufferPool {
             inner.stats.cached_bytes -= buffer.capacity();
             drop(inner);
             buffer.set_len_within_capacity(bytes);
-            buffer.as_bytes_mut().fill(0);
+            if zero {
+                buffer.as_bytes_mut().fill(0);
+            }
             return Ok(buffer);
         }
         inner.stats.misses += 1;
@@ -103,6 +112,12 @@ impl Allocator for BufferPool {
         let mut buffer = AlignedBuffer::zeroed(class);
         buffer.set_len_within_capacity(bytes);
         Ok(buffer)
+    }
+}
+
+impl Allocator for BufferPool {
+    fn allocate(&self, bytes: usize) -> Result<AlignedBuffer, MemoryError> {
+        self.take(bytes, true)
     }
 
     fn release(&self, buffer: AlignedBuffer) {
@@ -134,6 +149,24 @@ mod tests {
         pool.release(b);
         let _c = pool.allocate(1000).unwrap();
         assert_eq!(pool.stats().misses, 2);
+    }
+
+    #[test]
+    fn reused_buffers_are_zeroed_unless_for_overwrite() {
+        let pool = BufferPool::new();
+        let mut a = pool.allocate(64).unwrap();
+        a.as_bytes_mut().fill(7);
+        pool.release(a);
+        let mut b = pool.allocate(64).unwrap();
+        assert!(b.as_bytes_mut().iter().all(|&x| x == 0));
+        b.as_bytes_mut().fill(7);
+        pool.release(b);
+        // The same buffer again, old bytes kept; a fresh one is zeroed.
+        let mut c = pool.allocate_for_overwrite(64).unwrap();
+        assert!(c.as_bytes_mut().iter().all(|&x| x == 7));
+        let mut d = pool.allocate_for_overwrite(64).unwrap();
+        assert!(d.as_bytes_mut().iter().all(|&x| x == 0));
+        assert_eq!((pool.stats().hits, pool.stats().misses), (2, 2));
     }
 
     #[test]

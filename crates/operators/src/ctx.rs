@@ -33,6 +33,11 @@ impl ParallelFor for SerialParallelFor {
 pub trait TensorAlloc: Sync + fmt::Debug {
     /// A zero-filled host buffer of `bytes` bytes.
     fn buffer(&self, bytes: usize) -> OpResult<AlignedBuffer>;
+    /// A host buffer of `bytes` bytes whose contents are unspecified (but initialized), for
+    /// a caller that writes every byte before reading any. The default zero-fills.
+    fn buffer_for_overwrite(&self, bytes: usize) -> OpResult<AlignedBuffer> {
+        self.buffer(bytes)
+    }
     /// Takes back a buffer whose tensor is no longer needed (the default drops it).
     fn release(&self, buffer: AlignedBuffer) {
         drop(buffer);
@@ -70,6 +75,17 @@ impl Default for EvalCtx<'static> {
 impl EvalCtx<'_> {
     /// A zero-filled, uniquely owned tensor (strings: empty strings) for an output.
     pub fn alloc(&self, dtype: DType, shape: &[usize]) -> OpResult<Tensor> {
+        self.alloc_with(dtype, shape, true)
+    }
+
+    /// Like [`EvalCtx::alloc`], but the elements may hold stale values: only for a kernel
+    /// that writes every element of the output before anything reads it (it saves a pass
+    /// over the output).
+    pub fn alloc_for_overwrite(&self, dtype: DType, shape: &[usize]) -> OpResult<Tensor> {
+        self.alloc_with(dtype, shape, false)
+    }
+
+    fn alloc_with(&self, dtype: DType, shape: &[usize], zeroed: bool) -> OpResult<Tensor> {
         if dtype == DType::String {
             return Ok(Tensor::zeros(dtype, shape)?);
         }
@@ -77,11 +93,12 @@ impl EvalCtx<'_> {
         let bytes = n
             .checked_mul(dtype.size_of())
             .ok_or_else(|| crate::OpError::Shape(format!("output shape {shape:?} is too large")))?;
-        Ok(Tensor::from_buffer(
-            dtype,
-            shape,
-            self.alloc.buffer(bytes)?,
-        )?)
+        let buffer = if zeroed {
+            self.alloc.buffer(bytes)?
+        } else {
+            self.alloc.buffer_for_overwrite(bytes)?
+        };
+        Ok(Tensor::from_buffer(dtype, shape, buffer)?)
     }
 
     /// Number of threads available to data-parallel kernels.

@@ -54,6 +54,10 @@ impl TensorAlloc for PooledAlloc {
         Ok(self.0.allocate(bytes)?)
     }
 
+    fn buffer_for_overwrite(&self, bytes: usize) -> OpResult<AlignedBuffer> {
+        Ok(self.0.allocate_for_overwrite(bytes)?)
+    }
+
     fn release(&self, buffer: AlignedBuffer) {
         self.0.release(buffer);
     }

@@ -560,7 +560,12 @@ impl MatMul {
         p: &MatMulPlan,
         epilogue: RowEpilogue<'_, F>,
     ) -> OpResult<Tensor> {
-        let mut out = ctx.alloc(F::DTYPE, &p.out_shape)?;
+        // With a non-empty inner dimension the GEMMs below write every output element.
+        let mut out = if p.k > 0 {
+            ctx.alloc_for_overwrite(F::DTYPE, &p.out_shape)?
+        } else {
+            ctx.alloc(F::DTYPE, &p.out_shape)?
+        };
         let (a, b) = (a.contiguous(), b.contiguous());
         let (av, bv) = (a.as_slice::<F>()?, b.as_slice::<F>()?);
         let o = out.as_slice_mut::<F>()?;

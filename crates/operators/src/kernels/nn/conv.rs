@@ -148,7 +148,13 @@ impl Conv {
         let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
         let p = self.plan(x.shape(), w.shape(), bias.as_ref().map(Tensor::shape))?;
         let sum = self.sum_input(inputs, &p.out_shape)?;
-        let mut out = ctx.alloc(F::DTYPE, &p.out_shape)?;
+        // Every output element is written below (initialized rows, or GEMM with beta 0 over
+        // a non-empty inner dimension), so a reused buffer need not be zeroed first.
+        let mut out = if p.c > 0 {
+            ctx.alloc_for_overwrite(F::DTYPE, &p.out_shape)?
+        } else {
+            ctx.alloc(F::DTYPE, &p.out_shape)?
+        };
         let o = out.as_slice_mut::<F>()?;
         if o.is_empty() {
             return Ok(out);

@@ -231,7 +231,8 @@ impl Pool {
         let x = x.contiguous();
         let (g, out_shape) = self.geometry(x.shape())?;
         let xv = x.as_slice::<F>()?;
-        let mut out = ctx.alloc(F::DTYPE, &out_shape)?;
+        // Each plane is filled (max/average) or written element by element (Lp) below.
+        let mut out = ctx.alloc_for_overwrite(F::DTYPE, &out_shape)?;
         let (isz, osz) = (g.in_size(), g.out_size().max(1));
         let t = taps(&g);
         let (lp, p) = (self.kind == PoolKind::Lp, F::from_f32(self.p));
