@@ -1,7 +1,7 @@
 //! Linear algebra kernels: `MatMul` and `Gemm`, plus the shared machinery other kernels build
 //! on: the [`Float`] element trait (f32, f64) and the safe, bounds-checked [`gemm`] wrapper
-//! over `matrixmultiply`'s packed GEMM (row/column strides express transposes without
-//! copies). Convolutions in `nn` use [`gemm`] for their inner products.
+//! over packed GEMMs (f32: [`crate::kernels::gemm`]; f64: `matrixmultiply`; row/column
+//! strides express transposes without copies). Convolutions in `nn` use [`gemm`] for their inner products.
 
 use crate::kernels::elementwise::broadcast_fact_shapes;
 use crate::kernels::fused::{fused_label, ActFloat, Activation};

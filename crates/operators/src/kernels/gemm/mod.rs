@@ -12,6 +12,13 @@
 //! (NaN garbage there is ignored); later K blocks accumulate with `beta = 1`. Packing
 //! buffers are thread-local and reused, so steady-state calls do not allocate.
 //!
+//! Packing only pays when a packed block is reused. When C has at most two column panels
+//! (N <= 2*NR, e.g. a convolution's 7x7 output) the AVX kernels read A in place ("direct A");
+//! when C has at most two row panels and B's rows are contiguous (M <= 2*MR, e.g. a
+//! convolution with few output channels) the AVX-512 kernels read B in place with masked
+//! edge loads ("direct B"). A single-row or single-column C goes to the matrix-vector path.
+//! `STRATA_GEMM_ISA=avx512|avx2|generic` forces a kernel family (benchmarking, debugging).
+//!
 //! Entry points:
 //! - [`sgemm`]: raw-pointer GEMM with `matrixmultiply::sgemm`'s signature and contract; this
 //!   is what `linalg::gemm::<f32>` (and so MatMul, Gemm and the convolutions) calls.
@@ -32,7 +39,8 @@
 //! assert!(out.iter().all(|&v| (v - 13.5).abs() < 1e-4));
 //! ```
 //!
-//! A `PackedA` records the kernel it was packed for; it stays valid for the process.
+//! A `PackedA` records the kernel it was packed for; it stays valid for the process and is
+//! `Send + Sync`, so one packed weight can serve concurrent evaluations.
 
 mod gemv;
 mod generic;
@@ -1151,6 +1159,12 @@ mod tests {
         );
         assert!(matches!(e, Err(GemmError::Shape { .. })));
         assert_eq!((pa.rows(), pa.cols()), (2, 3));
+    }
+
+    #[test]
+    fn packed_a_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PackedA>();
     }
 
     #[test]
