@@ -199,24 +199,14 @@ impl<'a> Executor<'a> {
             .collect()
     }
 
-    /// Runs the plan with the given graph-input values and returns the graph outputs.
+    /// Runs the plan with the given graph-input values and returns the graph outputs: nodes
+    /// in plan order, each kernel parallel over the pool (intra-op parallelism, like
+    /// onnxruntime's default sequential mode). The whole run is one hand-off to the pool.
     pub fn run(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
         if let Some(profile) = self.profile {
             profile.runs.fetch_add(1, Ordering::Relaxed);
         }
-        // One hand-off to the pool per run; the kernels' parallel-fors then run on it.
-        self.pool.install(|| {
-            if self.pool.threads() > 1 && self.has_parallel_branches() {
-                self.run_parallel(inputs)
-            } else {
-                self.run_sequential(inputs)
-            }
-        })
-    }
-
-    /// Whether some node has more than one dependent that could run beside another.
-    fn has_parallel_branches(&self) -> bool {
-        self.plan.dependents.iter().any(|d| d.len() > 1)
+        self.pool.install(|| self.run_sequential(inputs))
     }
 
     /// Walks the plan in order on the calling thread (kernels still use the pool).
@@ -233,7 +223,10 @@ impl<'a> Executor<'a> {
         self.collect_outputs(&mut values)
     }
 
-    /// Runs nodes as soon as their producers finish, on all the pool's threads.
+    /// Runs nodes as soon as their producers finish, on all the pool's threads (inter-op
+    /// parallelism). Workers waiting for a ready node cannot help with another node's
+    /// parallel kernel, so this only pays off for wide graphs of small kernels; [`Self::run`]
+    /// does not use it.
     pub fn run_parallel(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
         let consumers = self.graph.consumers();
         let state = Mutex::new(ParallelState {

@@ -323,8 +323,9 @@ pub fn par_gemm<F: Float>(
     if threads == 1 || m * n * a.cols < PAR_GEMM_MACS || m < 2 || n == 0 {
         return gemm(alpha, a, b, beta, MatMut::row_major(c, m, n));
     }
-    // Rows per task: a few tasks per thread, rows a multiple of 4 for the micro-kernel.
-    let rows = m.div_ceil(threads * 2).div_ceil(4).max(1) * 4;
+    // Rows per task: one task per thread (each task packs all of B, so more tasks would
+    // repeat that work), rows a multiple of 4 for the micro-kernel.
+    let rows = m.div_ceil(threads).div_ceil(4).max(1) * 4;
     let errors = ErrorSlot::default();
     ctx.par_chunks_mut(c, rows * n, |i, chunk| {
         let r0 = i * rows;
