@@ -325,7 +325,20 @@ impl Pass for MatMulBiasFusion {
     fn run(&self, graph: &mut Graph) -> Result<bool> {
         let mut rw = Rewriter::new(graph);
         for mm in 0..graph.nodes.len() {
-            if op_as::<MatMul>(graph, mm).is_none() {
+            // The bias runs along B's columns: B must be a matrix (a 1-D B drops that axis).
+            let b_is_matrix = graph.nodes[mm]
+                .inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .is_some_and(|b| {
+                    graph.values[b]
+                        .fact
+                        .shape
+                        .as_ref()
+                        .is_some_and(|s| s.len() >= 2)
+                });
+            if op_as::<MatMul>(graph, mm).is_none() || !b_is_matrix {
                 continue;
             }
             let Some(y) = single_output(graph, mm).filter(|&y| float_value(graph, y)) else {

@@ -300,3 +300,18 @@ fn bias_of_higher_rank_than_the_product_is_not_fused() {
     let labels = optimize_and_compare(&graph, &[("x", image(&[3, 8], 11))]);
     assert_eq!(labels, ["Add", "MatMul"]);
 }
+
+#[test]
+fn bias_after_a_matrix_vector_product_is_not_fused() {
+    // [2, 3, 8] @ [8] is [2, 3]; adding a [3] constant is not a bias along B's columns.
+    let mut g = G::new();
+    g.input("x", &[2, 3, 8]);
+    g.constant("v", &pattern(8, 51))
+        .constant("b", &pattern(3, 52));
+    g.op_node("MatMul", Attributes::new(), &["x", "v"], "m");
+    g.op_node("Add", Attributes::new(), &["m", "b"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[2, 3, 8], 12))]);
+    assert_eq!(labels, ["Add", "MatMul"]);
+}
