@@ -91,11 +91,7 @@ impl Rewriter {
 
     /// Drops the removed nodes; returns whether anything changed.
     fn finish(self, graph: &mut Graph) -> bool {
-        let mut index = 0;
-        graph.nodes.retain(|_| {
-            index += 1;
-            !self.removed.contains(&(index - 1))
-        });
+        graph.retain_nodes(|id| !self.removed.contains(&id));
         !self.touched.is_empty()
     }
 }

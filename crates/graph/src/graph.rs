@@ -69,6 +69,16 @@ impl Graph {
         }
     }
 
+    /// Drops the nodes for which `keep(id)` is false (ids as before the call; later ids shift
+    /// down). Passes use it after deciding what to remove.
+    pub fn retain_nodes(&mut self, mut keep: impl FnMut(NodeId) -> bool) {
+        let mut index = 0;
+        self.nodes.retain(|_| {
+            index += 1;
+            keep(index - 1)
+        });
+    }
+
     /// For each value, the node producing it (`None` for inputs and constants).
     pub fn producers(&self) -> Vec<Option<NodeId>> {
         let mut producers = vec![None; self.values.len()];

@@ -38,11 +38,7 @@ impl Pass for DeadCodeElimination {
             }
         }
         let before = (graph.nodes.len(), graph.constants.len());
-        let mut index = 0;
-        graph.nodes.retain(|_| {
-            index += 1;
-            live_nodes[index - 1]
-        });
+        graph.retain_nodes(|id| live_nodes[id]);
         graph.constants.retain(|v, _| live_values[*v]);
         Ok(before != (graph.nodes.len(), graph.constants.len()))
     }
@@ -98,11 +94,7 @@ impl Pass for ConstantFolding {
                 folded_nodes.insert(id);
             }
         }
-        let mut index = 0;
-        graph.nodes.retain(|_| {
-            index += 1;
-            !folded_nodes.contains(&(index - 1))
-        });
+        graph.retain_nodes(|id| !folded_nodes.contains(&id));
         Ok(!folded_nodes.is_empty())
     }
 }
@@ -150,11 +142,7 @@ impl Pass for IdentityElimination {
             remove.insert(id);
             changed = true;
         }
-        let mut index = 0;
-        graph.nodes.retain(|_| {
-            index += 1;
-            !remove.contains(&(index - 1))
-        });
+        graph.retain_nodes(|id| !remove.contains(&id));
         Ok(changed)
     }
 }

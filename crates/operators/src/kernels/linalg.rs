@@ -5,6 +5,7 @@
 
 use crate::kernels::elementwise::broadcast_fact_shapes;
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
+use crate::kernels::gemm::{elements_distinct, view_fits};
 use crate::Dim;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
@@ -216,16 +217,6 @@ impl<'a, F> MatMut<'a, F> {
     }
 }
 
-fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
-    if rows == 0 || cols == 0 {
-        return Some(0);
-    }
-    (rows - 1)
-        .checked_mul(rs)?
-        .checked_add((cols - 1).checked_mul(cs)?)?
-        .checked_add(1)
-}
-
 /// `C = alpha * A * B + beta * C`. When `beta` is zero, C's previous contents are ignored
 /// (NaNs included). Errors (never panics) when shapes disagree or a view exceeds its slice.
 pub fn gemm<F: Float>(
@@ -241,18 +232,11 @@ pub fn gemm<F: Float>(
             a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
         )));
     }
-    let fits = |len: usize, r, co, rs, cs| span(r, co, rs, cs).is_some_and(|s| s <= len);
-    let distinct = (c.rows <= 1 || c.rs > 0)
-        && (c.cols <= 1 || c.cs > 0)
-        && (c.rows <= 1 || c.cols <= 1 || c.rs >= c.cols * c.cs || c.cs >= c.rows * c.rs);
-    if !fits(a.data.len(), a.rows, a.cols, a.rs, a.cs)
-        || !fits(b.data.len(), b.rows, b.cols, b.rs, b.cs)
-        || !fits(c.data.len(), c.rows, c.cols, c.rs, c.cs)
-        || !distinct
-        || [a.rs, a.cs, b.rs, b.cs, c.rs, c.cs]
-            .iter()
-            .any(|&s| s > isize::MAX as usize)
-    {
+    let valid = view_fits(a.data.len(), a.rows, a.cols, a.rs, a.cs)
+        && view_fits(b.data.len(), b.rows, b.cols, b.rs, b.cs)
+        && view_fits(c.data.len(), c.rows, c.cols, c.rs, c.cs)
+        && elements_distinct(c.rows, c.cols, c.rs, c.cs);
+    if !valid {
         return Err(OpError::Shape("gemm view exceeds its buffer".into()));
     }
     if c.rows == 0 || c.cols == 0 {

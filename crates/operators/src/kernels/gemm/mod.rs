@@ -625,7 +625,27 @@ impl From<GemmError> for OpError {
     }
 }
 
-/// Checks that a `rows x cols` view with strides `rs`, `cs` fits `len` elements.
+/// Whether a `rows x cols` view with strides `rs`, `cs` addresses only elements below `len`,
+/// with strides that fit `isize` (an empty view always fits). Shared with `linalg::gemm`.
+pub(crate) fn view_fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
+    matches!(last, Some(l) if l < len) && rs <= isize::MAX as usize && cs <= isize::MAX as usize
+}
+
+/// Whether distinct positions of a `rows x cols` view with strides `rs`, `cs` address
+/// distinct elements (required of an output). Shared with `linalg::gemm`.
+pub(crate) fn elements_distinct(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    (rows <= 1 || rs > 0)
+        && (cols <= 1 || cs > 0)
+        && (rows <= 1 || cols <= 1 || rs >= cols * cs || cs >= rows * rs)
+}
+
+/// Checks that a view fits its slice ([`view_fits`]).
 fn check_view(
     name: &'static str,
     len: usize,
@@ -634,25 +654,17 @@ fn check_view(
     rs: usize,
     cs: usize,
 ) -> Result<(), GemmError> {
-    if rows == 0 || cols == 0 {
-        return Ok(());
-    }
-    let last = (rows - 1)
-        .checked_mul(rs)
-        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
-    match last {
-        Some(l) if l < len && rs <= isize::MAX as usize && cs <= isize::MAX as usize => Ok(()),
-        _ => Err(GemmError::View(name)),
+    if view_fits(len, rows, cols, rs, cs) {
+        Ok(())
+    } else {
+        Err(GemmError::View(name))
     }
 }
 
 /// Checks C: in bounds and with pairwise distinct elements.
 fn check_out(c: &MatMut<'_, f32>) -> Result<(), GemmError> {
     check_view("C", c.data.len(), c.rows, c.cols, c.rs, c.cs)?;
-    let distinct = (c.rows <= 1 || c.rs > 0)
-        && (c.cols <= 1 || c.cs > 0)
-        && (c.rows <= 1 || c.cols <= 1 || c.rs >= c.cols * c.cs || c.cs >= c.rows * c.rs);
-    if distinct {
+    if elements_distinct(c.rows, c.cols, c.rs, c.cs) {
         Ok(())
     } else {
         Err(GemmError::View("C"))

@@ -316,13 +316,12 @@ pub(crate) fn for_each_tap_row<F: Copy + Default>(
         scratch
     };
     // Per width tap: valid output range and where its input starts (phase row, offset).
-    let width_taps: Vec<(usize, usize, usize, usize)> = (0..kw_n)
-        .map(|kw| {
-            let (lo, hi) = g.valid_range(2, kw);
-            let first = (lo * sw + kw * g.dilations[2]).saturating_sub(g.pad_begin[2]);
-            (lo, hi, first % sw, first / sw)
-        })
-        .collect();
+    // Recomputed per row (a few integer ops) rather than stored, so no allocation per plane.
+    let width_tap = |kw: usize| {
+        let (lo, hi) = g.valid_range(2, kw);
+        let first = (lo * sw + kw * g.dilations[2]).saturating_sub(g.pad_begin[2]);
+        (lo, hi, first % sw, first / sw)
+    };
     for z in 0..od {
         for y in 0..oh {
             let dst_row = &mut out[(z * oh + y) * ow..][..ow];
@@ -337,7 +336,8 @@ pub(crate) fn for_each_tap_row<F: Copy + Default>(
                         continue;
                     }
                     let row = &rows[(iz * ih + iy) * sw * phase_len..][..sw * phase_len];
-                    for (kw, &(lo, hi, phase, start)) in width_taps.iter().enumerate() {
+                    for kw in 0..kw_n {
+                        let (lo, hi, phase, start) = width_tap(kw);
                         if lo >= hi {
                             continue;
                         }
