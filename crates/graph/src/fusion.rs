@@ -12,6 +12,8 @@
 //! - [`ActivationFusion`]: an activation (Relu, Clip with constant bounds, Sigmoid,
 //!   HardSigmoid, HardSwish, LeakyRelu, Gelu) after a Conv, Gemm or MatMul is applied by that
 //!   op on its output blocks.
+//! - [`ConvWeightPrepacking`] (run last, by [`crate::passes::optimize`]): a Conv's constant
+//!   f32 weights are packed once into the GEMM kernel's layout and move into the op.
 //!
 //! Each pass only fuses through values that exactly one node reads once and that are not
 //! graph outputs, so no other reader sees a changed value. A fused node takes the absorbed
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use strata_ops::kernels::elementwise::{Binary, BinaryKind, Unary, UnaryKind};
 use strata_ops::kernels::fused::{fusable_dtype, Activation};
 use strata_ops::kernels::linalg::{FusedMatMul, Gemm, MatMul};
-use strata_ops::kernels::nn::conv::Conv;
+use strata_ops::kernels::nn::conv::{Conv, PackedConvWeights};
 use strata_ops::kernels::nn::norm::BatchNorm;
 use strata_ops::{Fact, Operator};
 use strata_tensor::{DType, Tensor};
@@ -586,4 +588,63 @@ pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
         Box::new(GeluFusion),
         Box::new(ActivationFusion),
     ]
+}
+
+// ----- Conv weight prepacking -----------------------------------------------------------------
+
+/// Packs each Conv's constant f32 weights once into the GEMM kernel's layout
+/// ([`PackedConvWeights`]) held by the op, and disconnects input 1 so the unpacked constant
+/// can be dropped when nothing else reads it. Skipped for depthwise convs (one input channel
+/// per group, which do not use the GEMM), weights that are also graph inputs (a caller may
+/// override them) and inputs that are not known to be f32.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConvWeightPrepacking;
+
+impl ConvWeightPrepacking {
+    /// The packed weights for `conv`, when it qualifies.
+    fn packed(graph: &Graph, conv: NodeId, op: &Conv) -> Option<PackedConvWeights> {
+        let node = &graph.nodes[conv];
+        let (Some(Some(x)), Some(Some(w))) = (node.inputs.first(), node.inputs.get(1)) else {
+            return None;
+        };
+        let weights = graph.constants.get(w)?;
+        let qualifies = op.prepacked.is_none()
+            && graph.values[*x].fact.dtype == Some(DType::F32)
+            && weights.dtype() == DType::F32
+            && weights.rank() >= 3
+            && weights.shape()[1] > 1
+            && !graph.inputs.contains(w);
+        if !qualifies {
+            return None;
+        }
+        // Weights that do not fit the op are left for the op to report when it runs.
+        PackedConvWeights::new(weights, op.group).ok()
+    }
+}
+
+impl Pass for ConvWeightPrepacking {
+    fn name(&self) -> &'static str {
+        "conv-weight-prepacking"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        for conv in 0..graph.nodes.len() {
+            let Some(op) = op_as::<Conv>(graph, conv) else {
+                continue;
+            };
+            let Some(packed) = Self::packed(graph, conv, op) else {
+                continue;
+            };
+            let prepacked = Conv {
+                prepacked: Some(Arc::new(packed)),
+                ..op.clone()
+            };
+            let node = &mut graph.nodes[conv];
+            node.op = Arc::new(prepacked);
+            node.inputs[1] = None;
+            changed = true;
+        }
+        Ok(changed)
+    }
 }

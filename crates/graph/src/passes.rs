@@ -177,7 +177,8 @@ pub fn run_passes(graph: &mut Graph, passes: &[Box<dyn Pass>]) -> Result<Vec<&'s
 
 /// Runs the standard passes, shape inference, then the fusion passes
 /// ([`crate::fusion::fusion_passes`], which read the inferred facts), then the standard
-/// passes and inference again when anything was fused.
+/// passes and inference again when anything was fused, and last the Conv weight prepacking
+/// (which drops the unpacked weights nothing else reads).
 pub fn optimize(graph: &mut Graph) -> Result<Vec<&'static str>> {
     let mut applied = run_passes(graph, &standard_passes())?;
     crate::infer::infer_facts(graph)?;
@@ -187,5 +188,10 @@ pub fn optimize(graph: &mut Graph) -> Result<Vec<&'static str>> {
         applied.extend(run_passes(graph, &standard_passes())?);
         crate::infer::infer_facts(graph)?;
     }
+    let prepacking: [Box<dyn Pass>; 2] = [
+        Box::new(crate::fusion::ConvWeightPrepacking),
+        Box::new(DeadCodeElimination),
+    ];
+    applied.extend(run_passes(graph, &prepacking)?);
     Ok(applied)
 }

@@ -303,29 +303,41 @@ enum ASrc {
     Packed { data: *const f32, m_pad: usize },
 }
 
-/// The B and C side of a product.
-#[derive(Debug, Clone, Copy)]
-struct Problem {
+/// Where B comes from.
+#[derive(Clone, Copy)]
+enum BSrc<'a> {
+    /// Strided memory (`b + p*rsb + j*csb`), packed per block or read in place.
+    Strided { b: *const f32, rsb: isize, csb: isize },
+    /// A source that packs its own panels (e.g. a convolution's implicit im2col).
+    Panels(&'a dyn PackPanels),
+}
+
+/// The B and C side of a product: rows `row0..row0 + m` and columns `col0..col0 + n` of C
+/// (A's rows and B's columns likewise), over full-size operands.
+#[derive(Clone, Copy)]
+struct Problem<'a> {
     m: usize,
     k: usize,
     n: usize,
+    row0: usize,
+    col0: usize,
     alpha: f32,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
+    b: BSrc<'a>,
     beta: f32,
     c: *mut f32,
     rsc: isize,
     csc: isize,
+    /// Applied to each finished tile row (requires `csc == 1`).
+    epilogue: Option<&'a dyn TileEpilogue>,
 }
 
 /// `C = beta * C` (zero when `beta == 0`, without reading C).
 ///
 /// # Safety
 /// Every `c + i*rsc + j*csc` (`i < m`, `j < n`) is valid for reads and writes.
-unsafe fn scale_c(p: &Problem) {
-    for i in 0..p.m {
-        for j in 0..p.n {
+unsafe fn scale_c(p: &Problem<'_>) {
+    for i in p.row0..p.row0 + p.m {
+        for j in p.col0..p.col0 + p.n {
             // SAFETY: `i < m`, `j < n`: inside C per the caller's contract.
             unsafe {
                 let q = p.c.offset(i as isize * p.rsc + j as isize * p.csc);
@@ -344,8 +356,10 @@ const DIRECT_MAX_PANELS: usize = 2;
 /// The CPU supports `kern`'s instruction set; every A element (`Strided`: `a + i*rsa +
 /// p*csa`; `Packed`: the layout [`PackedA`] builds for `kern` with `m` rows and `k` columns),
 /// every `b + p*rsb + j*csb` is readable and every `c + i*rsc + j*csc` is valid for reads and
-/// writes, pairwise distinct and not overlapping A or B; `m, k, n >= 1`.
-unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
+/// writes, pairwise distinct and not overlapping A or B (for `i` in `row0..row0 + m`, `j` in
+/// `col0..col0 + n`); `m, k, n >= 1`; `row0` is a multiple of the kernel's MR for packed A;
+/// `csc == 1` when there is an epilogue.
+unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) {
     let (mr, nr) = (kern.mr, kern.nr);
     let kcb = block(p.k, kern.kc, 1);
     let mcb = block(p.m, kern.mc, mr);
@@ -357,8 +371,10 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
         _ => None,
     };
     // Likewise a B block with few row panels and contiguous rows is read in place (A packed).
-    let direct_b = match kern.direct_b {
-        Some(table) if direct.is_none() && p.csb == 1 && p.m <= DIRECT_MAX_PANELS * mr => {
+    let direct_b = match (p.b, kern.direct_b) {
+        (BSrc::Strided { csb: 1, .. }, Some(table))
+            if direct.is_none() && p.m <= DIRECT_MAX_PANELS * mr =>
+        {
             Some(table)
         }
         _ => None,
@@ -377,28 +393,42 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
         let mut pc = 0;
         while pc < p.k {
             let kc = kcb.min(p.k - pc);
-            // SAFETY: row `pc`, column `jc` of B are in range.
-            let bstart = unsafe { p.b.offset(pc as isize * p.rsb + jc as isize * p.csb) };
-            if direct_b.is_none() {
-                // SAFETY: rows `pc..pc+kc` and columns `jc..jc+nc` of B are in range; the
-                // buffer holds `kcb * ncb >= kc * nc.div_ceil(nr) * nr` elements (ncb is a
-                // multiple of nr).
-                unsafe {
-                    pack::pack_b(nr, kc, nc, bstart, p.rsb, p.csb, bptr);
+            let (bp, bks) = match p.b {
+                BSrc::Strided { b, rsb, csb } => {
+                    // SAFETY: row `pc`, column `col0 + jc` of B are in range.
+                    let bstart =
+                        unsafe { b.offset(pc as isize * rsb + (p.col0 + jc) as isize * csb) };
+                    if direct_b.is_some() {
+                        (bstart, rsb)
+                    } else {
+                        // SAFETY: rows `pc..pc+kc` and columns `col0+jc..+nc` of B are in
+                        // range; the buffer holds `kcb * ncb >= kc * nc.div_ceil(nr) * nr`
+                        // elements (ncb is a multiple of nr).
+                        unsafe { pack::pack_b(nr, kc, nc, bstart, rsb, csb, bptr) };
+                        (bptr as *const f32, nr as isize)
+                    }
                 }
-            }
-            let (bp, bks) = match direct_b {
-                Some(_) => (bstart, p.rsb),
-                None => (bptr as *const f32, nr as isize),
+                BSrc::Panels(src) => {
+                    // SAFETY: the buffer holds `kcb * ncb >= kc * nc.div_ceil(nr) * nr`
+                    // initialized elements and nothing else refers to it during the call.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(bptr, nc.div_ceil(nr) * nr * kc)
+                    };
+                    src.pack(nr, pc, kc, p.col0 + jc, nc, dst);
+                    (bptr as *const f32, nr as isize)
+                }
             };
+            let last_k_block = pc + kc == p.k;
             let beta = if pc == 0 { p.beta } else { 1.0 };
             for ic in (0..p.m).step_by(mcb) {
                 let mc = mcb.min(p.m - ic);
                 // The A block's start, its row stride and k stride as the kernels read it.
                 let (ap, ars, aks): (*const f32, isize, isize) = match asrc {
                     ASrc::Strided { a, rsa, csa } => {
-                        // SAFETY: row `ic` and column `pc` of A are in range.
-                        let start = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
+                        // SAFETY: row `row0 + ic` and column `pc` of A are in range.
+                        let start = unsafe {
+                            a.offset((p.row0 + ic) as isize * rsa + pc as isize * csa)
+                        };
                         if direct.is_some() {
                             (start, rsa, csa)
                         } else {
@@ -411,8 +441,9 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                     }
                     ASrc::Packed { data, m_pad } => {
                         // SAFETY: the K block at `pc` starts at `pc * m_pad`; its panel for
-                        // rows `ic..` (ic a multiple of mr) at `ic * kc`, inside the data.
-                        let start = unsafe { data.add(pc * m_pad + ic * kc) };
+                        // rows `row0 + ic..` (a multiple of mr) at `(row0 + ic) * kc`, inside
+                        // the data.
+                        let start = unsafe { data.add(pc * m_pad + (p.row0 + ic) * kc) };
                         (start, 1, mr as isize)
                     }
                 };
@@ -430,10 +461,12 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                             (None, Some(table)) => (ap.wrapping_add(ir * kc), table[rows - 1][nv]),
                             (None, None) => (ap.wrapping_add(ir * kc), kern.pick(rows, cols)),
                         };
+                        // Direct B has unit column stride.
                         let b = match direct_b {
-                            Some(_) => bp.wrapping_offset(jr as isize * p.csb),
+                            Some(_) => bp.wrapping_add(jr),
                             None => bp.wrapping_add(jr * kc),
                         };
+                        let (row, col) = (p.row0 + ic + ir, p.col0 + jc + jr);
                         // SAFETY: `a` addresses the valid rows `ic+ir..` of A in place (direct)
                         // or a packed panel of `kc * mr` elements; `b` the valid columns
                         // `jc+jr..` of B's rows `pc..` in place (direct B: the kernel masks
@@ -447,9 +480,7 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                                 aks,
                                 b,
                                 bks,
-                                c: p.c.offset(
-                                    (ic + ir) as isize * p.rsc + (jc + jr) as isize * p.csc,
-                                ),
+                                c: p.c.offset(row as isize * p.rsc + col as isize * p.csc),
                                 rsc: p.rsc,
                                 csc: p.csc,
                                 rows,
@@ -458,6 +489,18 @@ unsafe fn drive(kern: &Kernel, p: &Problem, asrc: ASrc, bufs: &mut Buffers) {
                                 beta,
                             };
                             f(&t);
+                            if let (true, Some(epi)) = (last_k_block, p.epilogue) {
+                                for r in 0..rows {
+                                    // SAFETY: with an epilogue C has unit column stride, so
+                                    // the tile's row `r` is `cols` contiguous elements of C,
+                                    // which nothing else refers to during the call.
+                                    let out = std::slice::from_raw_parts_mut(
+                                        t.c.offset(r as isize * p.rsc),
+                                        cols,
+                                    );
+                                    epi.apply(row + r, col, out);
+                                }
+                            }
                         }
                     }
                 }
@@ -493,14 +536,15 @@ unsafe fn sgemm_with(
         m,
         k,
         n,
+        row0: 0,
+        col0: 0,
         alpha,
-        b,
-        rsb,
-        csb,
+        b: BSrc::Strided { b, rsb, csb },
         beta,
         c,
         rsc,
         csc,
+        epilogue: None,
     };
     if m == 0 || n == 0 {
         return;
@@ -809,14 +853,19 @@ pub fn gemm_packed_a(
         m: c.rows,
         k: a.cols,
         n: c.cols,
+        row0: 0,
+        col0: 0,
         alpha,
-        b: b.data.as_ptr(),
-        rsb: b.rs as isize,
-        csb: b.cs as isize,
+        b: BSrc::Strided {
+            b: b.data.as_ptr(),
+            rsb: b.rs as isize,
+            csb: b.cs as isize,
+        },
         beta,
         c: c.data.as_mut_ptr(),
         rsc: c.rs as isize,
         csc: c.cs as isize,
+        epilogue: None,
     };
     if p.m == 0 || p.n == 0 {
         return Ok(());
@@ -835,6 +884,146 @@ pub fn gemm_packed_a(
     // overlaps nothing); A was packed by `with_kernel` for this kernel with these dimensions;
     // the kernel was chosen by `selected`/`kernel_for`, which check the CPU.
     with_buffers(|bufs| unsafe { drive(a.kernel, &p, asrc, bufs) });
+    Ok(())
+}
+
+/// A B operand that packs its own panels instead of being read from a matrix, such as a
+/// convolution's implicit im2col (which then never materializes).
+pub trait PackPanels: Sync + std::fmt::Debug {
+    /// B's rows (K) and columns (N).
+    fn dims(&self) -> (usize, usize);
+    /// Writes B's rows `k0..k0 + kc` and columns `j0..j0 + nc` into `dst` as
+    /// `nc.div_ceil(nr)` panels of `nr` columns: element `(k, j)` of panel `q` at
+    /// `q * nr * kc + k * nr + j`, with the columns past `nc` zero. `dst` has exactly
+    /// `nc.div_ceil(nr) * nr * kc` elements.
+    fn pack(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]);
+}
+
+/// Work done on C's elements as soon as they are final, while they are still in cache (bias,
+/// residual sum, activation).
+pub trait TileEpilogue: Sync {
+    /// `out` is C's row `row`, columns `col..col + out.len()`, holding A*B.
+    fn apply(&self, row: usize, col: usize, out: &mut [f32]);
+}
+
+/// The right operand of [`par_gemm_packed`].
+#[derive(Debug, Clone, Copy)]
+pub enum BOperand<'a> {
+    /// A strided matrix.
+    Matrix(MatRef<'a, f32>),
+    /// A source that packs its own panels.
+    Panels(&'a dyn PackPanels),
+}
+
+/// Products smaller than this many multiply-adds run on one thread.
+const PAR_MIN_MACS: usize = 1 << 16;
+
+/// A problem shared read-only by the tasks of one [`par_gemm_packed`] call.
+struct SharedProblem<'a>(Problem<'a>, ASrc);
+
+// SAFETY: the tasks only read A, B and the epilogue (which is `Sync`) through the problem,
+// and write disjoint row or column ranges of C, so sharing its pointers is sound.
+unsafe impl Sync for SharedProblem<'_> {}
+
+/// `C = A * B` with A prepacked and C an `m x n` row-major slice, then `epilogue` on each
+/// finished piece of C; spread over `ctx`'s threads by columns (each thread packs only its
+/// own columns of B and shares the packed A), or by rows when C is too narrow.
+pub fn par_gemm_packed(
+    ctx: &crate::ctx::EvalCtx<'_>,
+    a: &PackedA,
+    b: BOperand<'_>,
+    c: &mut [f32],
+    epilogue: Option<&dyn TileEpilogue>,
+) -> Result<(), GemmError> {
+    let (k, n) = match b {
+        BOperand::Matrix(v) => {
+            check_view("B", v.data.len(), v.rows, v.cols, v.rs, v.cs)?;
+            (v.rows, v.cols)
+        }
+        BOperand::Panels(src) => src.dims(),
+    };
+    let m = a.rows;
+    if k != a.cols || Some(c.len()) != m.checked_mul(n) {
+        return Err(GemmError::Shape {
+            a: (a.rows, a.cols),
+            b: (k, n),
+            c: (m, c.len().checked_div(m).unwrap_or(0)),
+        });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        c.fill(0.0);
+        if let Some(epi) = epilogue {
+            for (i, row) in c.chunks_mut(n).enumerate() {
+                epi.apply(i, 0, row);
+            }
+        }
+        return Ok(());
+    }
+    let kern = a.kernel;
+    let bsrc = match b {
+        BOperand::Matrix(v) => BSrc::Strided {
+            b: v.data.as_ptr(),
+            rsb: v.rs as isize,
+            csb: v.cs as isize,
+        },
+        BOperand::Panels(src) => BSrc::Panels(src),
+    };
+    let whole = Problem {
+        m,
+        k,
+        n,
+        row0: 0,
+        col0: 0,
+        alpha: 1.0,
+        b: bsrc,
+        beta: 0.0,
+        c: c.as_mut_ptr(),
+        rsc: n as isize,
+        csc: 1,
+        epilogue,
+    };
+    let asrc = ASrc::Packed {
+        data: a.data.as_ptr(),
+        m_pad: m.div_ceil(kern.mr) * kern.mr,
+    };
+    let threads = ctx.threads();
+    let small = m.saturating_mul(n).saturating_mul(k) < PAR_MIN_MACS;
+    // (tasks, columns per task, rows per task)
+    let (tasks, cols, rows) = if threads == 1 || small {
+        (1, n, m)
+    } else if n >= threads * kern.nr * 2 {
+        let cols = n.div_ceil(threads).div_ceil(kern.nr) * kern.nr;
+        (n.div_ceil(cols), cols, m)
+    } else {
+        let rows = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
+        (m.div_ceil(rows), n, rows)
+    };
+    let shared = &SharedProblem(whole, asrc);
+    let task = |i: usize| {
+        let (whole, asrc) = (&shared.0, shared.1);
+        let (row0, col0) = if cols < n { (0, i * cols) } else { (i * rows, 0) };
+        let p = Problem {
+            row0,
+            col0,
+            m: rows.min(m - row0),
+            n: cols.min(n - col0),
+            ..*whole
+        };
+        // SAFETY: B (checked view, or a source that packs itself) and C (an exclusive
+        // `m x n` row-major slice, unit column stride) hold every element of this task's
+        // rows and columns, and tasks touch disjoint parts of C; A was packed by `PackedA`
+        // for `kern` with `m` rows and `k` columns; `row0` is a multiple of MR; `kern` was
+        // chosen by `selected`/`kernel_for`, which check the CPU.
+        with_buffers(|bufs| unsafe { drive(kern, &p, asrc, bufs) });
+    };
+    if tasks == 1 {
+        task(0);
+    } else {
+        ctx.parallel.run(tasks, &task);
+    }
     Ok(())
 }
 

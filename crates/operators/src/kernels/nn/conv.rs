@@ -1,14 +1,24 @@
 //! `Conv` and `ConvTranspose` for 1-D, 2-D and 3-D inputs.
 //!
-//! Conv picks one of three paths per call: pointwise (1x1, stride 1, no padding: GEMM directly
-//! on the input), direct depthwise (one input channel per group: taps accumulated along output
-//! rows) and the general im2col + GEMM. Work is split over (batch, group) tasks, or over output
-//! channel blocks and im2col rows when there are fewer tasks than threads. ConvTranspose is
-//! GEMM + col2im.
+//! Conv picks one of four paths per call:
+//! - prepacked (f32 weights packed once by the graph's prepacking pass, [`PackedConvWeights`]):
+//!   one GEMM per (batch item, group) whose B panels are packed straight from the input
+//!   (implicit im2col, [`Im2colPanels`]; the input itself for a pointwise 1x1 conv), with
+//!   bias, fused sum and activation applied to each output tile while it is in cache, split
+//!   over the threads by output pixels;
+//! - direct depthwise (one input channel per group: taps accumulated along output rows);
+//! - pointwise (1x1, stride 1, no padding: GEMM directly on the input) and
+//! - the general im2col + GEMM, for weights that are not constant or not f32. Work is split
+//!   over (batch, group) tasks, or over output channel blocks and im2col rows when there are
+//!   fewer tasks than threads.
+//!
+//! ConvTranspose is GEMM + col2im.
 
 use super::{concrete, for_each_tap_row, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
+use crate::kernels::gemm::{par_gemm_packed, BOperand, PackPanels, PackedA, TileEpilogue};
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
+use std::sync::Arc;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
@@ -34,6 +44,7 @@ fn build_conv(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         group: parse_group(ctx)?,
         activation: None,
         fused_sum: false,
+        prepacked: None,
     }))
 }
 
@@ -71,12 +82,68 @@ pub struct Conv {
     /// Whether input 3 is a tensor of the output's shape added to the output before the
     /// activation (a fused residual `Add`; set by the fusion passes).
     pub fused_sum: bool,
+    /// The constant weights, packed for the GEMM kernel (set by the prepacking pass, which
+    /// then disconnects input 1; `None` for a node straight from ONNX).
+    pub prepacked: Option<Arc<PackedConvWeights>>,
 }
 
 impl Conv {
     /// A label for the fused op, such as `Conv+Add+Relu`.
     pub fn label(&self) -> String {
         fused_label("Conv", self.fused_sum, self.activation.as_ref())
+    }
+
+    /// The weights' shape: the prepacked one, or input 1's when its shape is known.
+    fn weight_shape(&self, inputs: &[Fact]) -> Option<Vec<usize>> {
+        match &self.prepacked {
+            Some(p) => Some(p.shape.clone()),
+            None => concrete(inputs, 1),
+        }
+    }
+}
+
+/// A convolution's f32 weights packed once for the GEMM kernel: one packed matrix per group
+/// (`M / group` output channels by `C / group * kernel size`), and the weights' shape.
+pub struct PackedConvWeights {
+    shape: Vec<usize>,
+    groups: Vec<PackedA>,
+}
+
+impl std::fmt::Debug for PackedConvWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedConvWeights")
+            .field("shape", &self.shape)
+            .field("groups", &self.groups.len())
+            .finish()
+    }
+}
+
+impl PackedConvWeights {
+    /// Packs `w` (f32, `[M, C / group, k...]`) for a convolution with `group` groups.
+    pub fn new(w: &Tensor, group: usize) -> OpResult<Self> {
+        let shape = w.shape().to_vec();
+        if w.dtype() != DType::F32 || shape.len() < 3 || group == 0 || shape[0] % group != 0 {
+            return Err(OpError::invalid(
+                1,
+                format!(
+                    "cannot prepack {} weights of shape {shape:?} for {group} groups",
+                    w.dtype()
+                ),
+            ));
+        }
+        let w = w.contiguous();
+        let wv = w.as_slice::<f32>()?;
+        let mg = shape[0] / group;
+        let cols = shape[1..].iter().product::<usize>();
+        let groups = (0..group)
+            .map(|gi| PackedA::new(MatRef::row_major(&wv[gi * mg * cols..][..mg * cols], mg, cols)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PackedConvWeights { shape, groups })
+    }
+
+    /// The weights' shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
     }
 }
 
@@ -278,6 +345,247 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// The prepacked path: per (batch item, group) one GEMM of the packed weights by the
+    /// input's implicit im2col (the input itself when pointwise), bias, fused sum and
+    /// activation applied tile by tile.
+    fn run_prepacked(
+        &self,
+        ctx: &EvalCtx<'_>,
+        inputs: &Inputs,
+        packed: &PackedConvWeights,
+    ) -> OpResult<Tensor> {
+        let x = inputs.tensor(0)?.contiguous();
+        let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
+        let p = self.plan(x.shape(), &packed.shape, bias.as_ref().map(Tensor::shape))?;
+        let sum = self.sum_input(inputs, &p.out_shape)?;
+        let g = self.group;
+        let (cg, mg) = (p.c / g, p.m / g);
+        let (isz, osz) = (p.g3.in_size(), p.g3.out_size());
+        // Each output element is written by the GEMM (K = cg * kernel size >= 1) or, for an
+        // empty K, zero-filled by it.
+        let mut out = ctx.alloc_for_overwrite(DType::F32, &p.out_shape)?;
+        let o = out.as_slice_mut::<f32>()?;
+        if o.is_empty() || packed.groups.len() != g {
+            return Ok(out);
+        }
+        let xv = x.as_slice::<f32>()?;
+        let bv = match &bias {
+            Some(b) => Some(b.as_slice::<f32>()?),
+            None => None,
+        };
+        let sv = match &sum {
+            Some(s) => Some(s.as_slice::<f32>()?),
+            None => None,
+        };
+        let geo = &p.g3;
+        let pointwise = geo.kernel_size() == 1
+            && geo.strides == [1; 3]
+            && isz == osz
+            && geo.pad_begin == [0; 3];
+        for b in 0..p.n {
+            for (gi, weights) in packed.groups.iter().enumerate() {
+                let first = b * p.m + gi * mg;
+                let xg = &xv[(b * p.c + gi * cg) * isz..][..cg * isz];
+                let epilogue = ConvEpilogue {
+                    bias: bv.map(|bv| &bv[gi * mg..][..mg]),
+                    sum: sv.map(|sv| &sv[first * osz..][..mg * osz]),
+                    width: osz,
+                    activation: self.activation.as_ref(),
+                };
+                let panels = Im2colPanels {
+                    x: xg,
+                    geo,
+                    channels: cg,
+                };
+                let operand = if pointwise {
+                    BOperand::Matrix(MatRef::row_major(xg, cg, isz))
+                } else {
+                    BOperand::Panels(&panels)
+                };
+                let epi = epilogue.is_needed().then_some(&epilogue as &dyn TileEpilogue);
+                par_gemm_packed(ctx, weights, operand, &mut o[first * osz..][..mg * osz], epi)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Bias, fused sum and activation of one (batch item, group) block of a convolution's
+/// output, applied to each output tile as the GEMM finishes it.
+#[derive(Debug)]
+struct ConvEpilogue<'a> {
+    /// One value per output channel of the block.
+    bias: Option<&'a [f32]>,
+    /// The fused sum's block, row-major like the output.
+    sum: Option<&'a [f32]>,
+    /// Output pixels per channel.
+    width: usize,
+    activation: Option<&'a Activation>,
+}
+
+impl ConvEpilogue<'_> {
+    fn is_needed(&self) -> bool {
+        self.bias.is_some() || self.sum.is_some() || self.activation.is_some()
+    }
+}
+
+impl TileEpilogue for ConvEpilogue<'_> {
+    fn apply(&self, row: usize, col: usize, out: &mut [f32]) {
+        let b = self.bias.map_or(0.0, |b| b[row]);
+        match self.sum {
+            Some(sum) => {
+                let s = &sum[row * self.width + col..][..out.len()];
+                for (o, &v) in out.iter_mut().zip(s) {
+                    *o += v + b;
+                }
+            }
+            None if self.bias.is_some() => out.iter_mut().for_each(|o| *o += b),
+            None => {}
+        }
+        if let Some(act) = self.activation {
+            act.apply(out);
+        }
+    }
+}
+
+/// The im2col matrix of one group's input (`channels * kernel size` rows by output pixels)
+/// as a GEMM B operand that packs its panels straight from the input, so the matrix itself
+/// is never written.
+#[derive(Debug)]
+struct Im2colPanels<'a> {
+    /// The group's input channels, each `geo.in_size()` values.
+    x: &'a [f32],
+    geo: &'a Geo3,
+    channels: usize,
+}
+
+/// One im2col row: an input channel seen through one kernel tap.
+#[derive(Debug, Clone, Copy, Default)]
+struct TapRow {
+    /// Offset of the channel in the group's input.
+    channel: usize,
+    /// The tap's offset along each axis (`tap * dilation`).
+    off: [usize; 3],
+    /// Output positions along each axis that read inside the input.
+    valid: [(usize, usize); 3],
+}
+
+/// im2col rows described at once by [`Im2colPanels::pack`] (kernel K blocks are smaller).
+const TAP_ROWS: usize = 256;
+
+/// A run of output pixels within one output row, inside one B panel.
+#[derive(Debug, Clone, Copy, Default)]
+struct PixelRun {
+    /// Output position (depth, row, first column).
+    at: [usize; 3],
+    /// Pixels in the run.
+    len: usize,
+    /// Column of the first pixel within the panel.
+    col: usize,
+}
+
+impl Im2colPanels<'_> {
+    fn tap_row(&self, k: usize) -> TapRow {
+        let g = self.geo;
+        let ksz = g.kernel_size();
+        let (channel, tap) = (k / ksz, k % ksz);
+        let [_, kh_n, kw_n] = g.kernel;
+        let taps = [tap / (kh_n * kw_n), (tap / kw_n) % kh_n, tap % kw_n];
+        TapRow {
+            channel: channel * g.in_size(),
+            off: std::array::from_fn(|ax| taps[ax] * g.dilations[ax]),
+            valid: std::array::from_fn(|ax| g.valid_range(ax, taps[ax])),
+        }
+    }
+
+    /// Splits panel columns `j..j + cols` (output pixels) into runs along output rows.
+    fn pixel_runs(&self, j: usize, cols: usize, runs: &mut [PixelRun]) -> usize {
+        let [_, oh, ow] = self.geo.output;
+        let mut at = [j / (oh * ow), (j / ow) % oh, j % ow];
+        let (mut col, mut count) = (0, 0);
+        while col < cols && count < runs.len() {
+            let len = (ow - at[2]).min(cols - col);
+            runs[count] = PixelRun { at, len, col };
+            count += 1;
+            col += len;
+            at[2] += len;
+            if at[2] == ow {
+                at[2] = 0;
+                at[1] += 1;
+                if at[1] == oh {
+                    at[1] = 0;
+                    at[0] += 1;
+                }
+            }
+        }
+        count
+    }
+
+    /// Writes the pixels of `run` as seen through `tap` into `dst` (`run.len` values).
+    fn fill_run(&self, tap: &TapRow, run: &PixelRun, dst: &mut [f32]) {
+        let g = self.geo;
+        let [z, y, x0] = run.at;
+        let [(d_lo, d_hi), (h_lo, h_hi), (w_lo, w_hi)] = tap.valid;
+        if z < d_lo || z >= d_hi || y < h_lo || y >= h_hi {
+            dst.fill(0.0);
+            return;
+        }
+        let iz = z * g.strides[0] + tap.off[0] - g.pad_begin[0];
+        let iy = y * g.strides[1] + tap.off[1] - g.pad_begin[1];
+        let [_, ih, iw] = g.input;
+        let src = &self.x[tap.channel + (iz * ih + iy) * iw..][..iw];
+        let end = x0 + run.len;
+        let (lo, hi) = (w_lo.clamp(x0, end), w_hi.clamp(x0, end));
+        dst[..lo - x0].fill(0.0);
+        dst[hi - x0..].fill(0.0);
+        if lo < hi {
+            let sw = g.strides[2];
+            let ix = lo * sw + tap.off[2] - g.pad_begin[2];
+            let out = &mut dst[lo - x0..hi - x0];
+            if sw == 1 {
+                out.copy_from_slice(&src[ix..ix + out.len()]);
+            } else {
+                for (v, &s) in out.iter_mut().zip(src[ix..].iter().step_by(sw)) {
+                    *v = s;
+                }
+            }
+        }
+    }
+}
+
+impl PackPanels for Im2colPanels<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (
+            self.channels * self.geo.kernel_size(),
+            self.geo.out_size(),
+        )
+    }
+
+    fn pack(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        let mut taps = [TapRow::default(); TAP_ROWS];
+        let mut runs = [PixelRun::default(); 64];
+        for t0 in (0..kc).step_by(TAP_ROWS) {
+            let rows = TAP_ROWS.min(kc - t0);
+            for (r, tap) in taps[..rows].iter_mut().enumerate() {
+                *tap = self.tap_row(k0 + t0 + r);
+            }
+            for (q, panel) in dst.chunks_mut(nr * kc).enumerate() {
+                let cols = nr.min(nc - q * nr);
+                // Panels are at most 64 columns wide (every kernel's NR is).
+                let count = self.pixel_runs(j0 + q * nr, cols, &mut runs);
+                for (r, tap) in taps[..rows].iter().enumerate() {
+                    let row = &mut panel[(t0 + r) * nr..][..nr];
+                    for run in &runs[..count] {
+                        self.fill_run(tap, run, &mut row[run.col..][..run.len]);
+                    }
+                    row[cols..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
 /// Runs `task(index, output_block, scratch, inner)` once per `block`-element chunk of `out`
 /// (one chunk per batch item and group). With at least as many chunks as threads, chunks are
 /// spread over the threads, each with its own scratch; otherwise they run in turn and `inner`
@@ -374,7 +682,7 @@ impl Operator for Conv {
         let (Some(dt), Some(x), Some(w)) = (
             inputs.first().and_then(|f| f.dtype),
             concrete(inputs, 0),
-            concrete(inputs, 1),
+            self.weight_shape(inputs),
         ) else {
             return Ok(None);
         };
@@ -383,7 +691,7 @@ impl Operator for Conv {
     }
 
     fn flops(&self, inputs: &[Fact]) -> u64 {
-        let (Some(x), Some(w)) = (concrete(inputs, 0), concrete(inputs, 1)) else {
+        let (Some(x), Some(w)) = (concrete(inputs, 0), self.weight_shape(inputs)) else {
             return 0;
         };
         self.plan(&x, &w, None).map_or(0, |p| {
@@ -395,6 +703,12 @@ impl Operator for Conv {
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
         let dt = inputs.tensor(0)?.dtype();
         check_same_dtype(&inputs, dt)?;
+        if let Some(packed) = &self.prepacked {
+            if dt != DType::F32 {
+                return Err(OpError::UnsupportedDType { index: 0, dtype: dt });
+            }
+            return Ok(vec![self.run_prepacked(ctx, &inputs, packed)?.into()]);
+        }
         let out = match dt {
             DType::F32 => self.run::<f32>(ctx, &inputs)?,
             DType::F64 => self.run::<f64>(ctx, &inputs)?,
@@ -756,6 +1070,7 @@ impl Operator for ConvTranspose {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{build, eval, f64s, pat, s, t};
+    use super::*;
     use crate::{Attribute, EvalCtx, Fact, Inputs};
     use strata_tensor::{DType, Tensor};
 
@@ -846,14 +1161,95 @@ mod tests {
             ins.push(Some(t(&b, &[ws[0]])));
         }
         let out = eval(op.as_ref(), &ins);
-        assert_eq!(out[0].shape(), &shape[..]);
-        let got = out[0].as_slice::<f32>().unwrap();
-        for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+        assert_close_to(&out[0], &want, &shape);
+        if ws[1] > 1 {
+            // The same through prepacked weights, input 1 disconnected.
+            let packed = prepacked(op.as_ref(), &ins[1].clone().unwrap(), None, false);
+            ins[1] = None;
+            assert_close_to(&eval(&packed, &ins)[0], &want, &shape);
+        }
+    }
+
+    fn assert_close_to(out: &Tensor, want: &[f32], shape: &[usize]) {
+        assert_eq!(out.shape(), shape);
+        let got = out.as_slice::<f32>().unwrap();
+        for (i, (a, e)) in got.iter().zip(want).enumerate() {
             assert!(
                 (a - e).abs() <= 1e-3 * (1.0 + e.abs()),
                 "element {i}: {a} vs {e}"
             );
         }
+    }
+
+    /// `op` (a Conv) with `w` prepacked, and the given fusions.
+    fn prepacked(
+        op: &dyn Operator,
+        w: &Tensor,
+        activation: Option<Activation>,
+        fused_sum: bool,
+    ) -> Conv {
+        let conv = op.as_any().downcast_ref::<Conv>().unwrap().clone();
+        Conv {
+            prepacked: Some(Arc::new(PackedConvWeights::new(w, conv.group).unwrap())),
+            activation,
+            fused_sum,
+            ..conv
+        }
+    }
+
+    #[test]
+    fn prepacked_conv_applies_bias_sum_and_activation_per_tile() {
+        // (input, weights, pads): a wide output split by columns over threads, a narrow one
+        // split by output channels, and a pointwise one (B read from the input).
+        let cases = [
+            ([1, 16, 12, 12], [40, 16, 3, 3], 1),
+            ([2, 64, 6, 6], [50, 64, 3, 3], 1),
+            ([1, 24, 14, 14], [36, 24, 1, 1], 0),
+        ];
+        for (xs, ws, pad) in cases {
+            let x = t(&pat(xs.iter().product(), 1), &xs);
+            let w = t(&pat(ws.iter().product(), 2), &ws);
+            let b = t(&pat(ws[0], 3), &[ws[0]]);
+            let p = pad as i64;
+            let plain = build("Conv", 11, &[("pads", Attribute::Ints(vec![p; 4]))], 3, 1);
+            let y = eval(plain.as_ref(), &[Some(x.clone()), Some(w.clone()), Some(b.clone())]);
+            let sum = t(&pat(y[0].len(), 4), y[0].shape());
+            let act = Activation::Clip {
+                min: -0.5,
+                max: 0.75,
+            };
+            // The reference: the unpacked path with the same fusions.
+            let reference = Conv {
+                activation: Some(act.clone()),
+                fused_sum: true,
+                ..plain.as_any().downcast_ref::<Conv>().unwrap().clone()
+            };
+            let ins = [Some(x), Some(w.clone()), Some(b), Some(sum)];
+            let want = eval(&reference, &ins);
+            let packed = prepacked(plain.as_ref(), &w, Some(act), true);
+            let mut packed_ins = ins.to_vec();
+            packed_ins[1] = None;
+            let got = eval(&packed, &packed_ins);
+            assert_close_to(&got[0], want[0].as_slice::<f32>().unwrap(), want[0].shape());
+        }
+    }
+
+    #[test]
+    fn prepacked_conv_rejects_what_does_not_fit() {
+        let w = t(&pat(2 * 3 * 9, 1), &[2, 3, 3, 3]);
+        assert!(PackedConvWeights::new(&w, 4).is_err());
+        assert!(PackedConvWeights::new(&t(&[1.0; 6], &[2, 3]), 1).is_err());
+        let w64 = Tensor::from_vec(vec![1.0f64; 54], &[2, 3, 3, 3]).unwrap();
+        assert!(PackedConvWeights::new(&w64, 1).is_err());
+        // An input whose channels do not match the packed weights is reported, not a panic.
+        let plain = build("Conv", 11, &[], 3, 1);
+        let packed = prepacked(plain.as_ref(), &w, None, false);
+        let x = t(&pat(4 * 25, 1), &[1, 4, 5, 5]);
+        let err = packed
+            .eval(&EvalCtx::default(), Inputs::new(vec![Some(x.into()), None]))
+            .unwrap_err();
+        assert!(err.to_string().contains("input channels"), "{err}");
+        assert_eq!(packed.prepacked.as_ref().unwrap().shape(), &[2, 3, 3, 3]);
     }
 
     #[test]
