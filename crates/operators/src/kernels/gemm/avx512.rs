@@ -19,7 +19,8 @@ pub(super) const NR: usize = 32;
 /// In direct-A mode (`DIRECT`), `t.rows == R` and `t.a + r*t.ars + k*t.aks` must be readable
 /// for `r < R`, `k < t.kc`, instead of a panel. In direct-B mode (`DIRECT_B`), B is read in
 /// place: `t.b + k*t.bks + j` must be readable for `k < t.kc`, `j < t.cols` (unit column
-/// stride; lanes past `t.cols` are masked off).
+/// stride; lanes past `t.cols` are masked off). With `t.fused`, `t.csc == 1` and its bias
+/// and sum cover the tile's rows and columns.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT_B: bool>(
     t: &Tile,
@@ -82,6 +83,19 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT
     }
     let alpha = _mm512_set1_ps(t.alpha);
     let beta = _mm512_set1_ps(t.beta);
+    // Fused bias, sum and clamp (only given with unit column stride).
+    let (bias, sum, sum_ld, lo, hi) = match &t.fused {
+        Some(f) => (f.bias, f.sum, f.sum_ld, f.lo, f.hi),
+        None => (
+            std::ptr::null(),
+            std::ptr::null(),
+            0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+        ),
+    };
+    let clamp = t.fused.is_some();
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     if t.csc == 1 {
         // Constant trip counts (no early exit) let the accumulators stay in registers.
         for (r, row) in acc.iter().enumerate() {
@@ -100,20 +114,30 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT
                 // SAFETY: columns `j..j + min(left, 16)` of row `r` are inside the C tile
                 // (`t.cols` valid, unit column stride); the masked forms touch only the
                 // `left` valid lanes and suppress faults on the others.
+                // Fused: the bias holds one value per tile row and the sum covers the tile
+                // with rows `sum_ld` apart (the driver's contract), read with the same mask.
                 unsafe {
                     let p = cr.add(j);
-                    if left >= 16 {
-                        if t.beta != 0.0 {
-                            y = _mm512_fmadd_ps(_mm512_loadu_ps(p), beta, y);
-                        }
-                        _mm512_storeu_ps(p, y);
+                    let m = if left >= 16 {
+                        !0
                     } else {
-                        let m = ((1u32 << left) - 1) as __mmask16;
-                        if t.beta != 0.0 {
-                            y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), beta, y);
-                        }
-                        _mm512_mask_storeu_ps(p, m, y);
+                        ((1u32 << left) - 1) as __mmask16
+                    };
+                    if t.beta != 0.0 {
+                        y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), beta, y);
                     }
+                    if !bias.is_null() {
+                        y = _mm512_add_ps(y, _mm512_set1_ps(*bias.add(r)));
+                    }
+                    if !sum.is_null() {
+                        let s = sum.offset(r as isize * sum_ld).add(j);
+                        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, s));
+                    }
+                    if clamp {
+                        // `max(lo, y)`/`min(hi, y)` return `y` when it is NaN.
+                        y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
+                    }
+                    _mm512_mask_storeu_ps(p, m, y);
                 }
             }
         }
@@ -126,6 +150,7 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT
             }
         }
         // SAFETY: `buf` holds the tile with leading dimension NR; C as the caller guarantees.
+        // (A fused epilogue is only given with unit column stride, handled above.)
         unsafe { super::store_tile(t, &buf, NR) };
     }
 }

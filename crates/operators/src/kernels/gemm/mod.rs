@@ -92,6 +92,65 @@ struct Tile {
     cols: usize,
     alpha: f32,
     beta: f32,
+    /// Bias, sum and clamp for a tile in its last K block (only with `csc == 1`); applied by
+    /// the kernel when its family has `fused_store`, else by the driver after it.
+    fused: Option<Fused>,
+}
+
+/// An [`Epilogue`]'s bias, sum and clamp, addressed for one tile.
+#[derive(Debug, Clone, Copy)]
+struct Fused {
+    /// Bias of the tile's first row (one value per row), or null.
+    bias: *const f32,
+    /// The sum's element at the tile's top-left (rows `sum_ld` apart, unit column stride),
+    /// or null.
+    sum: *const f32,
+    sum_ld: isize,
+    /// Clamp bounds (infinite when there is no clamp).
+    lo: f32,
+    hi: f32,
+}
+
+impl Fused {
+    /// `v` with the bias of tile row `r` and the sum's element `(r, j)` added and clamped;
+    /// NaN passes through the clamp, as in the Clip kernel.
+    ///
+    /// # Safety
+    /// `r`, `j` lie inside the tile this was addressed for.
+    unsafe fn apply(&self, r: usize, j: usize, mut v: f32) -> f32 {
+        // SAFETY: bias has one value per tile row and the sum covers the tile (caller).
+        unsafe {
+            if !self.bias.is_null() {
+                v += *self.bias.add(r);
+            }
+            if !self.sum.is_null() {
+                v += *self.sum.offset(r as isize * self.sum_ld).add(j);
+            }
+        }
+        let v = if v < self.lo { self.lo } else { v };
+        if v > self.hi {
+            self.hi
+        } else {
+            v
+        }
+    }
+}
+
+/// Applies `t.fused` to the stored tile, for kernels that do not fuse it.
+///
+/// # Safety
+/// As for the kernel call that stored `t` (C valid, unit column stride when fused).
+unsafe fn apply_fused(t: &Tile) {
+    let Some(f) = &t.fused else { return };
+    for r in 0..t.rows {
+        for j in 0..t.cols {
+            // SAFETY: `r < rows`, `j < cols`: inside the C tile and the fused operands.
+            unsafe {
+                let p = t.c.offset(r as isize * t.rsc).add(j);
+                *p = f.apply(r, j, *p);
+            }
+        }
+    }
 }
 
 /// A micro-kernel.
@@ -116,6 +175,8 @@ struct Kernel {
     /// Micro-kernels reading B in place (unit column stride), A packed; `None` where absent.
     direct_b: Option<&'static [[KernelFn; 2]]>,
     gemv: GemvFn,
+    /// Whether the micro-kernels apply `Tile::fused` themselves.
+    fused_store: bool,
 }
 
 impl Kernel {
@@ -136,6 +197,7 @@ static AVX512: Kernel = Kernel {
     direct: Some(&avx512::DIRECT),
     direct_b: Some(&avx512::DIRECT_B),
     gemv: gemv::gemv_avx512,
+    fused_store: true,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -150,6 +212,7 @@ static AVX2: Kernel = Kernel {
     direct: Some(&avx2::DIRECT),
     direct_b: None,
     gemv: gemv::gemv_avx2,
+    fused_store: false,
 };
 
 static GENERIC: Kernel = Kernel {
@@ -163,6 +226,7 @@ static GENERIC: Kernel = Kernel {
     direct: None,
     direct_b: None,
     gemv: gemv::gemv_generic,
+    fused_store: false,
 };
 
 /// The kernel for `isa`, if this CPU can run it.
@@ -307,7 +371,11 @@ enum ASrc {
 #[derive(Clone, Copy)]
 enum BSrc<'a> {
     /// Strided memory (`b + p*rsb + j*csb`), packed per block or read in place.
-    Strided { b: *const f32, rsb: isize, csb: isize },
+    Strided {
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+    },
     /// A source that packs its own panels (e.g. a convolution's implicit im2col).
     Panels(&'a dyn PackPanels),
 }
@@ -327,8 +395,8 @@ struct Problem<'a> {
     c: *mut f32,
     rsc: isize,
     csc: isize,
-    /// Applied to each finished tile row (requires `csc == 1`).
-    epilogue: Option<&'a dyn TileEpilogue>,
+    /// Applied to each finished tile (requires `csc == 1`; a sum has C's row stride).
+    epilogue: Option<&'a Epilogue<'a>>,
 }
 
 /// `C = beta * C` (zero when `beta == 0`, without reading C).
@@ -411,9 +479,8 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                 BSrc::Panels(src) => {
                     // SAFETY: the buffer holds `kcb * ncb >= kc * nc.div_ceil(nr) * nr`
                     // initialized elements and nothing else refers to it during the call.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(bptr, nc.div_ceil(nr) * nr * kc)
-                    };
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(bptr, nc.div_ceil(nr) * nr * kc) };
                     src.pack(nr, pc, kc, p.col0 + jc, nc, dst);
                     (bptr as *const f32, nr as isize)
                 }
@@ -426,9 +493,8 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                 let (ap, ars, aks): (*const f32, isize, isize) = match asrc {
                     ASrc::Strided { a, rsa, csa } => {
                         // SAFETY: row `row0 + ic` and column `pc` of A are in range.
-                        let start = unsafe {
-                            a.offset((p.row0 + ic) as isize * rsa + pc as isize * csa)
-                        };
+                        let start =
+                            unsafe { a.offset((p.row0 + ic) as isize * rsa + pc as isize * csa) };
                         if direct.is_some() {
                             (start, rsa, csa)
                         } else {
@@ -467,6 +533,12 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                             None => bp.wrapping_add(jr * kc),
                         };
                         let (row, col) = (p.row0 + ic + ir, p.col0 + jc + jr);
+                        let fused = match p.epilogue {
+                            Some(e) if last_k_block && e.has_fused() => {
+                                Some(e.fused_at(row, col, p.rsc))
+                            }
+                            _ => None,
+                        };
                         // SAFETY: `a` addresses the valid rows `ic+ir..` of A in place (direct)
                         // or a packed panel of `kc * mr` elements; `b` the valid columns
                         // `jc+jr..` of B's rows `pc..` in place (direct B: the kernel masks
@@ -487,9 +559,15 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                                 cols,
                                 alpha: p.alpha,
                                 beta,
+                                fused,
                             };
                             f(&t);
-                            if let (true, Some(epi)) = (last_k_block, p.epilogue) {
+                            if !kern.fused_store {
+                                apply_fused(&t);
+                            }
+                            if let (true, Some(epi)) =
+                                (last_k_block, p.epilogue.and_then(|e| e.custom))
+                            {
                                 for r in 0..rows {
                                     // SAFETY: with an epilogue C has unit column stride, so
                                     // the tile's row `r` is `cols` contiguous elements of C,
@@ -901,9 +979,53 @@ pub trait PackPanels: Sync + std::fmt::Debug {
 
 /// Work done on C's elements as soon as they are final, while they are still in cache (bias,
 /// residual sum, activation).
-pub trait TileEpilogue: Sync {
+pub trait TileEpilogue: Sync + std::fmt::Debug {
     /// `out` is C's row `row`, columns `col..col + out.len()`, holding A*B.
     fn apply(&self, row: usize, col: usize, out: &mut [f32]);
+}
+
+/// What [`par_gemm_packed`] does to C's elements once they are final, in this order: add
+/// `bias[row]`, add the sum's element, clamp (NaN passes through), then `custom`. The first
+/// three are done by the micro-kernel on its way out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// One value per row of C.
+    pub bias: Option<&'a [f32]>,
+    /// A matrix of C's shape (row-major) added to it.
+    pub sum: Option<&'a [f32]>,
+    /// Lower and upper bounds (Relu is `(0, inf)`).
+    pub clamp: Option<(f32, f32)>,
+    /// Anything else, per finished row segment.
+    pub custom: Option<&'a dyn TileEpilogue>,
+}
+
+impl Epilogue<'_> {
+    fn has_fused(&self) -> bool {
+        self.bias.is_some() || self.sum.is_some() || self.clamp.is_some()
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        !self.has_fused() && self.custom.is_none()
+    }
+
+    /// The fused part addressed for the tile at (`row`, `col`) of C (row stride `ld`).
+    fn fused_at(&self, row: usize, col: usize, ld: isize) -> Fused {
+        let (lo, hi) = self.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        Fused {
+            bias: self
+                .bias
+                .map_or(std::ptr::null(), |b| b.as_ptr().wrapping_add(row)),
+            sum: self.sum.map_or(std::ptr::null(), |s| {
+                s.as_ptr()
+                    .wrapping_offset(row as isize * ld)
+                    .wrapping_add(col)
+            }),
+            sum_ld: ld,
+            lo,
+            hi,
+        }
+    }
 }
 
 /// The right operand of [`par_gemm_packed`].
@@ -926,14 +1048,14 @@ struct SharedProblem<'a>(Problem<'a>, ASrc);
 unsafe impl Sync for SharedProblem<'_> {}
 
 /// `C = A * B` with A prepacked and C an `m x n` row-major slice, then `epilogue` on each
-/// finished piece of C; spread over `ctx`'s threads by columns (each thread packs only its
+/// finished tile of C; spread over `ctx`'s threads by columns (each thread packs only its
 /// own columns of B and shares the packed A), or by rows when C is too narrow.
 pub fn par_gemm_packed(
     ctx: &crate::ctx::EvalCtx<'_>,
     a: &PackedA,
     b: BOperand<'_>,
     c: &mut [f32],
-    epilogue: Option<&dyn TileEpilogue>,
+    epilogue: &Epilogue<'_>,
 ) -> Result<(), GemmError> {
     let (k, n) = match b {
         BOperand::Matrix(v) => {
@@ -950,14 +1072,29 @@ pub fn par_gemm_packed(
             c: (m, c.len().checked_div(m).unwrap_or(0)),
         });
     }
+    if epilogue.bias.is_some_and(|b| b.len() < m) {
+        return Err(GemmError::View("bias"));
+    }
+    if epilogue.sum.is_some_and(|s| s.len() != c.len()) {
+        return Err(GemmError::View("sum"));
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let epilogue = (!epilogue.is_empty()).then_some(epilogue);
     if k == 0 {
         c.fill(0.0);
-        if let Some(epi) = epilogue {
+        if let Some(e) = epilogue {
             for (i, row) in c.chunks_mut(n).enumerate() {
-                epi.apply(i, 0, row);
+                let f = e.fused_at(i, 0, n as isize);
+                for (j, v) in row.iter_mut().enumerate() {
+                    // SAFETY: row `i` and column `j` are inside C, so inside the checked
+                    // bias (m values) and sum (C's shape).
+                    *v = unsafe { f.apply(0, j, *v) };
+                }
+                if let Some(custom) = e.custom {
+                    custom.apply(i, 0, row);
+                }
             }
         }
         return Ok(());
@@ -1004,7 +1141,11 @@ pub fn par_gemm_packed(
     let shared = &SharedProblem(whole, asrc);
     let task = |i: usize| {
         let (whole, asrc) = (&shared.0, shared.1);
-        let (row0, col0) = if cols < n { (0, i * cols) } else { (i * rows, 0) };
+        let (row0, col0) = if cols < n {
+            (0, i * cols)
+        } else {
+            (i * rows, 0)
+        };
         let p = Problem {
             row0,
             col0,
@@ -1252,6 +1393,140 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Runs tasks on three scoped threads.
+    #[derive(Debug)]
+    struct ThreeThreads;
+    impl crate::ctx::ParallelFor for ThreeThreads {
+        fn threads(&self) -> usize {
+            3
+        }
+        fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+            std::thread::scope(|s| {
+                for t in 0..3 {
+                    s.spawn(move || (t..tasks).step_by(3).for_each(task));
+                }
+            });
+        }
+    }
+
+    /// A row-major matrix handed to the driver as a panel source.
+    #[derive(Debug)]
+    struct RowMajorPanels<'a>(&'a [f32], usize, usize);
+    impl PackPanels for RowMajorPanels<'_> {
+        fn dims(&self) -> (usize, usize) {
+            (self.1, self.2)
+        }
+        fn pack(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+            for (i, v) in dst.iter_mut().enumerate() {
+                let (q, k, j) = (i / (nr * kc), i / nr % kc, i % nr);
+                let col = q * nr + j;
+                *v = if col < nc {
+                    self.0[(k0 + k) * self.2 + j0 + col]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+
+    /// `2 * v + row + col / 1000` per element.
+    #[derive(Debug)]
+    struct Marked;
+    impl TileEpilogue for Marked {
+        fn apply(&self, row: usize, col: usize, out: &mut [f32]) {
+            for (j, v) in out.iter_mut().enumerate() {
+                *v = 2.0 * *v + row as f32 + (col + j) as f32 / 1000.0;
+            }
+        }
+    }
+
+    #[test]
+    fn packed_products_with_epilogues_match_naive() {
+        let threads = crate::ctx::EvalCtx {
+            parallel: &ThreeThreads,
+            ..Default::default()
+        };
+        let serial = crate::ctx::EvalCtx::default();
+        // Small (one task), wide (split by columns), narrow (split by rows), K = 0.
+        for (m, k, n) in [(5, 3, 7), (13, 37, 250), (70, 40, 30), (4, 0, 9)] {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let (bias, sum) = (values(m, 3), values(m * n, 4));
+            for kern in available() {
+                let packed = PackedA::with_kernel(kern, MatRef::row_major(&a, m, k)).unwrap();
+                for (use_bias, use_sum, clamp, custom) in [
+                    (false, false, None, false),
+                    (true, false, Some((0.0, f32::INFINITY)), false),
+                    (true, true, Some((-0.3, 0.4)), true),
+                    (false, true, None, true),
+                ] {
+                    let epilogue = Epilogue {
+                        bias: use_bias.then_some(&bias[..]),
+                        sum: use_sum.then_some(&sum[..]),
+                        clamp,
+                        custom: custom.then_some(&Marked as &dyn TileEpilogue),
+                    };
+                    let want: Vec<f32> = (0..m * n)
+                        .map(|e| {
+                            let (i, j) = (e / n, e % n);
+                            let mut v: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                            v += if use_bias { bias[i] } else { 0.0 };
+                            v += if use_sum { sum[e] } else { 0.0 };
+                            if let Some((lo, hi)) = clamp {
+                                v = v.max(lo).min(hi);
+                            }
+                            if custom {
+                                v = 2.0 * v + i as f32 + j as f32 / 1000.0;
+                            }
+                            v
+                        })
+                        .collect();
+                    let panels = RowMajorPanels(&b, k, n);
+                    for ctx in [&serial, &threads] {
+                        for operand in [
+                            BOperand::Matrix(MatRef::row_major(&b, k, n)),
+                            BOperand::Panels(&panels),
+                        ] {
+                            let mut c = vec![f32::NAN; m * n];
+                            par_gemm_packed(ctx, &packed, operand, &mut c, &epilogue).unwrap();
+                            for (e, (got, want)) in c.iter().zip(&want).enumerate() {
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "{:?} {m}x{k}x{n} element {e}: {got} vs {want}",
+                                    kern.isa
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_products_reject_what_does_not_fit() {
+        let a = values(6, 1);
+        let packed = PackedA::new(MatRef::row_major(&a, 2, 3)).unwrap();
+        let ctx = crate::ctx::EvalCtx::default();
+        let b = values(12, 2);
+        let mut c = vec![0.0; 8];
+        let none = Epilogue::default();
+        let wrong_k = BOperand::Matrix(MatRef::row_major(&b, 4, 3));
+        assert!(par_gemm_packed(&ctx, &packed, wrong_k, &mut c[..6], &none).is_err());
+        let b34 = BOperand::Matrix(MatRef::row_major(&b, 3, 4));
+        assert!(par_gemm_packed(&ctx, &packed, b34, &mut c[..7], &none).is_err());
+        let short_bias = Epilogue {
+            bias: Some(&a[..1]),
+            ..none
+        };
+        assert!(par_gemm_packed(&ctx, &packed, b34, &mut c, &short_bias).is_err());
+        let short_sum = Epilogue {
+            sum: Some(&a[..]),
+            ..none
+        };
+        assert!(par_gemm_packed(&ctx, &packed, b34, &mut c, &short_sum).is_err());
+        assert!(par_gemm_packed(&ctx, &packed, b34, &mut c, &none).is_ok());
     }
 
     #[test]

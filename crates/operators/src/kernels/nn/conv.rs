@@ -16,12 +16,14 @@
 
 use super::{concrete, for_each_tap_row, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
-use crate::kernels::gemm::{par_gemm_packed, BOperand, PackPanels, PackedA, TileEpilogue};
+use crate::kernels::gemm::{
+    par_gemm_packed, BOperand, Epilogue, PackPanels, PackedA, TileEpilogue,
+};
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
-use std::sync::Arc;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
+use std::sync::Arc;
 use strata_tensor::{DType, Tensor};
 
 /// Registers `Conv` and `ConvTranspose`.
@@ -136,7 +138,13 @@ impl PackedConvWeights {
         let mg = shape[0] / group;
         let cols = shape[1..].iter().product::<usize>();
         let groups = (0..group)
-            .map(|gi| PackedA::new(MatRef::row_major(&wv[gi * mg * cols..][..mg * cols], mg, cols)))
+            .map(|gi| {
+                PackedA::new(MatRef::row_major(
+                    &wv[gi * mg * cols..][..mg * cols],
+                    mg,
+                    cols,
+                ))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PackedConvWeights { shape, groups })
     }
@@ -387,11 +395,15 @@ impl Conv {
             for (gi, weights) in packed.groups.iter().enumerate() {
                 let first = b * p.m + gi * mg;
                 let xg = &xv[(b * p.c + gi * cg) * isz..][..cg * isz];
-                let epilogue = ConvEpilogue {
+                let custom = self
+                    .activation
+                    .filter(|a| clamp_of(a).is_none())
+                    .map(ConvActivation);
+                let epilogue = Epilogue {
                     bias: bv.map(|bv| &bv[gi * mg..][..mg]),
                     sum: sv.map(|sv| &sv[first * osz..][..mg * osz]),
-                    width: osz,
-                    activation: self.activation.as_ref(),
+                    clamp: self.activation.as_ref().and_then(clamp_of),
+                    custom: custom.as_ref().map(|c| c as &dyn TileEpilogue),
                 };
                 let panels = Im2colPanels {
                     x: xg,
@@ -403,49 +415,30 @@ impl Conv {
                 } else {
                     BOperand::Panels(&panels)
                 };
-                let epi = epilogue.is_needed().then_some(&epilogue as &dyn TileEpilogue);
-                par_gemm_packed(ctx, weights, operand, &mut o[first * osz..][..mg * osz], epi)?;
+                let out_g = &mut o[first * osz..][..mg * osz];
+                par_gemm_packed(ctx, weights, operand, out_g, &epilogue)?;
             }
         }
         Ok(out)
     }
 }
 
-/// Bias, fused sum and activation of one (batch item, group) block of a convolution's
-/// output, applied to each output tile as the GEMM finishes it.
-#[derive(Debug)]
-struct ConvEpilogue<'a> {
-    /// One value per output channel of the block.
-    bias: Option<&'a [f32]>,
-    /// The fused sum's block, row-major like the output.
-    sum: Option<&'a [f32]>,
-    /// Output pixels per channel.
-    width: usize,
-    activation: Option<&'a Activation>,
-}
-
-impl ConvEpilogue<'_> {
-    fn is_needed(&self) -> bool {
-        self.bias.is_some() || self.sum.is_some() || self.activation.is_some()
+/// The clamp bounds computing `act`, when it is one (Relu, Clip).
+fn clamp_of(act: &Activation) -> Option<(f32, f32)> {
+    match *act {
+        Activation::Relu => Some((0.0, f32::INFINITY)),
+        Activation::Clip { min, max } => Some((min, max)),
+        _ => None,
     }
 }
 
-impl TileEpilogue for ConvEpilogue<'_> {
-    fn apply(&self, row: usize, col: usize, out: &mut [f32]) {
-        let b = self.bias.map_or(0.0, |b| b[row]);
-        match self.sum {
-            Some(sum) => {
-                let s = &sum[row * self.width + col..][..out.len()];
-                for (o, &v) in out.iter_mut().zip(s) {
-                    *o += v + b;
-                }
-            }
-            None if self.bias.is_some() => out.iter_mut().for_each(|o| *o += b),
-            None => {}
-        }
-        if let Some(act) = self.activation {
-            act.apply(out);
-        }
+/// An activation that is not a clamp, applied to each output tile as the GEMM finishes it.
+#[derive(Debug)]
+struct ConvActivation(Activation);
+
+impl TileEpilogue for ConvActivation {
+    fn apply(&self, _row: usize, _col: usize, out: &mut [f32]) {
+        self.0.apply(out);
     }
 }
 
@@ -556,10 +549,7 @@ impl Im2colPanels<'_> {
 
 impl PackPanels for Im2colPanels<'_> {
     fn dims(&self) -> (usize, usize) {
-        (
-            self.channels * self.geo.kernel_size(),
-            self.geo.out_size(),
-        )
+        (self.channels * self.geo.kernel_size(), self.geo.out_size())
     }
 
     fn pack(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
@@ -705,7 +695,10 @@ impl Operator for Conv {
         check_same_dtype(&inputs, dt)?;
         if let Some(packed) = &self.prepacked {
             if dt != DType::F32 {
-                return Err(OpError::UnsupportedDType { index: 0, dtype: dt });
+                return Err(OpError::UnsupportedDType {
+                    index: 0,
+                    dtype: dt,
+                });
             }
             return Ok(vec![self.run_prepacked(ctx, &inputs, packed)?.into()]);
         }
@@ -1212,25 +1205,38 @@ mod tests {
             let b = t(&pat(ws[0], 3), &[ws[0]]);
             let p = pad as i64;
             let plain = build("Conv", 11, &[("pads", Attribute::Ints(vec![p; 4]))], 3, 1);
-            let y = eval(plain.as_ref(), &[Some(x.clone()), Some(w.clone()), Some(b.clone())]);
+            let y = eval(
+                plain.as_ref(),
+                &[Some(x.clone()), Some(w.clone()), Some(b.clone())],
+            );
             let sum = t(&pat(y[0].len(), 4), y[0].shape());
-            let act = Activation::Clip {
-                min: -0.5,
-                max: 0.75,
-            };
-            // The reference: the unpacked path with the same fusions.
-            let reference = Conv {
-                activation: Some(act.clone()),
-                fused_sum: true,
-                ..plain.as_any().downcast_ref::<Conv>().unwrap().clone()
-            };
-            let ins = [Some(x), Some(w.clone()), Some(b), Some(sum)];
-            let want = eval(&reference, &ins);
-            let packed = prepacked(plain.as_ref(), &w, Some(act), true);
-            let mut packed_ins = ins.to_vec();
-            packed_ins[1] = None;
-            let got = eval(&packed, &packed_ins);
-            assert_close_to(&got[0], want[0].as_slice::<f32>().unwrap(), want[0].shape());
+            // A clamp (applied by the micro-kernel) and another activation (after it).
+            for act in [
+                Activation::Clip {
+                    min: -0.5,
+                    max: 0.75,
+                },
+                Activation::HardSwish,
+            ] {
+                // The reference: the unpacked path with the same fusions.
+                let reference = Conv {
+                    activation: Some(act.clone()),
+                    fused_sum: true,
+                    ..plain.as_any().downcast_ref::<Conv>().unwrap().clone()
+                };
+                let ins = [
+                    Some(x.clone()),
+                    Some(w.clone()),
+                    Some(b.clone()),
+                    Some(sum.clone()),
+                ];
+                let want = eval(&reference, &ins);
+                let packed = prepacked(plain.as_ref(), &w, Some(act), true);
+                let mut packed_ins = ins.to_vec();
+                packed_ins[1] = None;
+                let got = eval(&packed, &packed_ins);
+                assert_close_to(&got[0], want[0].as_slice::<f32>().unwrap(), want[0].shape());
+            }
         }
     }
 
