@@ -537,7 +537,10 @@ impl Im2colPanels<'_> {
             let ix = lo * sw + tap.off[2] - g.pad_begin[2];
             let out = &mut dst[lo - x0..hi - x0];
             if sw == 1 {
-                out.copy_from_slice(&src[ix..ix + out.len()]);
+                // An element loop: runs are at most a panel wide, too short for a memcpy call.
+                for (v, &s) in out.iter_mut().zip(&src[ix..]) {
+                    *v = s;
+                }
             } else {
                 for (v, &s) in out.iter_mut().zip(src[ix..].iter().step_by(sw)) {
                     *v = s;

@@ -307,6 +307,31 @@ pub(crate) fn for_each_tap_row<F: Copy + Default>(
             .chunks_exact(iw)
             .zip(scratch.chunks_exact_mut(sw * phase_len))
         {
+            if sw == 2 {
+                // The common stride as pairs, which the compiler turns into shuffles.
+                let (even, odd) = dst.split_at_mut(phase_len);
+                let blocks = iw / 8;
+                for ((e, o), c) in even
+                    .chunks_exact_mut(4)
+                    .zip(odd.chunks_exact_mut(4))
+                    .zip(src.chunks_exact(8))
+                {
+                    let (e, o, c): (&mut [F; 4], &mut [F; 4], &[F; 8]) = match (
+                        e.try_into(),
+                        o.try_into(),
+                        c.try_into(),
+                    ) {
+                        (Ok(e), Ok(o), Ok(c)) => (e, o, c),
+                        _ => continue,
+                    };
+                    *e = [c[0], c[2], c[4], c[6]];
+                    *o = [c[1], c[3], c[5], c[7]];
+                }
+                for (i, &v) in src.iter().enumerate().skip(blocks * 8) {
+                    dst[(i % 2) * phase_len + i / 2] = v;
+                }
+                continue;
+            }
             for (phase, dst) in dst.chunks_exact_mut(phase_len).enumerate() {
                 for (d, &v) in dst.iter_mut().zip(src[phase.min(iw)..].iter().step_by(sw)) {
                     *d = v;
@@ -316,11 +341,24 @@ pub(crate) fn for_each_tap_row<F: Copy + Default>(
         scratch
     };
     // Per width tap: valid output range and where its input starts (phase row, offset).
-    // Recomputed per row (a few integer ops) rather than stored, so no allocation per plane.
+    // Computed once per plane for the first taps (a small array on the stack, as the integer
+    // divisions would cost more than a short row's tap loop), on the fly for wider kernels.
     let width_tap = |kw: usize| {
         let (lo, hi) = g.valid_range(2, kw);
         let first = (lo * sw + kw * g.dilations[2]).saturating_sub(g.pad_begin[2]);
         (lo, hi, first % sw, first / sw)
+    };
+    const CACHED_TAPS: usize = 16;
+    let mut cached = [(0, 0, 0, 0); CACHED_TAPS];
+    for (kw, c) in cached.iter_mut().enumerate().take(kw_n) {
+        *c = width_tap(kw);
+    }
+    let width_tap = |kw: usize| {
+        if kw < CACHED_TAPS {
+            cached[kw]
+        } else {
+            width_tap(kw)
+        }
     };
     for z in 0..od {
         for y in 0..oh {
