@@ -29,6 +29,7 @@ pub mod seqaxis;
 pub mod sequence;
 pub mod shape;
 pub mod signal;
+pub(crate) mod simd;
 mod staging;
 pub mod string;
 pub mod tfidf;

@@ -20,6 +20,7 @@ use crate::kernels::gemm::{
     par_gemm_packed, BOperand, Epilogue, PackPanels, PackedA, TileEpilogue,
 };
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
+use crate::kernels::simd;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
@@ -286,7 +287,11 @@ impl Conv {
                     if !init_rows(plane, idx) {
                         plane.fill(F::ZERO);
                     }
-                    depthwise_plane(xc, &wv[m * ksz..][..ksz], geo, &mut scratch, plane);
+                    let wm = &wv[m * ksz..][..ksz];
+                    simd::wide(
+                        #[inline(always)]
+                        || depthwise_plane(xc, wm, geo, &mut scratch, plane),
+                    );
                     activate(plane);
                 }
             });
@@ -659,6 +664,7 @@ fn im2col_channel<F: Float>(x: &[F], g: &Geo3, rows: &mut [F]) {
 
 /// Direct depthwise convolution of one plane: accumulates `w[tap] * input` into `out`
 /// (which holds the bias or fused sum), output row by output row.
+#[inline(always)]
 fn depthwise_plane<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
     for_each_tap_row(x, g, scratch, out, |t, dst, src| {
         let wt = w[t];

@@ -286,6 +286,7 @@ impl Geo3 {
 /// and of equal length. With a width stride above 1 the plane is first split by phase into
 /// `scratch` (column `j * s + p` of a row goes to phase row `p`), so strided taps read
 /// contiguous memory too and the tap loops vectorize.
+#[inline(always)]
 pub(crate) fn for_each_tap_row<F: Copy + Default>(
     x: &[F],
     g: &Geo3,
@@ -316,14 +317,11 @@ pub(crate) fn for_each_tap_row<F: Copy + Default>(
                     .zip(odd.chunks_exact_mut(4))
                     .zip(src.chunks_exact(8))
                 {
-                    let (e, o, c): (&mut [F; 4], &mut [F; 4], &[F; 8]) = match (
-                        e.try_into(),
-                        o.try_into(),
-                        c.try_into(),
-                    ) {
-                        (Ok(e), Ok(o), Ok(c)) => (e, o, c),
-                        _ => continue,
-                    };
+                    let (e, o, c): (&mut [F; 4], &mut [F; 4], &[F; 8]) =
+                        match (e.try_into(), o.try_into(), c.try_into()) {
+                            (Ok(e), Ok(o), Ok(c)) => (e, o, c),
+                            _ => continue,
+                        };
                     *e = [c[0], c[2], c[4], c[6]];
                     *o = [c[1], c[3], c[5], c[7]];
                 }

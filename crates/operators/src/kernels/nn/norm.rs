@@ -369,8 +369,18 @@ impl Lrn {
                         *s += v * v;
                     }
                 }
-                for (s, &v) in op.iter_mut().zip(&xv[idx * plane..][..plane]) {
-                    *s = v / (bias + alpha * *s).powf(beta);
+                let pairs = op.iter_mut().zip(&xv[idx * plane..][..plane]);
+                // `t^beta` through square roots for the usual betas (vectorized, within an
+                // ulp or two), `powf` otherwise.
+                match self.beta {
+                    0.75 => pairs.for_each(|(s, &v)| {
+                        let t = bias + alpha * *s;
+                        let r = t.sqrt();
+                        *s = v / (r * r.sqrt());
+                    }),
+                    0.5 => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s).sqrt()),
+                    1.0 => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s)),
+                    _ => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s).powf(beta)),
                 }
             });
         }
@@ -1048,6 +1058,36 @@ mod tests {
             1e-6,
         );
         assert!(build_err("LRN", 13, &[]).contains("size"));
+    }
+
+    #[test]
+    fn lrn_square_root_betas_match_powf() {
+        let xs: Vec<f32> = (0..5 * 7).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        for beta in [0.75f32, 0.5, 1.0, 0.6] {
+            let op = build(
+                "LRN",
+                13,
+                &[
+                    ("size", Attribute::Int(3)),
+                    ("alpha", Attribute::Float(0.3)),
+                    ("beta", Attribute::Float(beta)),
+                    ("bias", Attribute::Float(1.5)),
+                ],
+                1,
+                1,
+            );
+            let out = eval(op.as_ref(), &[Some(t(&xs, &[1, 5, 7]))]);
+            let want: Vec<f64> = (0..xs.len())
+                .map(|i| {
+                    let (ch, p) = (i / 7, i % 7);
+                    let sq: f64 = (ch.saturating_sub(1)..(ch + 2).min(5))
+                        .map(|c| f64::from(xs[c * 7 + p]).powi(2))
+                        .sum();
+                    f64::from(xs[i]) / (1.5 + 0.1 * sq).powf(f64::from(beta))
+                })
+                .collect();
+            close(&f64s(&out[0]), &want, 1e-6);
+        }
     }
 
     #[test]

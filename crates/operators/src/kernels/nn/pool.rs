@@ -3,6 +3,7 @@
 
 use super::{concrete, flag, for_each_tap_row, Geo3, SpatialAttrs};
 use crate::kernels::linalg::{eval_via_f32, Float};
+use crate::kernels::simd;
 use crate::{
     Attribute, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
@@ -242,7 +243,10 @@ impl Pool {
         let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut Vec<F>| {
             let xp = &xv[plane_idx * isz..][..isz];
             if kind != PoolKind::Lp {
-                pool_plane_rows(kind, xp, &g, scratch, o);
+                simd::wide(
+                    #[inline(always)]
+                    || pool_plane_rows(kind, xp, &g, scratch, o),
+                );
                 if kind == PoolKind::Average {
                     let [_, oh, ow] = g.output;
                     let count = |a: usize, i: usize| {
@@ -363,7 +367,8 @@ impl Operator for Pool {
 
 /// Max or sum pooling of one plane, output row by output row: each kernel tap updates the
 /// valid range of the row at once (vectorizable). Windows with no valid tap keep -inf (max)
-/// or 0 (sum).
+/// or 0 (sum). Inlined into [`simd::wide`]'s wide-vector callers.
+#[inline(always)]
 fn pool_plane_rows<F: Float>(
     kind: PoolKind,
     x: &[F],
