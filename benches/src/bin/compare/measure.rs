@@ -138,24 +138,31 @@ struct Slot<'a> {
     run: Box<dyn FnMut() -> Result<f64> + 'a>,
 }
 
-/// `warmup` untimed then `rounds` timed rounds, each running every live slot once in turn,
-/// starting one slot later each round so that no engine always follows the same one. A slot
-/// that fails records its error and drops out.
+/// Runs of one engine in a row within a round: the first rewarms its caches after the other
+/// engines ran (untimed), the rest are timed. Steady-state latency, as a server running one
+/// model sees it, rather than the latency of a run that follows a different program.
+pub const BURST: usize = 3;
+
+/// `warmup` untimed then `rounds` timed rounds, each running every live slot [`BURST`] times
+/// in turn (the first untimed), starting one slot later each round so that no engine always
+/// follows the same one. A slot that fails records its error and drops out.
 fn time_rounds(slots: &mut [Slot<'_>], warmup: usize, rounds: usize) {
     let n = slots.len();
     let mut live = vec![true; n];
     for round in 0..warmup + rounds {
         for i in (0..n).map(|k| (round + k) % n) {
             let (slot, live) = (&mut slots[i], &mut live[i]);
-            if !*live {
-                continue;
-            }
-            match guarded("run", &mut slot.run) {
-                Ok(ms) if round >= warmup => slot.result.samples_ms.push(ms),
-                Ok(_) => {}
-                Err(e) => {
-                    slot.result.error = Some(chain(&e));
-                    *live = false;
+            for run in 0..BURST {
+                if !*live {
+                    break;
+                }
+                match guarded("run", &mut slot.run) {
+                    Ok(ms) if round >= warmup && run > 0 => slot.result.samples_ms.push(ms),
+                    Ok(_) => {}
+                    Err(e) => {
+                        slot.result.error = Some(chain(&e));
+                        *live = false;
+                    }
                 }
             }
         }
@@ -272,7 +279,7 @@ pub fn measure(
             .is_some(),
         _ => false,
     };
-    row.rounds = rounds_for(options, round_ms);
+    row.rounds = rounds_for(options, round_ms * BURST as f64);
     eprintln!(
         "[{} x{threads}] {} warm-up + {} timed rounds",
         case.name, options.warmup, row.rounds
@@ -349,7 +356,7 @@ pub fn measure_batches(
                 .is_some(),
             _ => false,
         };
-        let rounds = rounds_for(options, round_ms);
+        let rounds = rounds_for(options, round_ms * BURST as f64);
         let mut slots = Vec::new();
         if let Some((runner, _)) = &strata {
             slots.push(Slot {
@@ -434,8 +441,10 @@ mod tests {
         ];
         time_rounds(&mut slots, 1, 2);
         drop(slots);
-        assert_eq!(order.into_inner(), ['a', 'b', 'a', 'a']);
-        assert_eq!(a.samples_ms, [1.0, 1.0]);
+        // Bursts of three, the first untimed; `b` drops out at its first run.
+        let want: Vec<char> = "aaabaaaaaa".chars().collect();
+        assert_eq!(order.into_inner(), want);
+        assert_eq!(a.samples_ms, [1.0; 4]);
         assert_eq!(b.error.as_deref(), Some("boom"));
     }
 

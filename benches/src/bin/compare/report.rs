@@ -398,8 +398,9 @@ impl Report<'_> {
              - Accuracy is checked before timing: each engine's first run against the \
              reference outputs with the ONNX backend-test rule |a - e| <= 1e-7 + 1e-3·|e|.\n\
              - Timing: {w} untimed warm-up round(s), then up to {r} timed rounds; a round runs \
-             Strata, tract and onnxruntime once each in turn (interleaved; each round starts \
-             one engine later than the previous one), and the number of rounds drops (to no fewer than 3) when the first runs say {r} rounds would take \
+             Strata, tract and onnxruntime in turn, each {burst} times in a row, the first of \
+             which rewarms its caches after the other engines and is not timed (interleaved; \
+             each round starts one engine later than the previous one), and the number of rounds drops (to no fewer than 3) when the first runs say {r} rounds would take \
              more than {b} s. Tables show medians.\n\
              - Strata: `Session::run` timed in-process (`SessionOptions::threads` = the \
              table's thread count). tract: `SimplePlan::run`, optimized plan, its default \
@@ -417,6 +418,7 @@ impl Report<'_> {
             w = o.warmup,
             r = o.rounds,
             b = o.budget_s,
+            burst = crate::measure::BURST,
         );
     }
 
