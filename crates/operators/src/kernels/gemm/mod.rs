@@ -1128,11 +1128,16 @@ pub fn par_gemm_packed(
     };
     let threads = ctx.threads();
     let small = m.saturating_mul(n).saturating_mul(k) < PAR_MIN_MACS;
-    // (tasks, columns per task, rows per task)
+    // (tasks, columns per task, rows per task). By columns: up to TASKS_PER_THREAD tasks per
+    // thread, so a thread that is slowed down (another process, a busy core) leaves its share
+    // to the others, each at least two micro-panels wide. By rows: one task per thread, as
+    // each task packs all of B.
+    const TASKS_PER_THREAD: usize = 4;
     let (tasks, cols, rows) = if threads == 1 || small {
         (1, n, m)
     } else if n >= threads * kern.nr * 2 {
-        let cols = n.div_ceil(threads).div_ceil(kern.nr) * kern.nr;
+        let parts = (threads * TASKS_PER_THREAD).min(n / (kern.nr * 2));
+        let cols = n.div_ceil(parts).div_ceil(kern.nr) * kern.nr;
         (n.div_ceil(cols), cols, m)
     } else {
         let rows = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
