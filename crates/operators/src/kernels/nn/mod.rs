@@ -279,6 +279,37 @@ impl Geo3 {
     }
 }
 
+/// Splits `src` by parity: `src[2j]` to `even[j]`, `src[2j + 1]` to `odd[j]` (as far as
+/// each destination reaches), in blocks of eight the compiler turns into shuffles.
+#[inline(always)]
+pub(crate) fn deinterleave2<F: Copy>(src: &[F], even: &mut [F], odd: &mut [F]) {
+    let blocks = (src.len() / 8).min(even.len() / 4).min(odd.len() / 4);
+    for ((e, o), c) in even
+        .chunks_exact_mut(4)
+        .zip(odd.chunks_exact_mut(4))
+        .zip(src.chunks_exact(8))
+        .take(blocks)
+    {
+        let (e, o, c): (&mut [F; 4], &mut [F; 4], &[F; 8]) =
+            match (e.try_into(), o.try_into(), c.try_into()) {
+                (Ok(e), Ok(o), Ok(c)) => (e, o, c),
+                _ => continue,
+            };
+        *e = [c[0], c[2], c[4], c[6]];
+        *o = [c[1], c[3], c[5], c[7]];
+    }
+    for (i, &v) in src.iter().enumerate().skip(blocks * 8) {
+        let (dst, j) = if i % 2 == 0 {
+            (&mut *even, i / 2)
+        } else {
+            (&mut *odd, i / 2)
+        };
+        if let Some(d) = dst.get_mut(j) {
+            *d = v;
+        }
+    }
+}
+
 /// Visits one plane's kernel taps output row by output row, so each output row stays in L1
 /// while every tap updates it: for output row `(z, y)` and each tap `t` (flat index over
 /// `(kd, kh, kw)`) that reads inside the input, calls `tap(t, dst, src)` with `dst` the valid
@@ -309,25 +340,8 @@ pub(crate) fn for_each_tap_row<F: Copy + Default>(
             .zip(scratch.chunks_exact_mut(sw * phase_len))
         {
             if sw == 2 {
-                // The common stride as pairs, which the compiler turns into shuffles.
                 let (even, odd) = dst.split_at_mut(phase_len);
-                let blocks = iw / 8;
-                for ((e, o), c) in even
-                    .chunks_exact_mut(4)
-                    .zip(odd.chunks_exact_mut(4))
-                    .zip(src.chunks_exact(8))
-                {
-                    let (e, o, c): (&mut [F; 4], &mut [F; 4], &[F; 8]) =
-                        match (e.try_into(), o.try_into(), c.try_into()) {
-                            (Ok(e), Ok(o), Ok(c)) => (e, o, c),
-                            _ => continue,
-                        };
-                    *e = [c[0], c[2], c[4], c[6]];
-                    *o = [c[1], c[3], c[5], c[7]];
-                }
-                for (i, &v) in src.iter().enumerate().skip(blocks * 8) {
-                    dst[(i % 2) * phase_len + i / 2] = v;
-                }
+                deinterleave2(src, even, odd);
                 continue;
             }
             for (phase, dst) in dst.chunks_exact_mut(phase_len).enumerate() {
