@@ -629,6 +629,7 @@ impl Pass for ConvWeightPrepacking {
 
     fn run(&self, graph: &mut Graph) -> Result<bool> {
         let mut changed = false;
+        let mut readers = graph.consumers();
         for conv in 0..graph.nodes.len() {
             let Some(op) = op_as::<Conv>(graph, conv) else {
                 continue;
@@ -642,7 +643,15 @@ impl Pass for ConvWeightPrepacking {
             };
             let node = &mut graph.nodes[conv];
             node.op = Arc::new(prepacked);
-            node.inputs[1] = None;
+            let weights = node.inputs[1].take();
+            if let Some(w) = weights.filter(|w| !node.inputs.contains(&Some(*w))) {
+                // Drop the unpacked weights at once when nothing else reads them, so the
+                // packed and unpacked copies of all weights never coexist (peak memory).
+                readers[w].retain(|&n| n != conv);
+                if readers[w].is_empty() && !graph.outputs.contains(&w) {
+                    graph.constants.remove(&w);
+                }
+            }
             changed = true;
         }
         Ok(changed)

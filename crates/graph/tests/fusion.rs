@@ -6,6 +6,7 @@ mod common;
 
 use common::{op_with, run_planned, G};
 use strata_graph::{passes, ExecutionPlan, Graph};
+use strata_ops::kernels::nn::conv::Conv;
 use strata_ops::{Attribute, Attributes};
 use strata_tensor::Tensor;
 
@@ -314,4 +315,41 @@ fn bias_after_a_matrix_vector_product_is_not_fused() {
     let graph = g.build().unwrap();
     let labels = optimize_and_compare(&graph, &[("x", image(&[2, 3, 8], 12))]);
     assert_eq!(labels, ["Add", "MatMul"]);
+}
+
+#[test]
+fn conv_weights_are_prepacked_and_the_unpacked_copy_dropped() {
+    let mut g = G::new();
+    g.input("x", &[1, 4, 6, 6]);
+    // A dense conv, a depthwise conv (not prepacked: it does not use the GEMM) and a second
+    // dense conv sharing the first one's weights.
+    g.conv("x", "a", 4, 4, 3, 1).conv("a", "d", 4, 4, 3, 4);
+    let a = attrs(&[
+        ("kernel_shape", ints(&[3, 3])),
+        ("pads", ints(&[1, 1, 1, 1])),
+    ]);
+    g.op_node("Conv", a, &["d", "a.w", "a.b"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    optimize_and_compare(&graph, &[("x", image(&[1, 4, 6, 6], 9))]);
+    let mut optimized = graph.clone();
+    let applied = passes::optimize(&mut optimized).unwrap();
+    assert!(applied.contains(&"conv-weight-prepacking"), "{applied:?}");
+    let convs: Vec<&Conv> = optimized
+        .nodes
+        .iter()
+        .filter_map(|n| n.op.as_any().downcast_ref::<Conv>())
+        .collect();
+    let packed = convs.iter().filter(|c| c.prepacked.is_some()).count();
+    assert_eq!((convs.len(), packed), (3, 2));
+    let constant = |name: &str| {
+        optimized
+            .value_id(name)
+            .is_some_and(|v| optimized.constants.contains_key(&v))
+    };
+    assert!(
+        !constant("a.w"),
+        "the shared weights are dropped once both convs are packed"
+    );
+    assert!(constant("d.w"), "depthwise weights stay");
 }

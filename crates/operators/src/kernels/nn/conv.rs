@@ -667,8 +667,7 @@ fn im2col_channel<F: Float>(x: &[F], g: &Geo3, rows: &mut [F]) {
 /// through [`depthwise_plane_2d`]; others tap by tap along output rows.
 #[inline(always)]
 fn depthwise_plane<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
-    if g.input[0] == 1 && g.kernel[0] == 1 && g.kernel[1] <= MAX_TAPS && g.kernel[2] <= MAX_TAPS
-    {
+    if g.input[0] == 1 && g.kernel[0] == 1 && g.kernel[1] <= MAX_TAPS && g.kernel[2] <= MAX_TAPS {
         depthwise_plane_2d(x, w, g, scratch, out);
         return;
     }
@@ -794,13 +793,7 @@ fn taps_block<'a, F: Float, const L: usize>(
 
 /// Depthwise convolution tap by tap along output rows (3-D planes, very wide kernels).
 #[inline(always)]
-fn depthwise_plane_rows<F: Float>(
-    x: &[F],
-    w: &[F],
-    g: &Geo3,
-    scratch: &mut Vec<F>,
-    out: &mut [F],
-) {
+fn depthwise_plane_rows<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
     for_each_tap_row(x, g, scratch, out, |t, dst, src| {
         let wt = w[t];
         for (o, &v) in dst.iter_mut().zip(src) {
