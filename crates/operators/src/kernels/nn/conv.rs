@@ -125,7 +125,11 @@ impl PackedConvWeights {
     /// Packs `w` (f32, `[M, C / group, k...]`) for a convolution with `group` groups.
     pub fn new(w: &Tensor, group: usize) -> OpResult<Self> {
         let shape = w.shape().to_vec();
-        if w.dtype() != DType::F32 || shape.len() < 3 || group == 0 || shape[0] % group != 0 {
+        if w.dtype() != DType::F32
+            || shape.len() < 3
+            || group == 0
+            || !shape[0].is_multiple_of(group)
+        {
             return Err(OpError::invalid(
                 1,
                 format!(
@@ -751,16 +755,14 @@ fn depthwise_plane_2d<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>
 /// tap, summed in a fixed-size block of `L` the compiler keeps in registers, stored once.
 /// Rows must hold `L` readable columns past every tap's start for the block.
 #[inline(always)]
-fn taps_block<'a, F: Float, const L: usize>(
+fn taps_block<'a, F: Float + 'a, const L: usize>(
     out: &mut [F],
     x0: usize,
     kh_n: usize,
     rows: &impl Fn(usize) -> &'a [F],
     col_start: &[usize],
     w: &[F],
-) where
-    F: 'a,
-{
+) {
     // The taps are summed from zero and added to the outputs at the end: copying a
     // variable number of initial values in would pin `acc` to memory.
     let mut acc = [F::ZERO; L];
@@ -1357,7 +1359,7 @@ mod tests {
             ] {
                 // The reference: the unpacked path with the same fusions.
                 let reference = Conv {
-                    activation: Some(act.clone()),
+                    activation: Some(act),
                     fused_sum: true,
                     ..plain.as_any().downcast_ref::<Conv>().unwrap().clone()
                 };
