@@ -1,8 +1,11 @@
 //! Fusion passes: rewrites that merge a producer with the op that alone reads its output, so
 //! one kernel does the work of several and the intermediate tensor never exists.
 //!
-//! - [`ConvBatchNormFolding`]: inference `BatchNormalization` after a `Conv` with constant
-//!   weights is folded into new weights and bias.
+//! - [`ConvBatchNormFolding`]: inference `BatchNormalization`, or a `Mul`/`Add` by a
+//!   per-channel constant, after a `Conv` with constant weights is folded into new weights
+//!   and bias.
+//! - [`BatchNormAffineFolding`]: a `Mul`/`Add` by a per-channel constant after an inference
+//!   `BatchNormalization` is folded into its scale and bias.
 //! - [`ConvAddFusion`]: a residual `Add`/`Sum` of a `Conv` output and a tensor of the same
 //!   shape becomes the Conv's fused sum input (its output starts from the addend).
 //! - [`MatMulBiasFusion`]: `MatMul` followed by `Add` of a constant bias row becomes a
@@ -10,8 +13,8 @@
 //! - [`GeluFusion`]: the erf form of GELU spelled out in primitive ops
 //!   (`x * 0.5 * (1 + Erf(x / sqrt 2))`, in any of its usual orders) becomes one `Gelu`.
 //! - [`ActivationFusion`]: an activation (Relu, Clip with constant bounds, Sigmoid,
-//!   HardSigmoid, HardSwish, LeakyRelu, Gelu) after a Conv, Gemm or MatMul is applied by that
-//!   op on its output blocks.
+//!   HardSigmoid, HardSwish, LeakyRelu, Gelu) after a Conv, Gemm, MatMul or inference
+//!   BatchNormalization is applied by that op on its output blocks.
 //! - [`ConvWeightPrepacking`] (run last, by [`crate::passes::optimize`]): a Conv's constant
 //!   f32 weights are packed once into the GEMM kernel's layout and move into the op.
 //!
@@ -166,42 +169,100 @@ fn addends(graph: &Graph, node: NodeId) -> Option<[ValueId; 2]> {
     }
 }
 
+/// The constant f32 values of `v`, when it is a constant of that dtype.
+fn f32_constant(graph: &Graph, v: ValueId) -> Option<Vec<f32>> {
+    let t = graph.constants.get(&v)?;
+    (t.dtype() == DType::F32).then(|| t.contiguous().as_slice::<f32>().ok().map(<[f32]>::to_vec))?
+}
+
+/// Whether a tensor of `shape` broadcast against a rank-`rank` value varies along axis 1 only,
+/// with `m` entries there (or is a single value).
+fn per_channel(shape: &[usize], m: usize, rank: usize) -> bool {
+    if shape.len() > rank {
+        return false;
+    }
+    if shape.iter().product::<usize>() == 1 {
+        return true;
+    }
+    let first = rank - shape.len();
+    shape
+        .iter()
+        .enumerate()
+        .all(|(k, &d)| d == 1 || (first + k == 1 && d == m))
+}
+
+/// `(scale, shift)` when `node` computes `x * scale[c] + shift[c]` for each channel `c` (axis
+/// 1 of `m`) of its rank-`rank` f32 input `x`: an inference BatchNormalization with constant
+/// statistics, or a Mul/Add whose other operand is a constant that varies along axis 1 only.
+fn channel_affine(
+    graph: &Graph,
+    node: NodeId,
+    x: ValueId,
+    m: usize,
+    rank: usize,
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    let n = &graph.nodes[node];
+    if let Some(bn) = op_as::<BatchNorm>(graph, node).filter(|b| !b.training) {
+        if n.inputs.first() != Some(&Some(x)) || bn.activation.is_some() {
+            return None;
+        }
+        let params: Vec<Vec<f32>> = (1..5)
+            .map(|i| f32_constant(graph, (*n.inputs.get(i)?)?).filter(|p| p.len() == m))
+            .collect::<Option<_>>()?;
+        let (scale, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
+        let eps = f64::from(bn.epsilon);
+        let s: Vec<f64> = (0..m)
+            .map(|i| f64::from(scale[i]) / (f64::from(var[i]) + eps).sqrt())
+            .collect();
+        let t = (0..m)
+            .map(|i| f64::from(beta[i]) - f64::from(mean[i]) * s[i])
+            .collect();
+        return Some((s, t));
+    }
+    let kind = op_as::<Binary>(graph, node)
+        .filter(|b| b.numpy_broadcasting())?
+        .kind();
+    let other = match n.inputs.as_slice() {
+        [Some(a), Some(b)] if *a == x => *b,
+        [Some(a), Some(b)] if *b == x => *a,
+        _ => return None,
+    };
+    let shape = graph.constants.get(&other)?.shape().to_vec();
+    if !per_channel(&shape, m, rank) {
+        return None;
+    }
+    let c = f32_constant(graph, other)?;
+    let per: Vec<f64> = (0..m).map(|i| f64::from(c[i % c.len()])).collect();
+    match kind {
+        BinaryKind::Mul => Some((per, vec![0.0; m])),
+        BinaryKind::Add => Some((vec![1.0; m], per)),
+        _ => None,
+    }
+}
+
 // ----- Conv + BatchNormalization ------------------------------------------------------------
 
-/// Folds an inference-mode `BatchNormalization` into the `Conv` before it: with
-/// `s = scale / sqrt(var + eps)`, the weights of output channel `m` are scaled by `s[m]` and
-/// the bias becomes `(bias - mean) * s + beta`. Only f32 weights with constant statistics.
+/// Folds a per-channel affine node after a `Conv` into its weights and bias: an
+/// inference-mode `BatchNormalization` (with `s = scale / sqrt(var + eps)`, the weights of
+/// output channel `m` are scaled by `s[m]` and the bias becomes `(bias - mean) * s + beta`),
+/// or a `Mul`/`Add` by a constant that varies along the channel axis only (as exporters
+/// write an affine channel layer). Only f32 weights and constant parameters.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ConvBatchNormFolding;
 
 impl ConvBatchNormFolding {
-    /// The folded (weights, bias) of `conv` followed by `bn`, when everything is constant f32.
-    fn fold(graph: &Graph, conv: NodeId, bn: NodeId) -> Option<(Tensor, Tensor)> {
-        let eps = f64::from(
-            op_as::<BatchNorm>(graph, bn)
-                .filter(|b| !b.training)?
-                .epsilon,
-        );
+    /// The folded (weights, bias) of `conv` followed by `next`, when everything is constant
+    /// f32 and `next` is a per-channel affine map of the conv's output `y`.
+    fn fold(graph: &Graph, conv: NodeId, y: ValueId, next: NodeId) -> Option<(Tensor, Tensor)> {
         let c = &graph.nodes[conv];
-        let f32s = |v: Option<&Option<ValueId>>| -> Option<Vec<f32>> {
-            let t = graph.constants.get(&(*v?)?)?;
-            (t.dtype() == DType::F32)
-                .then(|| t.contiguous().as_slice::<f32>().ok().map(<[f32]>::to_vec))?
-        };
         let w_tensor = graph.constants.get(&(*c.inputs.get(1)?)?)?;
-        let w = f32s(c.inputs.get(1))?;
+        let w = f32_constant(graph, (*c.inputs.get(1)?)?)?;
         let m = *w_tensor.shape().first()?;
-        let params: Vec<Vec<f32>> = (1..5)
-            .map(|i| f32s(graph.nodes[bn].inputs.get(i)).filter(|p| p.len() == m))
-            .collect::<Option<_>>()?;
+        let (s, t) = channel_affine(graph, next, y, m, w_tensor.rank())?;
         let bias = match c.inputs.get(2).copied().flatten() {
-            Some(_) => f32s(c.inputs.get(2)).filter(|b| b.len() == m)?,
+            Some(b) => f32_constant(graph, b).filter(|b| b.len() == m)?,
             None => vec![0.0; m],
         };
-        let (scale, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-        let s: Vec<f64> = (0..m)
-            .map(|i| f64::from(scale[i]) / (f64::from(var[i]) + eps).sqrt())
-            .collect();
         let per = w.len() / m.max(1);
         let folded_w: Vec<f32> = w
             .iter()
@@ -209,7 +270,7 @@ impl ConvBatchNormFolding {
             .map(|(i, &x)| (f64::from(x) * s[i / per]) as f32)
             .collect();
         let folded_b: Vec<f32> = (0..m)
-            .map(|i| ((f64::from(bias[i]) - f64::from(mean[i])) * s[i] + f64::from(beta[i])) as f32)
+            .map(|i| (f64::from(bias[i]) * s[i] + t[i]) as f32)
             .collect();
         Some((
             Tensor::from_vec(folded_w, w_tensor.shape()).ok()?,
@@ -237,7 +298,7 @@ impl Pass for ConvBatchNormFolding {
             if single_output(graph, bn).is_none() {
                 continue;
             }
-            let Some((w, b)) = Self::fold(graph, conv, bn) else {
+            let Some((w, b)) = Self::fold(graph, conv, y, bn) else {
                 continue;
             };
             let w_name = graph.values[graph.nodes[conv].inputs[1].unwrap_or(y)]
@@ -250,6 +311,75 @@ impl Pass for ConvBatchNormFolding {
             inputs[1] = Some(w_id);
             inputs[2] = Some(b_id);
             rw.absorb(graph, conv, bn);
+        }
+        Ok(rw.finish(graph))
+    }
+}
+
+// ----- BatchNormalization + Mul/Add -----------------------------------------------------------
+
+/// Folds a `Mul`/`Add` by a per-channel constant after an inference `BatchNormalization`
+/// into its parameters: `(x - mean) / sqrt(var + eps) * scale + beta`, then `* a + b`, is the
+/// same normalization with scale `scale * a` and bias `beta * a + b`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchNormAffineFolding;
+
+impl BatchNormAffineFolding {
+    /// The new (scale, bias) of `bn` followed by `next`.
+    fn fold(graph: &Graph, bn: NodeId, y: ValueId, next: NodeId) -> Option<(Tensor, Tensor)> {
+        op_as::<BatchNorm>(graph, bn).filter(|b| !b.training && b.activation.is_none())?;
+        let n = &graph.nodes[bn];
+        let scale = f32_constant(graph, (*n.inputs.get(1)?)?)?;
+        let beta = f32_constant(graph, (*n.inputs.get(2)?)?)?;
+        let m = scale.len();
+        let rank = graph.values[y].fact.shape.as_ref()?.len();
+        if beta.len() != m || rank < 2 {
+            return None;
+        }
+        let (a, b) = channel_affine(graph, next, y, m, rank)?;
+        let new_scale: Vec<f32> = (0..m)
+            .map(|i| (f64::from(scale[i]) * a[i]) as f32)
+            .collect();
+        let new_beta: Vec<f32> = (0..m)
+            .map(|i| (f64::from(beta[i]) * a[i] + b[i]) as f32)
+            .collect();
+        Some((
+            Tensor::from_vec(new_scale, &[m]).ok()?,
+            Tensor::from_vec(new_beta, &[m]).ok()?,
+        ))
+    }
+}
+
+impl Pass for BatchNormAffineFolding {
+    fn name(&self) -> &'static str {
+        "batchnorm-affine-folding"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for bn in 0..graph.nodes.len() {
+            if op_as::<BatchNorm>(graph, bn).is_none() || rw.touched.contains(&bn) {
+                continue;
+            }
+            let Some(y) = single_output(graph, bn) else {
+                continue;
+            };
+            let Some(next) = rw.sole_reader(graph, y) else {
+                continue;
+            };
+            if single_output(graph, next).is_none() {
+                continue;
+            }
+            let Some((scale, beta)) = Self::fold(graph, bn, y, next) else {
+                continue;
+            };
+            let base = graph.values[y].name.clone();
+            let scale_id = add_constant(graph, &format!("{base}.scale"), scale);
+            let beta_id = add_constant(graph, &format!("{base}.bias"), beta);
+            let inputs = &mut graph.nodes[bn].inputs;
+            inputs[1] = Some(scale_id);
+            inputs[2] = Some(beta_id);
+            rw.absorb(graph, bn, next);
         }
         Ok(rw.finish(graph))
     }
@@ -490,7 +620,8 @@ impl Pass for GeluFusion {
 
 // ----- activations ----------------------------------------------------------------------------
 
-/// Folds an activation into the `Conv`, `Gemm` or `MatMul` producing its input.
+/// Folds an activation into the `Conv`, `Gemm`, `MatMul` or inference `BatchNormalization`
+/// producing its input.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ActivationFusion;
 
@@ -508,6 +639,15 @@ impl ActivationFusion {
             };
             let label = fused.label();
             return Some((Arc::new(fused), label));
+        }
+        if let Some(bn) = op_as::<BatchNorm>(graph, node)
+            .filter(|b| b.activation.is_none() && !b.training && b.outputs == 1)
+        {
+            let fused = BatchNorm {
+                activation: Some(act),
+                ..*bn
+            };
+            return Some((Arc::new(fused), fused.label()));
         }
         if let Some(gemm) = op_as::<Gemm>(graph, node).filter(|g| g.activation.is_none()) {
             let fused = Gemm {
@@ -583,6 +723,7 @@ impl Pass for ActivationFusion {
 pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(ConvBatchNormFolding),
+        Box::new(BatchNormAffineFolding),
         Box::new(ConvAddFusion),
         Box::new(MatMulBiasFusion),
         Box::new(GeluFusion),

@@ -353,3 +353,50 @@ fn conv_weights_are_prepacked_and_the_unpacked_copy_dropped() {
     );
     assert!(constant("d.w"), "depthwise weights stay");
 }
+
+#[test]
+fn per_channel_mul_and_add_fold_into_the_conv() {
+    // Conv -> BN -> Mul -> Add -> Relu, the affine channel layer as exporters write it.
+    let mut g = G::new();
+    g.input("x", &[1, 3, 6, 6]);
+    g.conv("x", "y", 3, 5, 3, 1).batch_norm("y", "bn", 5);
+    g.constant_shaped("s", &pattern(5, 21), &[5, 1, 1]);
+    g.constant_shaped("t", &pattern(5, 22), &[1, 5, 1, 1]);
+    g.op_node("Mul", Attributes::new(), &["bn", "s"], "scaled");
+    g.op_node("Add", Attributes::new(), &["t", "scaled"], "shifted");
+    g.op_node("Relu", Attributes::new(), &["shifted"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[1, 3, 6, 6], 23))]);
+    assert_eq!(labels, ["Conv+Relu"]);
+}
+
+#[test]
+fn batchnorm_absorbs_a_channel_affine_and_its_activation() {
+    // Pre-activation: BN -> Mul -> Add -> Relu -> Conv.
+    let mut g = G::new();
+    g.input("x", &[2, 4, 5, 5]);
+    g.batch_norm("x", "bn", 4);
+    g.constant_shaped("s", &pattern(4, 24), &[4, 1, 1]);
+    g.constant("t", &[0.25]);
+    g.op_node("Mul", Attributes::new(), &["bn", "s"], "scaled");
+    g.op_node("Add", Attributes::new(), &["scaled", "t"], "shifted");
+    g.op_node("Relu", Attributes::new(), &["shifted"], "act");
+    g.conv("act", "out", 4, 3, 1, 1).outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[2, 4, 5, 5], 25))]);
+    assert_eq!(labels, ["BatchNormalization+Relu", "Conv"]);
+}
+
+#[test]
+fn a_mul_that_varies_along_the_width_is_not_folded() {
+    let mut g = G::new();
+    g.input("x", &[1, 3, 4, 4]);
+    g.conv("x", "y", 3, 3, 1, 1);
+    g.constant_shaped("s", &pattern(4, 26), &[1, 1, 1, 4]);
+    g.op_node("Mul", Attributes::new(), &["y", "s"], "out")
+        .outputs(&["out"]);
+    let graph = g.build().unwrap();
+    let labels = optimize_and_compare(&graph, &[("x", image(&[1, 3, 4, 4], 27))]);
+    assert_eq!(labels, ["Conv", "Mul"]);
+}

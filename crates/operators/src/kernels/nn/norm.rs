@@ -4,6 +4,7 @@
 //! split over (batch, channel) planes or normalized rows.
 
 use super::{concrete, flag};
+use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
@@ -91,6 +92,15 @@ pub struct BatchNorm {
     pub training: bool,
     /// Number of outputs the node declares.
     pub outputs: usize,
+    /// Activation applied to the output (set by the fusion passes, inference mode only).
+    pub activation: Option<Activation>,
+}
+
+impl BatchNorm {
+    /// A label for the fused op, such as `BatchNormalization+Relu`.
+    pub fn label(&self) -> String {
+        fused_label("BatchNormalization", false, self.activation.as_ref())
+    }
 }
 
 fn build_batch_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
@@ -109,11 +119,12 @@ fn build_batch_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         momentum: a.float_or("momentum", 0.9)?,
         training,
         outputs: ctx.output_count.max(1),
+        activation: None,
     }))
 }
 
 impl BatchNorm {
-    fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
+    fn run<F: ActFloat>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?.contiguous();
         let shape = x.shape().to_vec();
         if shape.len() < 2 {
@@ -196,6 +207,9 @@ impl BatchNorm {
                         for ((o, &v), (&s, &t)) in op.iter_mut().zip(xp).zip(s.iter().zip(t)) {
                             *o = v * s + t;
                         }
+                    }
+                    if let Some(act) = &self.activation {
+                        act.apply(op);
                     }
                 }
             });
