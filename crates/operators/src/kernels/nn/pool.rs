@@ -245,27 +245,13 @@ impl Pool {
             if kind != PoolKind::Lp {
                 simd::wide(
                     #[inline(always)]
-                    || pool_plane_rows(kind, xp, &g, scratch, o),
-                );
-                if kind == PoolKind::Average {
-                    let [_, oh, ow] = g.output;
-                    let count = |a: usize, i: usize| {
-                        if include_pad {
-                            t.padded[a][i]
-                        } else {
-                            t.valid[a][i].1 - t.valid[a][i].0
+                    || {
+                        pool_plane_rows(kind, xp, &g, scratch, o);
+                        if kind == PoolKind::Average {
+                            average_plane(o, &g, &t, include_pad);
                         }
-                    };
-                    for (i, v) in o.iter_mut().enumerate() {
-                        let (z, y, x) = (i / (oh * ow), (i / ow) % oh, i % ow);
-                        let c = count(0, z) * count(1, y) * count(2, x);
-                        *v = if c == 0 {
-                            F::ZERO
-                        } else {
-                            *v / F::from_usize(c)
-                        };
-                    }
-                }
+                    },
+                );
                 return;
             }
             let [_, ih, iw] = g.input;
@@ -390,6 +376,31 @@ fn pool_plane_rows<F: Float>(
                 *o += v;
             }
         });
+    }
+}
+
+/// Divides one plane of window sums by each window's element count (all the window, or its
+/// taps inside the input), row by row. Windows with no element become 0.
+#[inline(always)]
+fn average_plane<F: Float>(o: &mut [F], g: &Geo3, t: &Taps, include_pad: bool) {
+    let [_, oh, ow] = g.output;
+    let count = |a: usize, i: usize| {
+        if include_pad {
+            t.padded[a][i]
+        } else {
+            t.valid[a][i].1 - t.valid[a][i].0
+        }
+    };
+    for (r, row) in o.chunks_mut(ow.max(1)).enumerate() {
+        let rows = count(0, r / oh) * count(1, r % oh);
+        for (x, v) in row.iter_mut().enumerate() {
+            let c = rows * count(2, x);
+            *v = if c == 0 {
+                F::ZERO
+            } else {
+                *v / F::from_usize(c)
+            };
+        }
     }
 }
 
