@@ -19,7 +19,6 @@ pub type Outputs = Vec<(Vec<usize>, Vec<f64>)>;
 
 /// A Strata session with its named inputs.
 pub struct StrataRunner {
-    model: Model,
     session: Session,
     inputs: Vec<(String, Tensor)>,
 }
@@ -33,8 +32,9 @@ impl std::fmt::Debug for StrataRunner {
 impl StrataRunner {
     /// Loads `model_path` and builds a session with `threads` threads (0: one per core).
     pub fn new(model_path: &Path, inputs: &[Tensor], threads: usize) -> Result<Self> {
+        // The model is consumed, as a server would: the session owns the only copy of the
+        // weights.
         let model = Model::load(model_path)?;
-        let session = model.session(SessionOptions::default().with_threads(threads))?;
         let names = model.inputs();
         if names.len() != inputs.len() {
             bail!(
@@ -48,11 +48,8 @@ impl StrataRunner {
             .map(|i| i.name)
             .zip(inputs.iter().cloned())
             .collect();
-        Ok(StrataRunner {
-            model,
-            session,
-            inputs,
-        })
+        let session = model.into_session(SessionOptions::default().with_threads(threads))?;
+        Ok(StrataRunner { session, inputs })
     }
 
     /// One run, timed (ms): `Session::run` only.
@@ -78,17 +75,19 @@ impl StrataRunner {
             .collect()
     }
 
-    /// FLOPs of one run with the symbolic input sizes bound to the inputs' sizes.
-    pub fn flops(&self) -> Result<u64> {
+    /// FLOPs of one run of `model_path` with the symbolic input sizes bound to the sizes of
+    /// `inputs` (graph order).
+    pub fn flops(model_path: &Path, inputs: &[Tensor]) -> Result<u64> {
+        let model = Model::load(model_path)?;
         let mut bindings = BTreeMap::new();
-        for (info, (_, tensor)) in self.model.inputs().iter().zip(&self.inputs) {
+        for (info, tensor) in model.inputs().iter().zip(inputs) {
             for (dim, &size) in info.dims.iter().flatten().zip(tensor.shape()) {
                 if let Dim::Symbol(s) = dim {
                     bindings.insert(s.clone(), size);
                 }
             }
         }
-        Ok(self.model.estimate_flops(&bindings)?)
+        Ok(model.estimate_flops(&bindings)?)
     }
 }
 

@@ -15,8 +15,9 @@
 //! - [`ActivationFusion`]: an activation (Relu, Clip with constant bounds, Sigmoid,
 //!   HardSigmoid, HardSwish, LeakyRelu, Gelu) after a Conv, Gemm, MatMul or inference
 //!   BatchNormalization is applied by that op on its output blocks.
-//! - [`ConvWeightPrepacking`] (run last, by [`crate::passes::optimize`]): a Conv's constant
-//!   f32 weights are packed once into the GEMM kernel's layout and move into the op.
+//! - [`ConvWeightPrepacking`] (run after optimization, by [`crate::passes::prepack_for_cpu`]):
+//!   a Conv's constant f32 weights are packed once into the GEMM kernel's layout and move
+//!   into the op.
 //!
 //! Each pass only fuses through values that exactly one node reads once and that are not
 //! graph outputs, so no other reader sees a changed value. A fused node takes the absorbed

@@ -177,8 +177,7 @@ pub fn run_passes(graph: &mut Graph, passes: &[Box<dyn Pass>]) -> Result<Vec<&'s
 
 /// Runs the standard passes, shape inference, then the fusion passes
 /// ([`crate::fusion::fusion_passes`], which read the inferred facts), then the standard
-/// passes and inference again when anything was fused, and last the Conv weight prepacking
-/// (which drops the unpacked weights nothing else reads).
+/// passes and inference again when anything was fused.
 pub fn optimize(graph: &mut Graph) -> Result<Vec<&'static str>> {
     let mut applied = run_passes(graph, &standard_passes())?;
     crate::infer::infer_facts(graph)?;
@@ -188,10 +187,17 @@ pub fn optimize(graph: &mut Graph) -> Result<Vec<&'static str>> {
         applied.extend(run_passes(graph, &standard_passes())?);
         crate::infer::infer_facts(graph)?;
     }
+    Ok(applied)
+}
+
+/// Prepares an optimized graph for the CPU kernels: packs constant convolution weights
+/// ([`crate::fusion::ConvWeightPrepacking`]) and drops the unpacked weights nothing else
+/// reads. Sessions run it after [`optimize`]; analyses of the graph (FLOP counts, inspection)
+/// need not pay for it.
+pub fn prepack_for_cpu(graph: &mut Graph) -> Result<Vec<&'static str>> {
     let prepacking: [Box<dyn Pass>; 2] = [
         Box::new(crate::fusion::ConvWeightPrepacking),
         Box::new(DeadCodeElimination),
     ];
-    applied.extend(run_passes(graph, &prepacking)?);
-    Ok(applied)
+    run_passes(graph, &prepacking)
 }

@@ -97,6 +97,7 @@ impl G {
 fn optimize_and_compare(graph: &Graph, inputs: &[(&str, Tensor)]) -> Vec<String> {
     let mut optimized = graph.clone();
     passes::optimize(&mut optimized).unwrap();
+    passes::prepack_for_cpu(&mut optimized).unwrap();
     for threads in [1, 3] {
         let want = run_planned(graph, &ExecutionPlan::new(graph).unwrap(), inputs, threads);
         let got = run_planned(
@@ -333,7 +334,8 @@ fn conv_weights_are_prepacked_and_the_unpacked_copy_dropped() {
     let graph = g.build().unwrap();
     optimize_and_compare(&graph, &[("x", image(&[1, 4, 6, 6], 9))]);
     let mut optimized = graph.clone();
-    let applied = passes::optimize(&mut optimized).unwrap();
+    passes::optimize(&mut optimized).unwrap();
+    let applied = passes::prepack_for_cpu(&mut optimized).unwrap();
     assert!(applied.contains(&"conv-weight-prepacking"), "{applied:?}");
     let convs: Vec<&Conv> = optimized
         .nodes

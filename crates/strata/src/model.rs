@@ -67,6 +67,17 @@ impl Model {
         Session::new(self, options)
     }
 
+    /// Like [`Model::session`], consuming the model. When no clone of the model is alive the
+    /// session takes the loaded graph instead of a copy, so the weights the optimizer replaces
+    /// (convolution weights it prepacks) are freed as it goes: peak memory stays near one
+    /// copy of the weights instead of two.
+    pub fn into_session(self, options: SessionOptions) -> Result<Session> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(onnx) => Session::with_graph(onnx.graph, onnx.input_kinds, options),
+            Err(shared) => Model { inner: shared }.session(options),
+        }
+    }
+
     /// The graph as loaded (before optimization).
     pub fn graph(&self) -> &Graph {
         &self.inner.graph

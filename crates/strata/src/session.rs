@@ -118,14 +118,28 @@ pub struct Session {
 
 impl Session {
     pub(crate) fn new(model: &Model, options: SessionOptions) -> Result<Session> {
-        let mut graph = model.graph().clone();
+        Self::with_graph(
+            model.graph().clone(),
+            model.onnx().input_kinds.clone(),
+            options,
+        )
+    }
+
+    /// A session over `graph` (which the session optimizes and owns).
+    pub(crate) fn with_graph(
+        mut graph: Graph,
+        input_kinds: Vec<ValueKind>,
+        options: SessionOptions,
+    ) -> Result<Session> {
         let declared_inputs = graph
             .inputs
             .iter()
             .map(|&v| graph.values[v].fact.clone())
             .collect();
         let passes_applied = if options.optimize {
-            passes::optimize(&mut graph)?
+            let mut applied = passes::optimize(&mut graph)?;
+            applied.extend(passes::prepack_for_cpu(&mut graph)?);
+            applied
         } else {
             infer::infer_facts(&mut graph)?;
             Vec::new()
@@ -141,7 +155,7 @@ impl Session {
         Ok(Session {
             graph,
             declared_inputs,
-            input_kinds: model.onnx().input_kinds.clone(),
+            input_kinds,
             plan,
             pool: ThreadPool::new(options.threads),
             buffers,

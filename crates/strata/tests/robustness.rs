@@ -1106,3 +1106,45 @@ fn steady_state_runs_reuse_buffers_on_squeezenet() {
         .collect();
     check_steady_state(&model, inputs, 1);
 }
+
+#[test]
+fn into_session_runs_like_session_and_prepacks_the_weights() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/models/light_squeezenet/model.onnx");
+    if !path.is_file() {
+        eprintln!("note: {} missing; skipping", path.display());
+        return;
+    }
+    let model = Model::load(&path).unwrap();
+    let info = model.inputs().remove(0);
+    let shape: Vec<usize> = info
+        .dims
+        .unwrap()
+        .iter()
+        .map(|d| d.known().unwrap_or(1))
+        .collect();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
+    let x = Tensor::from_vec(data, &shape).unwrap();
+    let run = |s: &strata::Session| -> Vec<f32> {
+        let outputs = s.run(vec![(info.name.clone(), x.clone())]).unwrap();
+        let (_, value) = outputs.iter().next().unwrap();
+        value.as_tensor().unwrap().to_vec::<f32>().unwrap()
+    };
+    let borrowed = model.session(SessionOptions::default()).unwrap();
+    let want = run(&borrowed);
+    // With a clone alive the graph is copied; without, it is handed over.
+    let shared = model
+        .clone()
+        .into_session(SessionOptions::default())
+        .unwrap();
+    let owned = model.into_session(SessionOptions::default()).unwrap();
+    assert!(owned.passes_applied().contains(&"conv-weight-prepacking"));
+    assert_eq!(
+        owned.graph().constants.len(),
+        borrowed.graph().constants.len()
+    );
+    for session in [&shared, &owned] {
+        assert_eq!(run(session), want);
+    }
+}
