@@ -95,6 +95,19 @@ impl Rewriter {
         self.touched.insert(node);
     }
 
+    /// Drops constant `v` that `node` no longer reads when no other node read it when the pass
+    /// started and it is not a graph output, so folded copies of weights do not pile up until
+    /// dead-code elimination (peak memory while loading).
+    fn release_constant(&self, graph: &mut Graph, v: Option<ValueId>, node: NodeId) {
+        let Some(v) = v else { return };
+        let unread = self.readers[v].iter().all(|&n| n == node)
+            && !graph.nodes[node].inputs.contains(&Some(v))
+            && !self.graph_outputs.contains(&v);
+        if unread {
+            graph.constants.remove(&v);
+        }
+    }
+
     /// Drops the removed nodes; returns whether anything changed.
     fn finish(self, graph: &mut Graph) -> bool {
         graph.retain_nodes(|id| !self.removed.contains(&id));
@@ -309,8 +322,10 @@ impl Pass for ConvBatchNormFolding {
             let b_id = add_constant(graph, &format!("{w_name}.bias"), b);
             let inputs = &mut graph.nodes[conv].inputs;
             inputs.resize(3, None);
-            inputs[1] = Some(w_id);
-            inputs[2] = Some(b_id);
+            let old_w = inputs[1].replace(w_id);
+            let old_b = inputs[2].replace(b_id);
+            rw.release_constant(graph, old_w, conv);
+            rw.release_constant(graph, old_b, conv);
             rw.absorb(graph, conv, bn);
         }
         Ok(rw.finish(graph))
@@ -378,8 +393,10 @@ impl Pass for BatchNormAffineFolding {
             let scale_id = add_constant(graph, &format!("{base}.scale"), scale);
             let beta_id = add_constant(graph, &format!("{base}.bias"), beta);
             let inputs = &mut graph.nodes[bn].inputs;
-            inputs[1] = Some(scale_id);
-            inputs[2] = Some(beta_id);
+            let old_scale = inputs[1].replace(scale_id);
+            let old_beta = inputs[2].replace(beta_id);
+            rw.release_constant(graph, old_scale, bn);
+            rw.release_constant(graph, old_beta, bn);
             rw.absorb(graph, bn, next);
         }
         Ok(rw.finish(graph))
