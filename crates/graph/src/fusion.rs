@@ -755,7 +755,7 @@ pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
 /// ([`PackedConvWeights`]) held by the op, and disconnects input 1 so the unpacked constant
 /// can be dropped when nothing else reads it. Skipped for depthwise convs (one input channel
 /// per group, which do not use the GEMM), weights that are also graph inputs (a caller may
-/// override them) and inputs that are not known to be f32.
+/// override them) and inputs known to be of another type than f32.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ConvWeightPrepacking;
 
@@ -767,8 +767,11 @@ impl ConvWeightPrepacking {
             return None;
         };
         let weights = graph.constants.get(w)?;
+        // ONNX gives X and W one type, so f32 weights mean an f32 input even where shape
+        // inference lost track of it (a symbolic batch); any other input is an error either
+        // way.
         let qualifies = op.prepacked.is_none()
-            && graph.values[*x].fact.dtype == Some(DType::F32)
+            && matches!(graph.values[*x].fact.dtype, Some(DType::F32) | None)
             && weights.dtype() == DType::F32
             && weights.rank() >= 3
             && weights.shape()[1] > 1
