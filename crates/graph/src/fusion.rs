@@ -95,6 +95,34 @@ impl Rewriter {
         self.touched.insert(node);
     }
 
+    /// `node`'s single output and the one node reading it, when that node also has a single
+    /// output (a chain `node -> next` that can be folded into `node`).
+    fn sole_follower(&self, graph: &Graph, node: NodeId) -> Option<(ValueId, NodeId)> {
+        let y = single_output(graph, node)?;
+        let next = self.sole_reader(graph, y)?;
+        single_output(graph, next).map(|_| (y, next))
+    }
+
+    /// Makes `node` read new constants (named `names`) as its inputs 1 and 2 and drops the
+    /// ones they replace when nothing else reads them.
+    fn replace_params(
+        &self,
+        graph: &mut Graph,
+        node: NodeId,
+        names: [String; 2],
+        tensors: (Tensor, Tensor),
+    ) {
+        let [n1, n2] = names;
+        let first = add_constant(graph, &n1, tensors.0);
+        let second = add_constant(graph, &n2, tensors.1);
+        let inputs = &mut graph.nodes[node].inputs;
+        inputs.resize(inputs.len().max(3), None);
+        let old = [inputs[1].replace(first), inputs[2].replace(second)];
+        for v in old {
+            self.release_constant(graph, v, node);
+        }
+    }
+
     /// Drops constant `v` that `node` no longer reads when no other node read it when the pass
     /// started and it is not a graph output, so folded copies of weights do not pile up until
     /// dead-code elimination (peak memory while loading).
@@ -303,29 +331,17 @@ impl Pass for ConvBatchNormFolding {
         for conv in 0..graph.nodes.len() {
             let plain =
                 op_as::<Conv>(graph, conv).is_some_and(|c| c.activation.is_none() && !c.fused_sum);
-            let Some(y) = single_output(graph, conv).filter(|_| plain) else {
+            let Some((y, bn)) = rw.sole_follower(graph, conv).filter(|_| plain) else {
                 continue;
             };
-            let Some(bn) = rw.sole_reader(graph, y) else {
-                continue;
-            };
-            if single_output(graph, bn).is_none() {
-                continue;
-            }
-            let Some((w, b)) = Self::fold(graph, conv, y, bn) else {
+            let Some(folded) = Self::fold(graph, conv, y, bn) else {
                 continue;
             };
             let w_name = graph.values[graph.nodes[conv].inputs[1].unwrap_or(y)]
                 .name
                 .clone();
-            let w_id = add_constant(graph, &w_name, w);
-            let b_id = add_constant(graph, &format!("{w_name}.bias"), b);
-            let inputs = &mut graph.nodes[conv].inputs;
-            inputs.resize(3, None);
-            let old_w = inputs[1].replace(w_id);
-            let old_b = inputs[2].replace(b_id);
-            rw.release_constant(graph, old_w, conv);
-            rw.release_constant(graph, old_b, conv);
+            let names = [w_name.clone(), format!("{w_name}.bias")];
+            rw.replace_params(graph, conv, names, folded);
             rw.absorb(graph, conv, bn);
         }
         Ok(rw.finish(graph))
@@ -377,26 +393,15 @@ impl Pass for BatchNormAffineFolding {
             if op_as::<BatchNorm>(graph, bn).is_none() || rw.touched.contains(&bn) {
                 continue;
             }
-            let Some(y) = single_output(graph, bn) else {
+            let Some((y, next)) = rw.sole_follower(graph, bn) else {
                 continue;
             };
-            let Some(next) = rw.sole_reader(graph, y) else {
+            let Some(folded) = Self::fold(graph, bn, y, next) else {
                 continue;
             };
-            if single_output(graph, next).is_none() {
-                continue;
-            }
-            let Some((scale, beta)) = Self::fold(graph, bn, y, next) else {
-                continue;
-            };
-            let base = graph.values[y].name.clone();
-            let scale_id = add_constant(graph, &format!("{base}.scale"), scale);
-            let beta_id = add_constant(graph, &format!("{base}.bias"), beta);
-            let inputs = &mut graph.nodes[bn].inputs;
-            let old_scale = inputs[1].replace(scale_id);
-            let old_beta = inputs[2].replace(beta_id);
-            rw.release_constant(graph, old_scale, bn);
-            rw.release_constant(graph, old_beta, bn);
+            let base = &graph.values[y].name;
+            let names = [format!("{base}.scale"), format!("{base}.bias")];
+            rw.replace_params(graph, bn, names, folded);
             rw.absorb(graph, bn, next);
         }
         Ok(rw.finish(graph))

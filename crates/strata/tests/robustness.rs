@@ -1080,13 +1080,14 @@ fn steady_state_runs_reuse_buffers() {
     assert!((optimized.iter().sum::<f32>() - 1.0).abs() < 1e-5);
 }
 
-#[test]
-fn steady_state_runs_reuse_buffers_on_squeezenet() {
+/// The generated SqueezeNet and deterministic inputs for it, or `None` (with a note) when
+/// the test data has not been generated.
+fn squeezenet_with_inputs() -> Option<(Model, Vec<(String, Tensor)>)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/models/light_squeezenet/model.onnx");
     if !path.is_file() {
         eprintln!("note: {} missing; skipping", path.display());
-        return;
+        return None;
     }
     let model = Model::load(&path).unwrap();
     let inputs = model
@@ -1104,30 +1105,23 @@ fn steady_state_runs_reuse_buffers_on_squeezenet() {
             (info.name, Tensor::from_vec(data, &shape).unwrap())
         })
         .collect();
-    check_steady_state(&model, inputs, 1);
+    Some((model, inputs))
+}
+
+#[test]
+fn steady_state_runs_reuse_buffers_on_squeezenet() {
+    if let Some((model, inputs)) = squeezenet_with_inputs() {
+        check_steady_state(&model, inputs, 1);
+    }
 }
 
 #[test]
 fn into_session_runs_like_session_and_prepacks_the_weights() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/models/light_squeezenet/model.onnx");
-    if !path.is_file() {
-        eprintln!("note: {} missing; skipping", path.display());
+    let Some((model, inputs)) = squeezenet_with_inputs() else {
         return;
-    }
-    let model = Model::load(&path).unwrap();
-    let info = model.inputs().remove(0);
-    let shape: Vec<usize> = info
-        .dims
-        .unwrap()
-        .iter()
-        .map(|d| d.known().unwrap_or(1))
-        .collect();
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
-    let x = Tensor::from_vec(data, &shape).unwrap();
+    };
     let run = |s: &strata::Session| -> Vec<f32> {
-        let outputs = s.run(vec![(info.name.clone(), x.clone())]).unwrap();
+        let outputs = s.run(inputs.clone()).unwrap();
         let (_, value) = outputs.iter().next().unwrap();
         value.as_tensor().unwrap().to_vec::<f32>().unwrap()
     };

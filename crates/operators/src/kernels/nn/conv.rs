@@ -240,14 +240,8 @@ impl Conv {
             return Ok(out);
         }
         let (xv, wv) = (x.as_slice::<F>()?, w.as_slice::<F>()?);
-        let bv = match &bias {
-            Some(b) => Some(b.as_slice::<F>()?),
-            None => None,
-        };
-        let sv = match &sum {
-            Some(s) => Some(s.as_slice::<F>()?),
-            None => None,
-        };
+        let bv = bias.as_ref().map(Tensor::as_slice::<F>).transpose()?;
+        let sv = sum.as_ref().map(Tensor::as_slice::<F>).transpose()?;
         let g = self.group;
         let (cg, mg) = (p.c / g, p.m / g);
         let (isz, osz, ksz) = (p.g3.in_size(), p.g3.out_size(), p.g3.kernel_size());
@@ -302,7 +296,7 @@ impl Conv {
             return Ok(out);
         }
 
-        let pointwise = ksz == 1 && geo.strides == [1; 3] && isz == osz && geo.pad_begin == [0; 3];
+        let pointwise = is_pointwise(geo);
         let krows = cg * ksz;
         let group_task = |t: usize,
                           out_g: &mut [F],
@@ -381,25 +375,25 @@ impl Conv {
         let (isz, osz) = (p.g3.in_size(), p.g3.out_size());
         // Each output element is written by the GEMM (K = cg * kernel size >= 1) or, for an
         // empty K, zero-filled by it.
+        if packed.groups.len() != g {
+            return Err(OpError::attribute(
+                "group",
+                format!(
+                    "{g} differs from the {} packed weight groups",
+                    packed.groups.len()
+                ),
+            ));
+        }
         let mut out = ctx.alloc_for_overwrite(DType::F32, &p.out_shape)?;
         let o = out.as_slice_mut::<f32>()?;
-        if o.is_empty() || packed.groups.len() != g {
+        if o.is_empty() {
             return Ok(out);
         }
         let xv = x.as_slice::<f32>()?;
-        let bv = match &bias {
-            Some(b) => Some(b.as_slice::<f32>()?),
-            None => None,
-        };
-        let sv = match &sum {
-            Some(s) => Some(s.as_slice::<f32>()?),
-            None => None,
-        };
+        let bv = bias.as_ref().map(Tensor::as_slice::<f32>).transpose()?;
+        let sv = sum.as_ref().map(Tensor::as_slice::<f32>).transpose()?;
         let geo = &p.g3;
-        let pointwise = geo.kernel_size() == 1
-            && geo.strides == [1; 3]
-            && isz == osz
-            && geo.pad_begin == [0; 3];
+        let pointwise = is_pointwise(geo);
         for b in 0..p.n {
             for (gi, weights) in packed.groups.iter().enumerate() {
                 let first = b * p.m + gi * mg;
@@ -586,6 +580,15 @@ impl PackPanels for Im2colPanels<'_> {
             }
         }
     }
+}
+
+/// Whether a convolution is a plain 1x1 product over the input (kernel 1, stride 1, no
+/// padding, output as large as the input), so the input itself is the GEMM's B.
+fn is_pointwise(g: &Geo3) -> bool {
+    g.kernel_size() == 1
+        && g.strides == [1; 3]
+        && g.in_size() == g.out_size()
+        && g.pad_begin == [0; 3]
 }
 
 /// Runs `task(index, output_block, scratch, inner)` once per `block`-element chunk of `out`
