@@ -63,10 +63,21 @@ pub trait Float:
         beta: Self,
         c: &mut MatMut<'_, Self>,
     );
+    /// The slice as f32 when `Self` is f32, so generic kernels can hand it to f32-only SIMD
+    /// code; `None` for other types.
+    fn as_f32s(s: &[Self]) -> Option<&[f32]> {
+        let _ = s;
+        None
+    }
+    /// [`Float::as_f32s`] for a mutable slice.
+    fn as_f32s_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = s;
+        None
+    }
 }
 
 macro_rules! impl_float {
-    ($t:ty, $gemm:path) => {
+    ($t:ty, $gemm:path $(; $($extra:item)*)?) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -133,10 +144,20 @@ macro_rules! impl_float {
                     )
                 }
             }
+            $($($extra)*)?
         }
     };
 }
-impl_float!(f32, crate::kernels::gemm::sgemm);
+impl_float!(f32, crate::kernels::gemm::sgemm;
+    #[inline(always)]
+    fn as_f32s(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_f32s_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+);
 impl_float!(f64, matrixmultiply::dgemm);
 
 // ----- safe GEMM ----------------------------------------------------------------------------

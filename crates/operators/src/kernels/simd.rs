@@ -47,6 +47,14 @@ fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether this CPU has AVX-512F, BW and VL (hand-written AVX-512 kernels check this).
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return level() == Level::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Runs `f`, compiled for the widest vectors this CPU has.
 #[inline(always)]
 pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {

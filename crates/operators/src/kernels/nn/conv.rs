@@ -6,7 +6,7 @@
 //!   (implicit im2col, [`Im2colPanels`]; the input itself for a pointwise 1x1 conv), with
 //!   bias, fused sum and activation applied to each output tile while it is in cache, split
 //!   over the threads by output pixels;
-//! - direct depthwise (one input channel per group: taps accumulated along output rows);
+//! - direct depthwise (one input channel per group, [`depthwise`]);
 //! - pointwise (1x1, stride 1, no padding: GEMM directly on the input) and
 //! - the general im2col + GEMM, for weights that are not constant or not f32. Work is split
 //!   over (batch, group) tasks, or over output channel blocks and im2col rows when there are
@@ -14,7 +14,7 @@
 //!
 //! ConvTranspose is GEMM + col2im.
 
-use super::{concrete, deinterleave2, for_each_tap_row, AutoPad, Geo3, SpatialAttrs};
+use super::{concrete, depthwise, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::gemm::{
     par_gemm_packed, BOperand, Epilogue, PackPanels, PackedA, TileEpilogue,
@@ -274,10 +274,12 @@ impl Conv {
         };
 
         if cg == 1 {
-            // Direct depthwise: one output plane per task.
+            // Direct depthwise: one output plane per task; a fused Relu or Clip is applied
+            // in the kernel's store where it can.
+            let clamp = self.activation.as_ref().and_then(clamp_of);
             let planes_per = (p.n * p.m).div_ceil(ctx.threads() * 4).max(1);
             ctx.par_chunks_mut(o, planes_per * osz, |ci, chunk| {
-                let mut scratch = Vec::new();
+                let mut scratch = depthwise::Scratch::default();
                 for (j, plane) in chunk.chunks_mut(osz).enumerate() {
                     let idx = ci * planes_per + j;
                     let (b, m) = (idx / p.m, idx % p.m);
@@ -286,11 +288,13 @@ impl Conv {
                         plane.fill(F::ZERO);
                     }
                     let wm = &wv[m * ksz..][..ksz];
-                    simd::wide(
+                    let clamped = simd::wide(
                         #[inline(always)]
-                        || depthwise_plane(xc, wm, geo, &mut scratch, plane),
+                        || depthwise::plane(xc, wm, geo, &mut scratch, plane, clamp),
                     );
-                    activate(plane);
+                    if !clamped {
+                        activate(plane);
+                    }
                 }
             });
             return Ok(out);
@@ -667,144 +671,6 @@ fn im2col_channel<F: Float>(x: &[F], g: &Geo3, rows: &mut [F]) {
             }
         }
     }
-}
-
-/// Direct depthwise convolution of one plane: accumulates `w[tap] * input` into `out`
-/// (which holds the bias or fused sum). 2-D planes with up to [`MAX_TAPS`] taps per axis go
-/// through [`depthwise_plane_2d`]; others tap by tap along output rows.
-#[inline(always)]
-fn depthwise_plane<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
-    if g.input[0] == 1 && g.kernel[0] == 1 && g.kernel[1] <= MAX_TAPS && g.kernel[2] <= MAX_TAPS {
-        depthwise_plane_2d(x, w, g, scratch, out);
-        return;
-    }
-    depthwise_plane_rows(x, w, g, scratch, out);
-}
-
-/// Kernel taps per axis the register-blocked depthwise path handles.
-const MAX_TAPS: usize = 16;
-
-/// Depthwise 2-D convolution with the plane first copied into `scratch` zero-padded on every
-/// side (and split by column phase for a width stride above 1), so every tap reads in range
-/// and contiguous memory; then each block of outputs sums all its taps in registers and is
-/// stored once.
-#[inline(always)]
-fn depthwise_plane_2d<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
-    let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
-    let ([_, kh_n, kw_n], [_, sh, sw]) = (g.kernel, g.strides);
-    let ([_, dh, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
-    if oh == 0 || ow == 0 || ih == 0 || iw == 0 {
-        // No output, or every tap reads padding: the output keeps its initial values.
-        return;
-    }
-    // The padded plane covers every input and every position a tap reads.
-    let padded_w = ((ow - 1) * sw + (kw_n - 1) * dw + 1).max(pl + iw);
-    let padded_h = ((oh - 1) * sh + (kh_n - 1) * dh + 1).max(pt + ih);
-    // Each phase row has BLOCK columns of slack so the last block of a row may read a full
-    // block (the columns past the output are computed and dropped).
-    const BLOCK: usize = 16;
-    let phase_len = padded_w.div_ceil(sw) + BLOCK;
-    let row_len = sw * phase_len;
-    scratch.clear();
-    scratch.resize(padded_h * row_len, F::ZERO);
-    for (src, dst) in x
-        .chunks_exact(iw)
-        .zip(scratch[pt * row_len..].chunks_exact_mut(row_len))
-    {
-        if sw == 1 {
-            dst[pl..pl + iw].copy_from_slice(src);
-        } else if sw == 2 {
-            // Input column `ix` is padded column `ix + pl`: even `ix` land in phase `pl % 2`
-            // from `pl / 2`, odd ones in the other phase from `(pl + 1) / 2`.
-            let (p0, p1) = dst.split_at_mut(phase_len);
-            let (a, b) = if pl % 2 == 0 { (p0, p1) } else { (p1, p0) };
-            deinterleave2(src, &mut a[pl / 2..], &mut b[pl.div_ceil(2)..]);
-        } else {
-            let (mut phase, mut at) = (pl % sw, pl / sw);
-            for &v in src {
-                dst[phase * phase_len + at] = v;
-                phase += 1;
-                if phase == sw {
-                    phase = 0;
-                    at += 1;
-                }
-            }
-        }
-    }
-    // Where tap `kw` starts in a padded row: its phase row and offset in it.
-    let mut col_start = [0usize; MAX_TAPS];
-    for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
-        let off = kw * dw;
-        *c = (off % sw) * phase_len + off / sw;
-    }
-    let col_start = &col_start[..kw_n];
-    let plane = scratch.as_slice();
-    for (y, orow) in out.chunks_exact_mut(ow).enumerate() {
-        let rows = |kh: usize| &plane[(y * sh + kh * dh) * row_len..][..row_len];
-        let mut x0 = 0;
-        while x0 + 64 <= ow {
-            taps_block::<F, 64>(&mut orow[x0..x0 + 64], x0, kh_n, &rows, col_start, w);
-            x0 += 64;
-        }
-        while x0 < ow {
-            let n = BLOCK.min(ow - x0);
-            taps_block::<F, BLOCK>(&mut orow[x0..x0 + n], x0, kh_n, &rows, col_start, w);
-            x0 += n;
-        }
-    }
-}
-
-/// The outputs `out` (at most `L`) starting at column `x0`: the initial values plus every
-/// tap, summed in a fixed-size block of `L` the compiler keeps in registers, stored once.
-/// Rows must hold `L` readable columns past every tap's start for the block.
-#[inline(always)]
-fn taps_block<'a, F: Float + 'a, const L: usize>(
-    out: &mut [F],
-    x0: usize,
-    kh_n: usize,
-    rows: &impl Fn(usize) -> &'a [F],
-    col_start: &[usize],
-    w: &[F],
-) {
-    // The taps are summed from zero and added to the outputs at the end: copying a
-    // variable number of initial values in would pin `acc` to memory.
-    let mut acc = [F::ZERO; L];
-    let kw_n = col_start.len();
-    for kh in 0..kh_n {
-        let row = rows(kh);
-        for (kw, &c) in col_start.iter().enumerate() {
-            let wt = w[kh * kw_n + kw];
-            let Ok(src) = <&[F; L]>::try_from(&row[c + x0..c + x0 + L]) else {
-                continue;
-            };
-            for i in 0..L {
-                acc[i] += wt * src[i];
-            }
-        }
-    }
-    match <&mut [F; L]>::try_from(&mut *out) {
-        Ok(full) => {
-            for i in 0..L {
-                full[i] += acc[i];
-            }
-        }
-        Err(_) => {
-            for (o, &a) in out.iter_mut().zip(&acc) {
-                *o += a;
-            }
-        }
-    }
-}
-
-/// Depthwise convolution tap by tap along output rows (3-D planes, very wide kernels).
-#[inline(always)]
-fn depthwise_plane_rows<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
-    for_each_tap_row(x, g, scratch, out, |t, dst, src| {
-        let wt = w[t];
-        for (o, &v) in dst.iter_mut().zip(src) {
-            *o += wt * v;
-        }
-    });
 }
 
 impl Operator for Conv {

@@ -5,6 +5,7 @@
 
 pub mod conv;
 pub mod deform_conv;
+mod depthwise;
 pub mod norm;
 pub mod pool;
 pub mod softmax;
@@ -280,34 +281,49 @@ impl Geo3 {
 }
 
 /// Splits `src` by parity: `src[2j]` to `even[j]`, `src[2j + 1]` to `odd[j]` (as far as
-/// each destination reaches), in blocks of eight the compiler turns into shuffles.
+/// each destination reaches), in blocks of 32 and then 8 that the compiler turns into
+/// shuffles.
 #[inline(always)]
 pub(crate) fn deinterleave2<F: Copy>(src: &[F], even: &mut [F], odd: &mut [F]) {
-    let blocks = (src.len() / 8).min(even.len() / 4).min(odd.len() / 4);
-    for ((e, o), c) in even
-        .chunks_exact_mut(4)
-        .zip(odd.chunks_exact_mut(4))
-        .zip(src.chunks_exact(8))
-        .take(blocks)
-    {
-        let (e, o, c): (&mut [F; 4], &mut [F; 4], &[F; 8]) =
-            match (e.try_into(), o.try_into(), c.try_into()) {
-                (Ok(e), Ok(o), Ok(c)) => (e, o, c),
-                _ => continue,
-            };
-        *e = [c[0], c[2], c[4], c[6]];
-        *o = [c[1], c[3], c[5], c[7]];
-    }
-    for (i, &v) in src.iter().enumerate().skip(blocks * 8) {
-        let (dst, j) = if i % 2 == 0 {
-            (&mut *even, i / 2)
-        } else {
-            (&mut *odd, i / 2)
-        };
-        if let Some(d) = dst.get_mut(j) {
+    let mut done = deinterleave_blocks::<F, 16, 32>(src, even, odd);
+    done += deinterleave_blocks::<F, 4, 8>(&src[2 * done..], &mut even[done..], &mut odd[done..]);
+    for (j, pair) in src[2 * done..].chunks(2).enumerate() {
+        if let Some(d) = even.get_mut(done + j) {
+            *d = pair[0];
+        }
+        if let (Some(d), Some(&v)) = (odd.get_mut(done + j), pair.get(1)) {
             *d = v;
         }
     }
+}
+
+/// The whole blocks of [`deinterleave2`] with `H` outputs per parity (`W = 2 * H` inputs);
+/// returns the number of pairs split.
+#[inline(always)]
+fn deinterleave_blocks<F: Copy, const H: usize, const W: usize>(
+    src: &[F],
+    even: &mut [F],
+    odd: &mut [F],
+) -> usize {
+    debug_assert_eq!(W, 2 * H);
+    let blocks = (src.len() / (2 * H)).min(even.len() / H).min(odd.len() / H);
+    for ((e, o), c) in even
+        .chunks_exact_mut(H)
+        .zip(odd.chunks_exact_mut(H))
+        .zip(src.chunks_exact(2 * H))
+        .take(blocks)
+    {
+        let (Ok(e), Ok(o), Ok(c)) = (
+            <&mut [F; H]>::try_from(e),
+            <&mut [F; H]>::try_from(o),
+            <&[F; W]>::try_from(c),
+        ) else {
+            continue;
+        };
+        *e = std::array::from_fn(|j| c[2 * j]);
+        *o = std::array::from_fn(|j| c[2 * j + 1]);
+    }
+    blocks * H
 }
 
 /// Visits one plane's kernel taps output row by output row, so each output row stays in L1

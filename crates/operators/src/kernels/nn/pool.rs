@@ -1,7 +1,7 @@
 //! Pooling: `MaxPool` (with the optional `Indices` output), `AveragePool`, `LpPool` and their
 //! global forms, for 1-D to 3-D spatial inputs. Each (batch, channel) plane is one task.
 
-use super::{concrete, flag, for_each_tap_row, Geo3, SpatialAttrs};
+use super::{concrete, depthwise, flag, for_each_tap_row, Geo3, SpatialAttrs};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::kernels::simd;
 use crate::{
@@ -240,13 +240,16 @@ impl Pool {
         let inv_p = F::ONE / p;
         let include_pad = self.count_include_pad;
         let kind = self.kind;
-        let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut Vec<F>| {
+        let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut depthwise::Scratch<F>| {
             let xp = &xv[plane_idx * isz..][..isz];
+            if kind == PoolKind::Max && depthwise::max_pool_plane(xp, &g, scratch, o) {
+                return;
+            }
             if kind != PoolKind::Lp {
                 simd::wide(
                     #[inline(always)]
                     || {
-                        pool_plane_rows(kind, xp, &g, scratch, o);
+                        pool_plane_rows(kind, xp, &g, scratch.vec(), o);
                         if kind == PoolKind::Average {
                             average_plane(o, &g, &t, include_pad);
                         }
@@ -298,7 +301,7 @@ impl Pool {
         let o = out.as_slice_mut::<F>()?;
         let planes = (o.len() / osz).div_ceil(ctx.threads() * 4).max(1);
         ctx.par_chunks_mut(o, planes * osz, |ci, chunk| {
-            let mut scratch = Vec::new();
+            let mut scratch = depthwise::Scratch::default();
             for (j, plane) in chunk.chunks_mut(osz).enumerate() {
                 kernel(ci * planes + j, plane, &mut scratch);
             }

@@ -1,0 +1,587 @@
+//! Direct depthwise convolution (one input channel per group), one plane at a time.
+//!
+//! A 2-D plane is first copied zero-padded on every side (and split by column phase for a
+//! width stride above 1) so every tap reads in range and contiguous memory. Blocks of outputs
+//! then sum all their taps in registers and are stored once: with AVX-512 and f32 by a
+//! hand-written kernel that also applies a fused clamp (Relu, Clip) in its store, otherwise by
+//! fixed-size blocks the compiler vectorizes. 3-D planes and very wide kernels go tap by tap
+//! along output rows.
+
+use super::{deinterleave2, for_each_tap_row, Geo3};
+use crate::kernels::linalg::Float;
+
+/// Kernel taps per axis the register-blocked path handles.
+const MAX_TAPS: usize = 16;
+
+/// Columns of slack after each padded phase row, so a block that starts inside the output row
+/// may read a full vector (the columns past the output are computed and dropped).
+const SLACK: usize = 16;
+
+/// Working memory of [`plane`] and [`max_pool_plane`], kept across the planes of one
+/// operator: the padded copy of the current plane, whose padding is filled only when the
+/// layout changes (each plane overwrites the same interior).
+#[derive(Debug)]
+pub(crate) struct Scratch<F> {
+    data: Vec<F>,
+    /// The layout whose padding `data` holds.
+    filled_for: Option<Layout>,
+}
+
+impl<F> Default for Scratch<F> {
+    fn default() -> Self {
+        Self {
+            data: Vec::new(),
+            filled_for: None,
+        }
+    }
+}
+
+impl<F> Scratch<F> {
+    /// The buffer for other uses (its padding is forgotten).
+    pub(crate) fn vec(&mut self) -> &mut Vec<F> {
+        self.filled_for = None;
+        &mut self.data
+    }
+}
+
+/// A padded plane's layout: padded height and row length, top and left padding, input
+/// height and width, width stride, and whether the padding is zero (else -inf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    padded_h: usize,
+    row_len: usize,
+    pt: usize,
+    pl: usize,
+    ih: usize,
+    iw: usize,
+    sw: usize,
+    fill_is_zero: bool,
+}
+
+/// Accumulates `w[tap] * input` over one plane into `out`, which holds the bias or fused sum.
+/// Returns whether `clamp` (`(lo, hi)`, from a fused Relu or Clip) was applied too; when it
+/// was not, the caller applies its activation afterwards.
+#[inline(always)]
+pub(super) fn plane<F: Float>(
+    x: &[F],
+    w: &[F],
+    g: &Geo3,
+    scratch: &mut Scratch<F>,
+    out: &mut [F],
+    clamp: Option<(f32, f32)>,
+) -> bool {
+    if is_paddable(g) {
+        return plane_2d(x, w, g, scratch, out, clamp);
+    }
+    plane_rows(x, w, g, scratch.vec(), out);
+    false
+}
+
+/// A plane copied padded: rows `row_len` apart, each split into `sw` phase rows, and where
+/// each width tap starts in a row.
+struct Padded<'a, F> {
+    data: &'a [F],
+    row_len: usize,
+    col_start: &'a [usize],
+}
+
+/// Where each width tap starts in a padded row of [`pad`]'s layout.
+struct TapStarts {
+    row_len: usize,
+    col_start: [usize; MAX_TAPS],
+    kw_n: usize,
+}
+
+/// Copies a 2-D plane (at most [`MAX_TAPS`] taps per axis) into `scratch`, padded with
+/// `fill` on every side and split by column phase; `None` when the plane is empty.
+#[inline(always)]
+fn pad<F: Float>(x: &[F], g: &Geo3, scratch: &mut Scratch<F>, fill: F) -> Option<TapStarts> {
+    let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
+    let ([_, kh_n, kw_n], [_, _, sw]) = (g.kernel, g.strides);
+    let ([_, _, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
+    if oh == 0 || ow == 0 || ih == 0 || iw == 0 {
+        return None;
+    }
+    // The padded plane covers every input and every position a tap reads.
+    let padded_w = ((ow - 1) * sw + (kw_n - 1) * dw + 1).max(pl + iw);
+    let padded_h = ((oh - 1) * g.strides[1] + (kh_n - 1) * g.dilations[1] + 1).max(pt + ih);
+    let phase_len = padded_w.div_ceil(sw) + SLACK;
+    let row_len = sw * phase_len;
+    let layout = Layout {
+        padded_h,
+        row_len,
+        pt,
+        pl,
+        ih,
+        iw,
+        sw,
+        fill_is_zero: fill == F::ZERO,
+    };
+    if scratch.filled_for != Some(layout) {
+        scratch.data.clear();
+        scratch.data.resize(padded_h * row_len, fill);
+        scratch.filled_for = Some(layout);
+    }
+    for (src, dst) in x
+        .chunks_exact(iw)
+        .zip(scratch.data[pt * row_len..].chunks_exact_mut(row_len))
+    {
+        if sw == 1 {
+            dst[pl..pl + iw].copy_from_slice(src);
+        } else if sw == 2 {
+            // Input column `ix` is padded column `ix + pl`: even `ix` land in phase `pl % 2`
+            // from `pl / 2`, odd ones in the other phase from `(pl + 1) / 2`.
+            let (p0, p1) = dst.split_at_mut(phase_len);
+            let (a, b) = if pl % 2 == 0 { (p0, p1) } else { (p1, p0) };
+            deinterleave2(src, &mut a[pl / 2..], &mut b[pl.div_ceil(2)..]);
+        } else {
+            let (mut phase, mut at) = (pl % sw, pl / sw);
+            for &v in src {
+                dst[phase * phase_len + at] = v;
+                phase += 1;
+                if phase == sw {
+                    phase = 0;
+                    at += 1;
+                }
+            }
+        }
+    }
+    // Where tap `kw` starts in a padded row: its phase row and offset in it.
+    let mut col_start = [0usize; MAX_TAPS];
+    for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
+        let off = kw * dw;
+        *c = (off % sw) * phase_len + off / sw;
+    }
+    Some(TapStarts {
+        row_len,
+        col_start,
+        kw_n,
+    })
+}
+
+/// Whether [`pad`] handles the plane's geometry.
+fn is_paddable(g: &Geo3) -> bool {
+    g.input[0] == 1 && g.kernel[0] == 1 && g.kernel[1] <= MAX_TAPS && g.kernel[2] <= MAX_TAPS
+}
+
+/// The register-blocked 2-D path (see the module docs); returns whether it applied `clamp`
+/// (only the AVX-512 kernel does).
+#[inline(always)]
+fn plane_2d<F: Float>(
+    x: &[F],
+    w: &[F],
+    g: &Geo3,
+    scratch: &mut Scratch<F>,
+    out: &mut [F],
+    clamp: Option<(f32, f32)>,
+) -> bool {
+    // No output, or every tap reads padding: the output keeps its initial values.
+    let Some(taps) = pad(x, g, scratch, F::ZERO) else {
+        return false;
+    };
+    let padded = Padded {
+        data: scratch.data.as_slice(),
+        row_len: taps.row_len,
+        col_start: &taps.col_start[..taps.kw_n],
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(data), Some(wf), Some(of)) =
+        (F::as_f32s(padded.data), F::as_f32s(w), F::as_f32s_mut(out))
+    {
+        let p = Padded {
+            data,
+            row_len: padded.row_len,
+            col_start: padded.col_start,
+        };
+        if avx512::plane::<false>(&p, wf, g, of, clamp) {
+            return clamp.is_some();
+        }
+        // Not taken: `out` is untouched.
+    }
+    blocks(&padded, w, g, out);
+    false
+}
+
+/// Max pooling of one f32 2-D plane with AVX-512 (the plane padded with -inf, every window
+/// reduced in registers); returns false, leaving `out` untouched, where it does not apply
+/// (other types, 3-D or very wide windows, no AVX-512): the caller then pools as usual.
+/// NaN inputs are skipped, as in the portable max pooling.
+#[inline(always)]
+pub(crate) fn max_pool_plane<F: Float>(
+    x: &[F],
+    g: &Geo3,
+    scratch: &mut Scratch<F>,
+    out: &mut [F],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if is_paddable(g) && F::as_f32s(x).is_some() && crate::kernels::simd::has_avx512() {
+        let Some(taps) = pad(x, g, scratch, F::NEG_INFINITY) else {
+            return false;
+        };
+        if let (Some(data), Some(of)) = (F::as_f32s(&scratch.data), F::as_f32s_mut(out)) {
+            let p = Padded {
+                data,
+                row_len: taps.row_len,
+                col_start: &taps.col_start[..taps.kw_n],
+            };
+            return avx512::plane::<true>(&p, &[], g, of, None);
+        }
+    }
+    let _ = (x, g, scratch, out);
+    false
+}
+
+/// The portable register-blocked loop: blocks of 64, then 16, outputs along each row.
+#[inline(always)]
+fn blocks<F: Float>(p: &Padded<'_, F>, w: &[F], g: &Geo3, out: &mut [F]) {
+    let [_, _, ow] = g.output;
+    let ([_, kh_n, _], [_, sh, _], [_, dh, _]) = (g.kernel, g.strides, g.dilations);
+    for (y, orow) in out.chunks_exact_mut(ow).enumerate() {
+        let rows = |kh: usize| &p.data[(y * sh + kh * dh) * p.row_len..][..p.row_len];
+        let mut x0 = 0;
+        while x0 + 64 <= ow {
+            taps_block::<F, 64>(&mut orow[x0..x0 + 64], x0, kh_n, &rows, p.col_start, w);
+            x0 += 64;
+        }
+        while x0 < ow {
+            let n = SLACK.min(ow - x0);
+            taps_block::<F, SLACK>(&mut orow[x0..x0 + n], x0, kh_n, &rows, p.col_start, w);
+            x0 += n;
+        }
+    }
+}
+
+/// The outputs `out` (at most `L`) starting at column `x0`: the initial values plus every
+/// tap, summed in a fixed-size block of `L` the compiler keeps in registers, stored once.
+/// Rows must hold `L` readable columns past every tap's start for the block.
+#[inline(always)]
+fn taps_block<'a, F: Float + 'a, const L: usize>(
+    out: &mut [F],
+    x0: usize,
+    kh_n: usize,
+    rows: &impl Fn(usize) -> &'a [F],
+    col_start: &[usize],
+    w: &[F],
+) {
+    // The taps are summed from zero and added to the outputs at the end: copying a
+    // variable number of initial values in would pin `acc` to memory.
+    let mut acc = [F::ZERO; L];
+    let kw_n = col_start.len();
+    for kh in 0..kh_n {
+        let row = rows(kh);
+        for (kw, &c) in col_start.iter().enumerate() {
+            let wt = w[kh * kw_n + kw];
+            let Ok(src) = <&[F; L]>::try_from(&row[c + x0..c + x0 + L]) else {
+                continue;
+            };
+            for i in 0..L {
+                acc[i] += wt * src[i];
+            }
+        }
+    }
+    match <&mut [F; L]>::try_from(&mut *out) {
+        Ok(full) => {
+            for i in 0..L {
+                full[i] += acc[i];
+            }
+        }
+        Err(_) => {
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o += a;
+            }
+        }
+    }
+}
+
+/// Depthwise convolution tap by tap along output rows (3-D planes, very wide kernels).
+#[inline(always)]
+fn plane_rows<F: Float>(x: &[F], w: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
+    for_each_tap_row(x, g, scratch, out, |t, dst, src| {
+        let wt = w[t];
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o += wt * v;
+        }
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The f32 AVX-512 block loop: 16 outputs per vector, every tap one FMA from the padded
+    //! plane, the initial values loaded and the clamp applied with the row's edge masked.
+
+    use super::Padded;
+    use crate::kernels::nn::Geo3;
+    use crate::kernels::simd;
+    use std::arch::x86_64::*;
+
+    /// Runs the plane when the CPU has AVX-512F and the padded plane holds every vector the
+    /// blocks read; returns whether it ran (if not, `out` is untouched). `MAX`: max pooling
+    /// (no weights, no initial values); else a depthwise convolution onto `out`'s values.
+    pub(super) fn plane<const MAX: bool>(
+        p: &Padded<'_, f32>,
+        w: &[f32],
+        g: &Geo3,
+        out: &mut [f32],
+        clamp: Option<(f32, f32)>,
+    ) -> bool {
+        let ([_, oh, ow], [_, kh_n, kw_n]) = (g.output, g.kernel);
+        let ([_, sh, _], [_, dh, _]) = (g.strides, g.dilations);
+        let last_row = (oh - 1) * sh + (kh_n - 1) * dh;
+        let widest = p.col_start.iter().copied().max().unwrap_or(0) + ow.next_multiple_of(16);
+        let fits = last_row * p.row_len + widest <= p.data.len()
+            && (MAX || w.len() >= kh_n * kw_n)
+            && out.len() == oh * ow
+            && p.col_start.len() == kw_n;
+        if !fits || !simd::has_avx512() {
+            return false;
+        }
+        let geo = Rows { ow, sh, dh, kh_n };
+        // SAFETY: the CPU has AVX-512F (checked above), and `fits` is the contract of `rows`:
+        // every vector read at row `y * sh + kh * dh` (the last one at `last_row`) and column
+        // `c + x0` (`c` a tap start, `x0 < ow` a multiple of 16) ends inside `p.data`.
+        unsafe {
+            match (kh_n, kw_n) {
+                (3, 3) => rows::<3, 3, MAX>(p, w, &geo, out, clamp),
+                (5, 5) => rows::<5, 5, MAX>(p, w, &geo, out, clamp),
+                _ => rows::<0, 0, MAX>(p, w, &geo, out, clamp),
+            }
+        }
+        true
+    }
+
+    /// The output plane's size and the vertical walk over the padded rows.
+    struct Rows {
+        ow: usize,
+        sh: usize,
+        dh: usize,
+        kh_n: usize,
+    }
+
+    /// Vectors summed side by side: independent FMA chains hide the FMA latency.
+    const CHAINS: usize = 4;
+
+    /// `KH x KW` taps known at compile time (0: read them from `g.kh_n` and `p.col_start`);
+    /// `MAX`: the maximum of the taps (NaN skipped), else `out` plus the weighted taps.
+    /// The plane's vectors (16 outputs of a row, the last one masked) are taken `CHAINS` at a
+    /// time in row-major order, so narrow planes still fill every chain.
+    ///
+    /// # Safety
+    /// AVX-512F is available; `out` holds whole rows of `g.ow`; unless `MAX`, `w` holds
+    /// `kh_n * kw_n` weights; for every output row `y`, tap row `kh` and tap start `c` in `p.col_start`,
+    /// the 16 floats at `(y * g.sh + kh * g.dh) * p.row_len + c + x0` are inside `p.data`
+    /// for every `x0 < g.ow` that is a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const KH: usize, const KW: usize, const MAX: bool>(
+        p: &Padded<'_, f32>,
+        w: &[f32],
+        g: &Rows,
+        out: &mut [f32],
+        clamp: Option<(f32, f32)>,
+    ) {
+        let (kh_n, kw_n) = if KH == 0 {
+            (g.kh_n, p.col_start.len())
+        } else {
+            (KH, KW)
+        };
+        let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let data = p.data.as_ptr();
+        let oh = out.len() / g.ow;
+        let o = out.as_mut_ptr();
+        // The next vector: output row `y`, first column `x0`.
+        let (mut y, mut x0) = (0, 0);
+        while y < oh {
+            // Per chain: where its taps start in `p.data`, its outputs, and its lane mask
+            // (0 for chains past the plane's end, which then repeat chain 0's addresses).
+            let mut src = [0usize; CHAINS];
+            let mut dst = [0usize; CHAINS];
+            let mut mask = [0 as __mmask16; CHAINS];
+            for i in 0..CHAINS {
+                if y >= oh {
+                    (src[i], dst[i]) = (src[0], dst[0]);
+                    continue;
+                }
+                let left = g.ow - x0;
+                mask[i] = if left >= 16 {
+                    !0
+                } else {
+                    ((1u32 << left) - 1) as __mmask16
+                };
+                (src[i], dst[i]) = (y * g.sh * p.row_len + x0, y * g.ow + x0);
+                x0 += 16;
+                if x0 >= g.ow {
+                    (y, x0) = (y + 1, 0);
+                }
+            }
+            let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); CHAINS];
+            if !MAX {
+                for i in 0..CHAINS {
+                    // SAFETY: `dst[i]` is the start of a vector of a row inside `out` whose
+                    // mask enables only the row's lanes (or none).
+                    acc[i] = unsafe { _mm512_maskz_loadu_ps(mask[i], o.add(dst[i])) };
+                }
+            }
+            for kh in 0..kh_n {
+                let row = kh * g.dh * p.row_len;
+                for kw in 0..kw_n {
+                    // SAFETY: `kh < kh_n`, `kw < kw_n`: inside `w` (unless `MAX`, which reads
+                    // no weights) and `p.col_start`; each
+                    // vector at `src[i] + row + col_start[kw]` is inside `p.data` (the
+                    // function's contract: `src[i]` is a row `y < oh` and column `x0 < ow`).
+                    unsafe {
+                        let at = row + *p.col_start.get_unchecked(kw);
+                        if MAX {
+                            for i in 0..CHAINS {
+                                // `max(v, acc)` returns `acc` when `v` is NaN.
+                                let v = _mm512_loadu_ps(data.add(src[i] + at));
+                                acc[i] = _mm512_max_ps(v, acc[i]);
+                            }
+                        } else {
+                            let wt = _mm512_set1_ps(*w.get_unchecked(kh * kw_n + kw));
+                            for i in 0..CHAINS {
+                                let v = _mm512_loadu_ps(data.add(src[i] + at));
+                                acc[i] = _mm512_fmadd_ps(wt, v, acc[i]);
+                            }
+                        }
+                    }
+                }
+            }
+            for i in 0..CHAINS {
+                // `max(lo, v)`/`min(hi, v)` return `v` when it is NaN, as the Clip kernel.
+                let v = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i]));
+                // SAFETY: as for the load above.
+                unsafe { _mm512_mask_storeu_ps(o.add(dst[i]), mask[i], v) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd;
+
+    /// A 2-D geometry: input `h x w`, kernel `k`, stride `s`, dilation `d`, padding
+    /// (top, left, bottom, right); the output size as with ceil mode when `ceil`.
+    fn geo(
+        [h, w]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        [sh, sw]: [usize; 2],
+        [dh, dw]: [usize; 2],
+        [pt, pl, pb, pr]: [usize; 4],
+        ceil: bool,
+    ) -> Geo3 {
+        let out = |n: usize, k: usize, s: usize, d: usize, p: usize| {
+            let span = n + p - (k - 1) * d - 1;
+            if ceil {
+                span.div_ceil(s) + 1
+            } else {
+                span / s + 1
+            }
+        };
+        Geo3 {
+            input: [1, h, w],
+            kernel: [1, kh, kw],
+            strides: [1, sh, sw],
+            dilations: [1, dh, dw],
+            pad_begin: [0, pt, pl],
+            pad_end: [0, pb, pr],
+            output: [1, out(h, kh, sh, dh, pt + pb), out(w, kw, sw, dw, pl + pr)],
+        }
+    }
+
+    /// Every tap of output `(y, x)` that reads inside the input, as (tap index, input value).
+    fn window(x: &[f32], g: &Geo3, y: usize, xo: usize) -> Vec<(usize, f32)> {
+        let mut taps = Vec::new();
+        for kh in 0..g.kernel[1] {
+            for kw in 0..g.kernel[2] {
+                let iy = (y * g.strides[1] + kh * g.dilations[1]).wrapping_sub(g.pad_begin[1]);
+                let ix = (xo * g.strides[2] + kw * g.dilations[2]).wrapping_sub(g.pad_begin[2]);
+                if iy < g.input[1] && ix < g.input[2] {
+                    taps.push((kh * g.kernel[2] + kw, x[iy * g.input[2] + ix]));
+                }
+            }
+        }
+        taps
+    }
+
+    fn geometries() -> Vec<Geo3> {
+        vec![
+            geo([12, 12], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+            geo([56, 56], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+            geo([17, 40], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+            geo([109, 109], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+            geo([14, 33], [5, 5], [2, 2], [1, 1], [2, 2, 2, 2], false),
+            geo([7, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+            geo([20, 31], [3, 2], [3, 3], [2, 1], [0, 1, 2, 0], true),
+            geo([9, 70], [1, 7], [1, 1], [1, 2], [0, 6, 0, 6], false),
+        ]
+    }
+
+    fn input(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 500.0)
+            .collect()
+    }
+
+    #[test]
+    fn depthwise_planes_match_a_naive_reference() {
+        for (gi, g) in geometries().iter().enumerate() {
+            let x = input(g.in_size(), gi);
+            let w = input(g.kernel_size(), gi + 100);
+            for clamp in [None, Some((0.0, 6.0))] {
+                let bias = 0.25;
+                let mut out = vec![bias; g.out_size()];
+                let mut scratch = Scratch::default();
+                // Twice through one scratch: the second plane reuses the padding.
+                for _ in 0..2 {
+                    out.fill(bias);
+                    let clamped = simd::wide(|| plane(&x, &w, g, &mut scratch, &mut out, clamp));
+                    if let (false, Some((lo, hi))) = (clamped, clamp) {
+                        out.iter_mut().for_each(|v| *v = v.max(lo).min(hi));
+                    }
+                    for (i, &got) in out.iter().enumerate() {
+                        let (y, xo) = (i / g.output[2], i % g.output[2]);
+                        let sum: f32 = window(&x, g, y, xo).iter().map(|&(t, v)| w[t] * v).sum();
+                        let want =
+                            clamp.map_or(sum + bias, |(lo, hi)| (sum + bias).max(lo).min(hi));
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "geometry {gi} clamp {clamp:?} output {i}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_planes_match_a_naive_reference_and_skip_nan() {
+        let mut ran = false;
+        for (gi, g) in geometries().iter().enumerate() {
+            let mut x = input(g.in_size(), gi);
+            x[g.in_size() / 2] = f32::NAN;
+            let mut out = vec![0.0; g.out_size()];
+            let mut scratch = Scratch::default();
+            if !max_pool_plane(&x, g, &mut scratch, &mut out) {
+                // No AVX-512 here: the pool falls back to its portable loop.
+                assert!(out.iter().all(|&v| v == 0.0));
+                continue;
+            }
+            ran = true;
+            for (i, &got) in out.iter().enumerate() {
+                let (y, xo) = (i / g.output[2], i % g.output[2]);
+                let want = window(&x, g, y, xo)
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &(_, v)| if v > m { v } else { m });
+                assert_eq!(got, want, "geometry {gi} output {i}");
+            }
+        }
+        assert_eq!(ran, simd::has_avx512());
+        // f64 planes are left to the portable loop.
+        let g = &geometries()[0];
+        let x = vec![1.0f64; g.in_size()];
+        let mut out = vec![0.0f64; g.out_size()];
+        assert!(!max_pool_plane(&x, g, &mut Scratch::default(), &mut out));
+    }
+}
