@@ -6,6 +6,8 @@
 //!   and validates the node's [`Attributes`] once, at load time.
 //! - [`EvalCtx`]: what a kernel may use while it runs: output allocation from the session's
 //!   pool ([`TensorAlloc`]) and a parallel-for over the scheduler's threads ([`ParallelFor`]).
+//! - [`SpinPool`]: the low-latency parallel-for runtime the scheduler's pool runs kernels on
+//!   (here because its job hand-off needs `unsafe`, which only this kernel crate may use).
 //! - `kernels`: the CPU kernels, one module per family, each registering its ops.
 
 mod attrs;
@@ -14,6 +16,7 @@ mod error;
 mod fact;
 pub mod kernels;
 mod registry;
+mod spin_pool;
 mod unimplemented;
 mod value;
 
@@ -22,6 +25,7 @@ pub use ctx::{EvalCtx, HeapTensorAlloc, ParallelFor, SerialParallelFor, TensorAl
 pub use error::{OpError, OpResult};
 pub use fact::{Dim, Fact};
 pub use registry::{BuildCtx, OpBuilder, OpRegistry, RegisteredOp, LATEST_OPSET};
+pub use spin_pool::SpinPool;
 pub use unimplemented::Unimplemented;
 pub use value::{Inputs, Value};
 

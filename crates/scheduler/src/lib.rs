@@ -1,7 +1,8 @@
 //! strata-sched owns how work is spread over threads:
 //!
-//! - [`ThreadPool`]: a fixed set of worker threads built on crossbeam scoped threads and
-//!   channels, which implements [`strata_ops::ParallelFor`] so kernels can split large loops;
+//! - [`ThreadPool`]: a fixed set of worker threads that spin between kernels
+//!   ([`strata_ops::SpinPool`]), which implements [`strata_ops::ParallelFor`] so kernels can
+//!   split large loops;
 //! - [`Executor`]: runs an [`ExecutionPlan`] over a [`Graph`]. With one thread it walks the
 //!   plan in order; with more, nodes whose inputs are ready run concurrently (dependency
 //!   counting), and each node's kernel may use the pool for its own parallel-for. Values are

@@ -1,23 +1,23 @@
 //! The thread pool and its parallel-for.
 //!
-//! A [`ThreadPool`] owns `threads` persistent worker threads (a rayon-core pool: workers spin
-//! briefly, then sleep, so back-to-back kernels find them awake and an idle session costs
-//! nothing). A run enters the pool once ([`ThreadPool::install`]); inside it a parallel-for
-//! splits its tasks by recursive `join`, so work no other worker has picked up yet is done by
-//! the thread that offered it. That matters on a loaded machine: a kernel never waits for a
-//! worker the OS has not scheduled, only for tasks already running. Threads are created once
-//! per pool, not per call.
+//! A [`ThreadPool`] owns `threads - 1` persistent worker threads ([`strata_ops::SpinPool`]):
+//! a parallel-for runs on the calling thread and the workers, which claim tasks by index.
+//! Idle workers spin for a while before they sleep, so back-to-back kernels find them awake
+//! (onnxruntime's policy; a worker woken from sleep on a virtual machine arrives tens of
+//! microseconds late), and the caller never waits for a worker that has not started, only
+//! for tasks already running. Parallel-fors do not nest: one started inside a task, or while
+//! another caller's parallel-for holds the pool, runs serially on its own thread. Threads
+//! are created once per pool, not per call.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
-use strata_ops::ParallelFor;
+use strata_ops::{ParallelFor, SpinPool};
 
 /// A pool of `threads` threads. One thread means no workers: everything runs on the caller.
 #[derive(Clone)]
 pub struct ThreadPool {
     threads: usize,
-    workers: Option<Arc<rayon_core::ThreadPool>>,
+    workers: Option<Arc<SpinPool>>,
 }
 
 impl fmt::Debug for ThreadPool {
@@ -38,16 +38,10 @@ impl ThreadPool {
             threads
         };
         let workers = (threads > 1)
-            .then(|| {
-                rayon_core::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("strata-worker-{i}"))
-                    .build()
-                    .ok()
-            })
-            .flatten();
+            .then(|| SpinPool::new(threads))
+            .filter(|p| p.threads() > 1);
         ThreadPool {
-            threads: if workers.is_some() { threads } else { 1 },
+            threads: workers.as_ref().map_or(1, SpinPool::threads),
             workers: workers.map(Arc::new),
         }
     }
@@ -57,49 +51,19 @@ impl ThreadPool {
         self.threads
     }
 
-    /// Runs `f` on one of the pool's threads (directly when already on one, or when the pool
-    /// has no workers) and returns its result; the caller blocks meanwhile. Parallel-fors
-    /// inside `f` then split work without a hand-off per call.
+    /// Runs `f` on the calling thread and returns its result. Kept for callers written for a
+    /// pool that hands work over to its own threads; parallel-fors inside `f` use the pool.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.workers {
-            Some(pool) if pool.current_thread_index().is_none() => pool.install(f),
-            _ => f(),
-        }
+        f()
     }
 
     /// Runs `worker(t)` for `t` in `0..threads` (at most the pool's size) concurrently where
-    /// threads are free; `worker(0)` runs on the calling thread. Workers not started by the
-    /// time the others finish are run by the caller, so each must return promptly once the
-    /// shared work is done.
+    /// threads are free; the caller runs the ones no worker has taken, so each must return
+    /// promptly once the shared work is done. Parallel-fors inside the workers run serially.
     pub fn broadcast(&self, threads: usize, worker: &(dyn Fn(usize) + Sync)) {
         let threads = threads.clamp(1, self.threads);
-        if threads == 1 {
-            worker(0);
-            return;
-        }
-        self.install(|| {
-            rayon_core::scope(|scope| {
-                for t in 1..threads {
-                    scope.spawn(move |_| worker(t));
-                }
-                worker(0);
-            })
-        });
+        self.run(threads, worker);
     }
-}
-
-/// Runs `task` for every index of `range`, halving the range with `join` so idle workers
-/// steal halves and unstolen halves run here.
-fn split_join(range: Range<usize>, task: &(dyn Fn(usize) + Sync)) {
-    if range.len() <= 1 {
-        range.for_each(task);
-        return;
-    }
-    let mid = range.start + range.len() / 2;
-    rayon_core::join(
-        || split_join(range.start..mid, task),
-        || split_join(mid..range.end, task),
-    );
 }
 
 impl ParallelFor for ThreadPool {
@@ -108,11 +72,10 @@ impl ParallelFor for ThreadPool {
     }
 
     fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
-        if tasks <= 1 || self.threads == 1 {
-            (0..tasks).for_each(task);
-            return;
+        match &self.workers {
+            Some(pool) => pool.run(tasks, task),
+            None => (0..tasks).for_each(task),
         }
-        self.install(|| split_join(0..tasks, task));
     }
 }
 

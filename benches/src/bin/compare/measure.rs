@@ -143,15 +143,24 @@ struct Slot<'a> {
 /// model sees it, rather than the latency of a run that follows a different program.
 pub const BURST: usize = 3;
 
+/// Idle time before each engine's burst when several engines take turns: long enough for the
+/// previous engine's idle workers to stop spinning (onnxruntime's keep a core busy for about
+/// 25 ms after a run), so no engine is timed while another one's threads take a core.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// `warmup` untimed then `rounds` timed rounds, each running every live slot [`BURST`] times
-/// in turn (the first untimed), starting one slot later each round so that no engine always
-/// follows the same one. A slot that fails records its error and drops out.
+/// in turn (the first untimed, each burst after [`SETTLE`]), starting one slot later each
+/// round so that no engine always follows the same one. A slot that fails records its error
+/// and drops out.
 fn time_rounds(slots: &mut [Slot<'_>], warmup: usize, rounds: usize) {
     let n = slots.len();
     let mut live = vec![true; n];
     for round in 0..warmup + rounds {
         for i in (0..n).map(|k| (round + k) % n) {
             let (slot, live) = (&mut slots[i], &mut live[i]);
+            if n > 1 && *live {
+                std::thread::sleep(SETTLE);
+            }
             for run in 0..BURST {
                 if !*live {
                     break;

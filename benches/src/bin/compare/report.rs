@@ -400,7 +400,11 @@ impl Report<'_> {
              - Timing: {w} untimed warm-up round(s), then up to {r} timed rounds; a round runs \
              Strata, tract and onnxruntime in turn, each {burst} times in a row, the first of \
              which rewarms its caches after the other engines and is not timed (interleaved; \
-             each round starts one engine later than the previous one), and the number of rounds drops (to no fewer than 3) when the first runs say {r} rounds would take \
+             each round starts one engine later than the previous one). Before each engine's \
+             runs the harness idles {settle} ms, so that the threads of the engine that ran \
+             before have stopped spinning (onnxruntime's idle workers keep a core busy for \
+             about 25 ms after a run, Strata's for about 2 ms) and each engine is timed on a \
+             quiet machine. The number of rounds drops (to no fewer than 3) when the first runs say {r} rounds would take \
              more than {b} s. Tables show medians.\n\
              - Strata: `Session::run` timed in-process (`SessionOptions::threads` = the \
              table's thread count). tract: `SimplePlan::run`, optimized plan, its default \
@@ -419,6 +423,7 @@ impl Report<'_> {
             r = o.rounds,
             b = o.budget_s,
             burst = crate::measure::BURST,
+            settle = crate::measure::SETTLE.as_millis(),
         );
     }
 

@@ -151,18 +151,70 @@ impl Operator for Concat {
         let outer = prod(&out_shape[..a]);
         let rest = prod(&out_shape[a + 1..]);
         let out_block = out_shape[a] * rest;
+        let blocks: Vec<usize> = contig.iter().map(|t| t.shape()[a] * rest).collect();
+        if dtype != DType::String {
+            // Every element is copied below: no need to zero the output first.
+            let mut out = ctx.alloc_for_overwrite(dtype, &out_shape)?;
+            concat_bytes(ctx, out.raw_bytes_mut()?, &contig, &blocks, outer)?;
+            return Ok(vec![out.into()]);
+        }
         let mut out = ctx.alloc(dtype, &out_shape)?;
         let mut dst = ElemsMut::of(&mut out)?;
         for o in 0..outer {
             let mut at = o * out_block;
-            for (t, src) in contig.iter().zip(&srcs) {
-                let block = t.shape()[a] * rest;
+            for (src, &block) in srcs.iter().zip(&blocks) {
                 dst.copy_block(at, src, o * block, block)?;
                 at += block;
             }
         }
         Ok(vec![out.into()])
     }
+}
+
+/// Bytes copied per task when a concatenation is spread over threads.
+const CONCAT_PIECE: usize = 1 << 16;
+
+/// Fills `out` with the contiguous inputs' blocks (`blocks[i]` elements of input `i` per
+/// outer index, `outer` of them, in output order), in pieces of at most [`CONCAT_PIECE`]
+/// bytes spread over the threads.
+fn concat_bytes(
+    ctx: &EvalCtx<'_>,
+    out: &mut [u8],
+    inputs: &[Tensor],
+    blocks: &[usize],
+    outer: usize,
+) -> OpResult<()> {
+    let srcs = inputs
+        .iter()
+        .map(Tensor::raw_bytes)
+        .collect::<Result<Vec<_>, _>>()?;
+    let size = inputs.first().map_or(1, |t| t.dtype().size_of());
+    let mut pieces: Vec<(&mut [u8], &[u8])> = Vec::new();
+    let mut rest = out;
+    for o in 0..outer {
+        for (src, &block) in srcs.iter().zip(blocks) {
+            let len = block * size;
+            let from = src
+                .get(o * len..(o + 1) * len)
+                .ok_or_else(|| OpError::Shape("concat input shorter than its shape".into()))?;
+            let n = len.min(rest.len());
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            if dst.len() != len {
+                return Err(OpError::Shape(
+                    "concat output shorter than its inputs".into(),
+                ));
+            }
+            pieces.extend(dst.chunks_mut(CONCAT_PIECE).zip(from.chunks(CONCAT_PIECE)));
+        }
+    }
+    let per_task = pieces.len().div_ceil(ctx.threads() * 4).max(1);
+    ctx.par_chunks_mut(&mut pieces, per_task, |_, pieces| {
+        for (dst, src) in pieces.iter_mut() {
+            dst.copy_from_slice(src);
+        }
+    });
+    Ok(())
 }
 
 // ----- Split --------------------------------------------------------------------------------

@@ -1,0 +1,352 @@
+//! [`SpinPool`]: the parallel-for runtime kernels run on, built for low hand-off latency.
+//!
+//! Inference runs one kernel after another, each split into tasks, with short serial gaps
+//! between them (allocation, small ops). A worker that goes to sleep in such a gap costs the
+//! next kernel a wake-up, which on a virtual machine takes tens of microseconds: measured
+//! here, a pool whose workers slept after ~20 µs idle (rayon's policy) ran two 50 µs tasks
+//! in 116 µs after a 50 µs gap, i.e. serially. So, as onnxruntime's pool does, idle workers
+//! here first spin (a busy core), then yield the core to other threads, and only sleep once
+//! no job has come for [`SpinPool::SPIN`] + [`SpinPool::YIELD`].
+//!
+//! A job is published through one slot: the caller stores a pointer to the job (on its own
+//! stack) and bumps an epoch; workers watching the epoch claim task indices from the job's
+//! counter, and so does the caller, which therefore never waits for a worker that has not
+//! woken up, only for tasks already claimed. Jobs do not nest: a parallel-for called from a
+//! task, from a worker, or while another caller's job holds the slot runs serially on its
+//! own thread (no blocking, no deadlock). A panicking task is caught, the job still
+//! completes, and the caller panics after it.
+
+use crate::ctx::ParallelFor;
+use std::cell::Cell;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+thread_local! {
+    /// Whether this thread is a pool worker or is running a job's tasks (parallel-fors
+    /// started here run serially).
+    static IN_JOB: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One parallel-for: `tasks` calls of `task`, claimed by index.
+struct Job<'a> {
+    task: &'a (dyn Fn(usize) + Sync),
+    tasks: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    panicked: AtomicBool,
+}
+
+impl Job<'_> {
+    /// Claims and runs tasks until none is left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, SeqCst);
+            if i >= self.tasks {
+                return;
+            }
+            if catch_unwind(AssertUnwindSafe(|| (self.task)(i))).is_err() {
+                self.panicked.store(true, SeqCst);
+            }
+            self.done.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// State shared by the caller side and the workers.
+struct Shared {
+    /// Bumped for every published job.
+    epoch: AtomicU64,
+    /// The current job (null between jobs); points into the publishing caller's stack.
+    job: AtomicPtr<Job<'static>>,
+    /// Workers between reading `job` and finishing with it.
+    active: AtomicUsize,
+    /// Whether a caller owns the job slot.
+    busy: AtomicBool,
+    /// Workers asleep (or about to sleep) on `wake`.
+    sleepers: AtomicUsize,
+    shutdown: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+/// A fixed set of spinning worker threads plus the calling thread (see the module docs).
+pub struct SpinPool {
+    shared: Arc<Shared>,
+    workers: usize,
+}
+
+impl fmt::Debug for SpinPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpinPool")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
+impl SpinPool {
+    /// How long an idle worker busy-waits for the next job.
+    pub const SPIN: Duration = Duration::from_micros(100);
+    /// How long it then keeps polling between yields of its core, before it sleeps.
+    pub const YIELD: Duration = Duration::from_millis(2);
+
+    /// A pool running jobs on the caller plus `threads - 1` workers (at least one thread).
+    /// Workers the OS refuses to start are left out.
+    pub fn new(threads: usize) -> Self {
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            active: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let mut workers = 0;
+        for i in 1..threads.max(1) {
+            let s = Arc::clone(&shared);
+            let started = std::thread::Builder::new()
+                .name(format!("strata-worker-{i}"))
+                .spawn(move || worker_loop(&s));
+            if started.is_ok() {
+                workers += 1;
+            }
+        }
+        SpinPool { shared, workers }
+    }
+
+    /// Threads a job may use: the workers and the caller.
+    pub fn threads(&self) -> usize {
+        self.workers + 1
+    }
+
+    /// Calls `task(i)` for every `i` in `0..tasks`, spread over the caller and the workers;
+    /// returns when all are done. Runs serially when nested (see the module docs).
+    ///
+    /// # Panics
+    /// After all tasks ran, if any of them panicked.
+    pub fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        let nested = IN_JOB.with(Cell::get);
+        if tasks <= 1
+            || self.workers == 0
+            || nested
+            || self
+                .shared
+                .busy
+                .compare_exchange(false, true, SeqCst, SeqCst)
+                .is_err()
+        {
+            (0..tasks).for_each(task);
+            return;
+        }
+        let job = Job {
+            task,
+            tasks,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+        };
+        let s = &*self.shared;
+        s.job
+            .store((&job as *const Job<'_>).cast_mut().cast(), SeqCst);
+        s.epoch.fetch_add(1, SeqCst);
+        if s.sleepers.load(SeqCst) > 0 {
+            // Taking the lock orders this notification after a sleeper's last epoch check.
+            let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        IN_JOB.with(|f| f.set(true));
+        job.work();
+        IN_JOB.with(|f| f.set(false));
+        // Tasks the workers claimed; then no worker may still hold the job once it is gone.
+        wait_until(|| job.done.load(SeqCst) >= tasks);
+        s.job.store(std::ptr::null_mut(), SeqCst);
+        wait_until(|| s.active.load(SeqCst) == 0);
+        s.busy.store(false, SeqCst);
+        assert!(
+            !job.panicked.load(SeqCst),
+            "a task of a parallel-for panicked"
+        );
+    }
+}
+
+impl Drop for SpinPool {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        s.shutdown.store(true, SeqCst);
+        let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.wake.notify_all();
+    }
+}
+
+impl ParallelFor for SpinPool {
+    fn threads(&self) -> usize {
+        SpinPool::threads(self)
+    }
+
+    fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        SpinPool::run(self, tasks, task);
+    }
+}
+
+/// Spins until `done()`, yielding the core after a short while (the threads it waits for may
+/// need it).
+fn wait_until(done: impl Fn() -> bool) {
+    let mut polls = 0u32;
+    while !done() {
+        polls = polls.saturating_add(1);
+        if polls < 1 << 12 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A worker: waits for each new job and helps with it, until the pool is dropped.
+fn worker_loop(s: &Shared) {
+    IN_JOB.with(|f| f.set(true));
+    let mut seen = s.epoch.load(SeqCst);
+    while wait_for_job(s, &mut seen) {
+        s.active.fetch_add(1, SeqCst);
+        let job = s.job.load(SeqCst);
+        if !job.is_null() {
+            // SAFETY: a non-null `job` was published by a caller that keeps the job alive
+            // (on its stack) until it has unpublished it and seen `active` at zero; this
+            // worker is counted in `active` since before it read the pointer, so the caller
+            // is still waiting (both sides use SeqCst: either the caller's unpublishing comes
+            // first and this read sees null, or the caller sees this worker in `active`).
+            unsafe { &*job }.work();
+        }
+        s.active.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Waits until the epoch moves past `seen` (spinning, then yielding, then sleeping) and
+/// records it; false when the pool shuts down.
+fn wait_for_job(s: &Shared, seen: &mut u64) -> bool {
+    let start = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        let epoch = s.epoch.load(SeqCst);
+        if epoch != *seen {
+            *seen = epoch;
+            return true;
+        }
+        if s.shutdown.load(SeqCst) {
+            return false;
+        }
+        polls = polls.wrapping_add(1);
+        if !polls.is_multiple_of(64) {
+            std::hint::spin_loop();
+            continue;
+        }
+        let idle = start.elapsed();
+        if idle < SpinPool::SPIN {
+            std::hint::spin_loop();
+        } else if idle < SpinPool::SPIN + SpinPool::YIELD {
+            std::thread::yield_now();
+        } else {
+            sleep_until_job(s, *seen);
+        }
+    }
+}
+
+/// Sleeps until the epoch differs from `seen` or the pool shuts down.
+fn sleep_until_job(s: &Shared, seen: u64) {
+    let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+    s.sleepers.fetch_add(1, SeqCst);
+    // A caller that bumps the epoch after this check sees `sleepers` and notifies under the
+    // lock, which it can only take once this thread waits.
+    while s.epoch.load(SeqCst) == seen && !s.shutdown.load(SeqCst) {
+        guard = s.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+    }
+    s.sleepers.fetch_sub(1, SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn every_task_runs_once_on_any_pool_size() {
+        for threads in [1, 2, 3] {
+            let pool = SpinPool::new(threads);
+            assert_eq!(pool.threads(), threads);
+            for tasks in [0, 1, 2, 7, 100] {
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(tasks, &|i| {
+                    hits[i].fetch_add(1, SeqCst);
+                });
+                assert!(hits.iter().all(|h| h.load(SeqCst) == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn workers_take_tasks_and_wake_from_sleep() {
+        let pool = SpinPool::new(2);
+        let main = std::thread::current().id();
+        let elsewhere = AtomicUsize::new(0);
+        // Long enough tasks that the worker claims some, also after it fell asleep.
+        for round in 0..2 {
+            if round == 1 {
+                std::thread::sleep(SpinPool::SPIN + SpinPool::YIELD + Duration::from_millis(20));
+            }
+            pool.run(8, &|_| {
+                std::thread::sleep(Duration::from_millis(2));
+                if std::thread::current().id() != main {
+                    elsewhere.fetch_add(1, SeqCst);
+                }
+            });
+        }
+        assert!(elsewhere.load(SeqCst) > 0);
+    }
+
+    #[test]
+    fn nested_and_concurrent_parallel_fors_complete() {
+        let pool = SpinPool::new(2);
+        let total = AtomicUsize::new(0);
+        pool.run(8, &|_| {
+            pool.run(8, &|_| {
+                total.fetch_add(1, SeqCst);
+            })
+        });
+        assert_eq!(total.load(SeqCst), 64);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        pool.run(16, &|_| {
+                            total.fetch_add(1, SeqCst);
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(SeqCst), 64 + 4 * 50 * 16);
+    }
+
+    #[test]
+    fn a_panicking_task_panics_the_caller_after_the_job_and_the_pool_goes_on() {
+        let pool = SpinPool::new(2);
+        let ran = AtomicUsize::new(0);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(10, &|i| {
+                ran.fetch_add(1, SeqCst);
+                assert_ne!(i, 3, "task 3 fails");
+            })
+        }));
+        assert!(result.is_err());
+        assert_eq!(ran.load(SeqCst), 10);
+        let after = AtomicUsize::new(0);
+        pool.run(5, &|_| {
+            after.fetch_add(1, SeqCst);
+        });
+        assert_eq!(after.load(SeqCst), 5);
+    }
+}
