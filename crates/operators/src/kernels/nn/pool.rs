@@ -409,6 +409,24 @@ fn average_plane<F: Float>(o: &mut [F], g: &Geo3, t: &Taps, include_pad: bool) {
 
 // ----- global pools -------------------------------------------------------------------------
 
+/// Folds `xs` with `f` in 16 independent lanes (vectorizable, no serial dependency chain),
+/// then folds the lanes and the remainder; `f` must be associative and commutative up to
+/// rounding (sum, max).
+#[inline(always)]
+fn lane_fold<F: Float>(xs: &[F], init: F, f: impl Fn(F, F) -> F) -> F {
+    const LANES: usize = 16;
+    let mut acc = [init; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
+        }
+    }
+    let lanes = acc.iter().fold(init, |r, &a| f(r, a));
+    rest.iter().fold(lanes, |r, &v| f(r, v))
+}
+
 fn build_global(ctx: &BuildCtx<'_>, kind: PoolKind) -> OpResult<Box<dyn Operator>> {
     let p = if kind == PoolKind::Lp {
         parse_p(ctx)?
@@ -457,21 +475,26 @@ impl GlobalPool {
         let (kind, p) = (self.kind, F::from_f32(self.p));
         let per = o.len().div_ceil(ctx.threads() * 4).max(1);
         ctx.par_chunks_mut(o, per, |ci, chunk| {
-            for (j, v) in chunk.iter_mut().enumerate() {
-                let xs = &xv[(ci * per + j) * plane..][..plane];
-                *v = match kind {
-                    PoolKind::Max => xs
-                        .iter()
-                        .fold(F::NEG_INFINITY, |m, &v| if v > m { v } else { m }),
-                    PoolKind::Average => {
-                        xs.iter().fold(F::ZERO, |a, &v| a + v) / F::from_usize(plane)
+            simd::wide(
+                #[inline(always)]
+                || {
+                    for (j, v) in chunk.iter_mut().enumerate() {
+                        let xs = &xv[(ci * per + j) * plane..][..plane];
+                        *v = match kind {
+                            PoolKind::Max => {
+                                lane_fold(xs, F::NEG_INFINITY, |m, v| if v > m { v } else { m })
+                            }
+                            PoolKind::Average => {
+                                lane_fold(xs, F::ZERO, |a, v| a + v) / F::from_usize(plane)
+                            }
+                            PoolKind::Lp => xs
+                                .iter()
+                                .fold(F::ZERO, |a, &v| a + v.abs().powf(p))
+                                .powf(F::ONE / p),
+                        };
                     }
-                    PoolKind::Lp => xs
-                        .iter()
-                        .fold(F::ZERO, |a, &v| a + v.abs().powf(p))
-                        .powf(F::ONE / p),
-                };
-            }
+                },
+            )
         });
         Ok(out)
     }
@@ -687,6 +710,27 @@ mod tests {
         );
         assert_eq!(out[0].dtype(), DType::F16);
         assert_eq!(f64s(&out[0])[1], 5.0);
+        // Planes longer than the 16 lanes, with a remainder and a NaN (skipped by max).
+        let mut v = pat(2 * 37, 5);
+        v[40] = f32::NAN;
+        let x = t(&v, &[1, 2, 37]);
+        let g = |name: &str| eval(build(name, 2, &[], 1, 1).as_ref(), &[Some(x.clone())]);
+        let avg = g("GlobalAveragePool");
+        let max = g("GlobalMaxPool");
+        let first = &v[..37];
+        let want = first.iter().sum::<f32>() / 37.0;
+        assert!((avg[0].as_slice::<f32>().unwrap()[0] - want).abs() < 1e-5);
+        assert!(avg[0].as_slice::<f32>().unwrap()[1].is_nan());
+        let want = |xs: &[f32]| {
+            xs.iter()
+                .copied()
+                .filter(|x| !x.is_nan())
+                .fold(f32::MIN, f32::max)
+        };
+        assert_eq!(
+            max[0].as_slice::<f32>().unwrap(),
+            &[want(first), want(&v[37..])]
+        );
     }
 
     #[test]
