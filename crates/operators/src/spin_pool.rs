@@ -40,15 +40,18 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Claims and runs tasks until none is left.
+    /// Claims and runs tasks until none is left; never unwinds (a panicking task is recorded).
     fn work(&self) {
         loop {
             let i = self.next.fetch_add(1, SeqCst);
             if i >= self.tasks {
                 return;
             }
-            if catch_unwind(AssertUnwindSafe(|| (self.task)(i))).is_err() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (self.task)(i))) {
                 self.panicked.store(true, SeqCst);
+                // A payload whose drop panics must not unwind out of here (a worker would
+                // die holding the job; the caller would leave with the job published).
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
             }
             self.done.fetch_add(1, SeqCst);
         }
@@ -348,5 +351,24 @@ mod tests {
             after.fetch_add(1, SeqCst);
         });
         assert_eq!(after.load(SeqCst), 5);
+        // A payload that panics again when dropped is contained as well.
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("the payload's drop panics");
+            }
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(6, &|i| {
+                if i % 2 == 1 {
+                    std::panic::panic_any(Bomb);
+                }
+            })
+        }));
+        assert!(result.is_err());
+        pool.run(5, &|_| {
+            after.fetch_add(1, SeqCst);
+        });
+        assert_eq!(after.load(SeqCst), 10);
     }
 }

@@ -201,7 +201,7 @@ impl<'a> Executor<'a> {
 
     /// Runs the plan with the given graph-input values and returns the graph outputs: nodes
     /// in plan order, each kernel parallel over the pool (intra-op parallelism, like
-    /// onnxruntime's default sequential mode). The whole run is one hand-off to the pool.
+    /// onnxruntime's default sequential mode), the calling thread taking part in each.
     pub fn run(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
         if let Some(profile) = self.profile {
             profile.runs.fetch_add(1, Ordering::Relaxed);
@@ -224,9 +224,8 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs nodes as soon as their producers finish, on all the pool's threads (inter-op
-    /// parallelism). Workers waiting for a ready node cannot help with another node's
-    /// parallel kernel, so this only pays off for wide graphs of small kernels; [`Self::run`]
-    /// does not use it.
+    /// parallelism). Kernels run serially here (the pool's parallel-fors do not nest), so
+    /// this only pays off for wide graphs of small kernels; [`Self::run`] does not use it.
     pub fn run_parallel(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
         let consumers = self.graph.consumers();
         let state = Mutex::new(ParallelState {

@@ -3,10 +3,11 @@
 //! - [`ThreadPool`]: a fixed set of worker threads that spin between kernels
 //!   ([`strata_ops::SpinPool`]), which implements [`strata_ops::ParallelFor`] so kernels can
 //!   split large loops;
-//! - [`Executor`]: runs an [`ExecutionPlan`] over a [`Graph`]. With one thread it walks the
-//!   plan in order; with more, nodes whose inputs are ready run concurrently (dependency
-//!   counting), and each node's kernel may use the pool for its own parallel-for. Values are
-//!   released after their last reader, and their buffers go back to the session's pool.
+//! - [`Executor`]: runs an [`ExecutionPlan`] over a [`Graph`]. [`Executor::run`] walks the
+//!   plan in order and each node's kernel splits its loops over the pool (intra-op);
+//!   [`Executor::run_parallel`] runs nodes whose inputs are ready concurrently (dependency
+//!   counting), their kernels then serial (parallel-fors do not nest). Values are released
+//!   after their last reader, and their buffers go back to the session's pool.
 //!
 //! - [`DynamicBatcher`]: a bounded request queue with priority levels whose workers stack
 //!   compatible requests along the batch dimension ([`stack_rows`], [`split_rows`]) and run

@@ -161,7 +161,12 @@ fn pad<F: Float>(x: &[F], g: &Geo3, scratch: &mut Scratch<F>, fill: F) -> Option
 
 /// Whether [`pad`] handles the plane's geometry.
 fn is_paddable(g: &Geo3) -> bool {
-    g.input[0] == 1 && g.kernel[0] == 1 && g.kernel[1] <= MAX_TAPS && g.kernel[2] <= MAX_TAPS
+    // One depth slice in and out (a depth axis of 1 with depth padding has several outputs).
+    g.input[0] == 1
+        && g.kernel[0] == 1
+        && g.output[0] == 1
+        && g.kernel[1] <= MAX_TAPS
+        && g.kernel[2] <= MAX_TAPS
 }
 
 /// The register-blocked 2-D path (see the module docs); returns whether it applied `clamp`
@@ -553,6 +558,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_padded_depth_of_one_is_not_taken_for_a_plane() {
+        let mut g = geo([6, 6], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false);
+        (g.pad_begin[0], g.pad_end[0], g.output[0]) = (1, 1, 3);
+        assert!(!is_paddable(&g));
+        let x = input(g.in_size(), 1);
+        let w = input(g.kernel_size(), 2);
+        let mut out = vec![0.0; g.out_size()];
+        // Through the tap-row path: the middle depth slice is the 2-D convolution.
+        assert!(!plane(&x, &w, &g, &mut Scratch::default(), &mut out, None));
+        let mid = &out[36..72];
+        for (i, &got) in mid.iter().enumerate() {
+            let want: f32 = window(&x, &g, i / 6, i % 6)
+                .iter()
+                .map(|&(t, v)| w[t] * v)
+                .sum();
+            assert!(
+                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "output {i}"
+            );
+        }
+        assert!(out[..36].iter().chain(&out[72..]).all(|&v| v == 0.0));
     }
 
     #[test]

@@ -147,7 +147,6 @@ impl Operator for Concat {
             return Ok(vec![ts[0].clone().into()]);
         }
         let contig: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect();
-        let srcs = contig.iter().map(Elems::of).collect::<OpResult<Vec<_>>>()?;
         let outer = prod(&out_shape[..a]);
         let rest = prod(&out_shape[a + 1..]);
         let out_block = out_shape[a] * rest;
@@ -158,6 +157,7 @@ impl Operator for Concat {
             concat_bytes(ctx, out.raw_bytes_mut()?, &contig, &blocks, outer)?;
             return Ok(vec![out.into()]);
         }
+        let srcs = contig.iter().map(Elems::of).collect::<OpResult<Vec<_>>>()?;
         let mut out = ctx.alloc(dtype, &out_shape)?;
         let mut dst = ElemsMut::of(&mut out)?;
         for o in 0..outer {
@@ -173,6 +173,11 @@ impl Operator for Concat {
 
 /// Bytes copied per task when a concatenation is spread over threads.
 const CONCAT_PIECE: usize = 1 << 16;
+/// Output bytes from which a concatenation is spread over threads.
+const CONCAT_PARALLEL_MIN: usize = 1 << 18;
+/// Most (outer index, input) blocks a concatenation spreads over threads (each is a task
+/// entry; more and smaller blocks are copied in one pass).
+const CONCAT_MAX_BLOCKS: usize = 4096;
 
 /// Fills `out` with the contiguous inputs' blocks (`blocks[i]` elements of input `i` per
 /// outer index, `outer` of them, in output order), in pieces of at most [`CONCAT_PIECE`]
@@ -189,24 +194,39 @@ fn concat_bytes(
         .map(Tensor::raw_bytes)
         .collect::<Result<Vec<_>, _>>()?;
     let size = inputs.first().map_or(1, |t| t.dtype().size_of());
+    // In output order: block `o` of each input, as bytes.
+    let mut sources = (0..outer).flat_map(|o| {
+        srcs.iter().zip(blocks).map(move |(src, &b)| {
+            src.get(o * b * size..(o + 1) * b * size)
+                .ok_or_else(|| OpError::Shape("concat input shorter than its shape".into()))
+        })
+    });
+    let short_output = || OpError::Shape("concat output shorter than its inputs".into());
+    if ctx.threads() == 1
+        || out.len() < CONCAT_PARALLEL_MIN
+        || outer * srcs.len() > CONCAT_MAX_BLOCKS
+    {
+        // Small, or many small blocks: one pass on this thread, no task list.
+        let mut rest = &mut out[..];
+        for from in sources {
+            let from = from?;
+            let (dst, tail) = std::mem::take(&mut rest)
+                .split_at_mut_checked(from.len())
+                .ok_or_else(short_output)?;
+            dst.copy_from_slice(from);
+            rest = tail;
+        }
+        return Ok(());
+    }
     let mut pieces: Vec<(&mut [u8], &[u8])> = Vec::new();
     let mut rest = out;
-    for o in 0..outer {
-        for (src, &block) in srcs.iter().zip(blocks) {
-            let len = block * size;
-            let from = src
-                .get(o * len..(o + 1) * len)
-                .ok_or_else(|| OpError::Shape("concat input shorter than its shape".into()))?;
-            let n = len.min(rest.len());
-            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(n);
-            rest = tail;
-            if dst.len() != len {
-                return Err(OpError::Shape(
-                    "concat output shorter than its inputs".into(),
-                ));
-            }
-            pieces.extend(dst.chunks_mut(CONCAT_PIECE).zip(from.chunks(CONCAT_PIECE)));
-        }
+    for from in &mut sources {
+        let from = from?;
+        let (dst, tail) = std::mem::take(&mut rest)
+            .split_at_mut_checked(from.len())
+            .ok_or_else(short_output)?;
+        rest = tail;
+        pieces.extend(dst.chunks_mut(CONCAT_PIECE).zip(from.chunks(CONCAT_PIECE)));
     }
     let per_task = pieces.len().div_ceil(ctx.threads() * 4).max(1);
     ctx.par_chunks_mut(&mut pieces, per_task, |_, pieces| {

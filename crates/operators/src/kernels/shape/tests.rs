@@ -1120,3 +1120,47 @@ fn bitcast_reinterprets_same_width_types() {
     assert_eq!(y.raw_bytes().unwrap(), &[15, 7]);
     assert!(err(run("BitCast", 26, to(DType::I64), vec![x])).contains("32 bits"));
 }
+
+#[test]
+fn large_concat_on_two_threads_matches_one() {
+    let a = arange(2 * 3 * 10_000, &[2, 3, 100, 100]);
+    let b = f(
+        &(0..2 * 5 * 10_000).map(|x| -(x as f32)).collect::<Vec<_>>(),
+        &[2, 5, 100, 100],
+    );
+    let attrs = int("axis", 1);
+    let ctx = BuildCtx {
+        node_name: "n",
+        op_type: "Concat",
+        domain: "",
+        opset: 13,
+        attrs: &attrs,
+        input_count: 2,
+        output_count: 1,
+    };
+    let op = registry().build(&ctx).unwrap();
+    let pool = crate::SpinPool::new(2);
+    let two = EvalCtx {
+        parallel: &pool,
+        alloc: &crate::HeapTensorAlloc,
+    };
+    let inputs = || {
+        Inputs::new(vec![
+            Some(Value::Tensor(a.clone())),
+            Some(Value::Tensor(b.clone())),
+        ])
+    };
+    let par = op
+        .eval(&two, inputs())
+        .unwrap()
+        .remove(0)
+        .into_tensor()
+        .unwrap();
+    let serial = run("Concat", 13, int("axis", 1), vec![a.clone(), b.clone()]).unwrap();
+    assert_eq!(par.shape(), &[2, 8, 100, 100]);
+    assert_eq!(fv(&par), fv(&serial));
+    let v = fv(&par);
+    // Batch 1, channel 3 is `b`'s first channel of batch 1.
+    assert_eq!(v[(8 + 3) * 10_000], -(5.0 * 10_000.0));
+    assert_eq!(v[8 * 10_000 + 5], (3 * 10_000 + 5) as f32);
+}
