@@ -58,9 +58,10 @@ struct Layout {
     fill_is_zero: bool,
 }
 
-/// Accumulates `w[tap] * input` over one plane into `out`, which holds the bias or fused sum.
-/// Returns whether `clamp` (`(lo, hi)`, from a fused Relu or Clip) was applied too; when it
-/// was not, the caller applies its activation afterwards.
+/// Accumulates `w[tap] * input` over one plane into `out`, which holds the bias or fused sum:
+/// the register-blocked path of the module docs for 2-D planes, tap rows otherwise. Returns
+/// whether `clamp` (`(lo, hi)`, from a fused Relu or Clip) was applied too (only the AVX-512
+/// kernel does); when it was not, the caller applies its activation afterwards.
 #[inline(always)]
 pub(super) fn plane<F: Float>(
     x: &[F],
@@ -70,10 +71,26 @@ pub(super) fn plane<F: Float>(
     out: &mut [F],
     clamp: Option<(f32, f32)>,
 ) -> bool {
-    if is_paddable(g) {
-        return plane_2d(x, w, g, scratch, out, clamp);
+    if !is_paddable(g) {
+        plane_rows(x, w, g, scratch.vec(), out);
+        return false;
     }
-    plane_rows(x, w, g, scratch.vec(), out);
+    // No output, or every tap reads padding: the output keeps its initial values.
+    let Some(taps) = pad(x, g, scratch, F::ZERO) else {
+        return false;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(data), Some(wf), Some(of)) = (
+        F::as_f32s(&scratch.data),
+        F::as_f32s(w),
+        F::as_f32s_mut(out),
+    ) {
+        if avx512::plane::<false>(&taps.over(data), wf, g, of, clamp) {
+            return clamp.is_some();
+        }
+        // Not taken: `out` is untouched.
+    }
+    blocks(&taps.over(&scratch.data), w, g, out);
     false
 }
 
@@ -90,6 +107,17 @@ struct TapStarts {
     row_len: usize,
     col_start: [usize; MAX_TAPS],
     kw_n: usize,
+}
+
+impl TapStarts {
+    /// The padded plane `data` (of [`pad`]'s layout) seen through these tap starts.
+    fn over<'a, T>(&'a self, data: &'a [T]) -> Padded<'a, T> {
+        Padded {
+            data,
+            row_len: self.row_len,
+            col_start: &self.col_start[..self.kw_n],
+        }
+    }
 }
 
 /// Copies a 2-D plane (at most [`MAX_TAPS`] taps per axis) into `scratch`, padded with
@@ -169,44 +197,6 @@ fn is_paddable(g: &Geo3) -> bool {
         && g.kernel[2] <= MAX_TAPS
 }
 
-/// The register-blocked 2-D path (see the module docs); returns whether it applied `clamp`
-/// (only the AVX-512 kernel does).
-#[inline(always)]
-fn plane_2d<F: Float>(
-    x: &[F],
-    w: &[F],
-    g: &Geo3,
-    scratch: &mut Scratch<F>,
-    out: &mut [F],
-    clamp: Option<(f32, f32)>,
-) -> bool {
-    // No output, or every tap reads padding: the output keeps its initial values.
-    let Some(taps) = pad(x, g, scratch, F::ZERO) else {
-        return false;
-    };
-    let padded = Padded {
-        data: scratch.data.as_slice(),
-        row_len: taps.row_len,
-        col_start: &taps.col_start[..taps.kw_n],
-    };
-    #[cfg(target_arch = "x86_64")]
-    if let (Some(data), Some(wf), Some(of)) =
-        (F::as_f32s(padded.data), F::as_f32s(w), F::as_f32s_mut(out))
-    {
-        let p = Padded {
-            data,
-            row_len: padded.row_len,
-            col_start: padded.col_start,
-        };
-        if avx512::plane::<false>(&p, wf, g, of, clamp) {
-            return clamp.is_some();
-        }
-        // Not taken: `out` is untouched.
-    }
-    blocks(&padded, w, g, out);
-    false
-}
-
 /// Max pooling of one f32 2-D plane with AVX-512 (the plane padded with -inf, every window
 /// reduced in registers); returns false, leaving `out` untouched, where it does not apply
 /// (other types, 3-D or very wide windows, no AVX-512): the caller then pools as usual.
@@ -224,12 +214,7 @@ pub(crate) fn max_pool_plane<F: Float>(
             return false;
         };
         if let (Some(data), Some(of)) = (F::as_f32s(&scratch.data), F::as_f32s_mut(out)) {
-            let p = Padded {
-                data,
-                row_len: taps.row_len,
-                col_start: &taps.col_start[..taps.kw_n],
-            };
-            return avx512::plane::<true>(&p, &[], g, of, None);
+            return avx512::plane::<true>(&taps.over(data), &[], g, of, None);
         }
     }
     let _ = (x, g, scratch, out);

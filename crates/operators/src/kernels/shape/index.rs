@@ -195,38 +195,30 @@ fn concat_bytes(
         .collect::<Result<Vec<_>, _>>()?;
     let size = inputs.first().map_or(1, |t| t.dtype().size_of());
     // In output order: block `o` of each input, as bytes.
-    let mut sources = (0..outer).flat_map(|o| {
+    let sources = (0..outer).flat_map(|o| {
         srcs.iter().zip(blocks).map(move |(src, &b)| {
             src.get(o * b * size..(o + 1) * b * size)
                 .ok_or_else(|| OpError::Shape("concat input shorter than its shape".into()))
         })
     });
     let short_output = || OpError::Shape("concat output shorter than its inputs".into());
-    if ctx.threads() == 1
+    // Small, or many small blocks: copied in one pass here, without a task list.
+    let serial = ctx.threads() == 1
         || out.len() < CONCAT_PARALLEL_MIN
-        || outer * srcs.len() > CONCAT_MAX_BLOCKS
-    {
-        // Small, or many small blocks: one pass on this thread, no task list.
-        let mut rest = &mut out[..];
-        for from in sources {
-            let from = from?;
-            let (dst, tail) = std::mem::take(&mut rest)
-                .split_at_mut_checked(from.len())
-                .ok_or_else(short_output)?;
-            dst.copy_from_slice(from);
-            rest = tail;
-        }
-        return Ok(());
-    }
+        || outer * srcs.len() > CONCAT_MAX_BLOCKS;
     let mut pieces: Vec<(&mut [u8], &[u8])> = Vec::new();
     let mut rest = out;
-    for from in &mut sources {
+    for from in sources {
         let from = from?;
         let (dst, tail) = std::mem::take(&mut rest)
             .split_at_mut_checked(from.len())
             .ok_or_else(short_output)?;
         rest = tail;
-        pieces.extend(dst.chunks_mut(CONCAT_PIECE).zip(from.chunks(CONCAT_PIECE)));
+        if serial {
+            dst.copy_from_slice(from);
+        } else {
+            pieces.extend(dst.chunks_mut(CONCAT_PIECE).zip(from.chunks(CONCAT_PIECE)));
+        }
     }
     let per_task = pieces.len().div_ceil(ctx.threads() * 4).max(1);
     ctx.par_chunks_mut(&mut pieces, per_task, |_, pieces| {
