@@ -30,6 +30,9 @@ pub struct Args {
     /// slowest nodes.
     #[arg(long)]
     profile: bool,
+    /// How many of the slowest nodes `--profile` lists.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
 }
 
 /// The value below which `q` (0..=1) of the sorted samples fall (nearest rank).
@@ -99,17 +102,18 @@ pub fn main(args: Args) -> Result<()> {
         println!("p90        {p90:.3} ms");
     }
     if args.profile {
-        print_profile(&session, &inputs, args.runs)?;
+        print_profile(&session, &inputs, args.runs, args.top)?;
     }
     Ok(())
 }
 
-/// Runs `runs` profiled runs and prints the kernel time per op type and the 10 slowest nodes
-/// (milliseconds per run).
+/// Runs `runs` profiled runs and prints the kernel time per op type and the `top` slowest
+/// nodes with their first output's shape (milliseconds per run).
 fn print_profile(
     session: &strata::Session,
     inputs: &[(String, strata::Tensor)],
     runs: usize,
+    top: usize,
 ) -> Result<()> {
     let graph = session.graph();
     let profile = strata::Profile::new(graph.nodes.len());
@@ -142,9 +146,22 @@ fn print_profile(
     let mut nodes: Vec<usize> = (0..totals.len()).collect();
     nodes.sort_by(|&a, &b| totals[b].total_cmp(&totals[a]));
     println!("  slowest nodes");
-    for &n in nodes.iter().take(10) {
+    for &n in nodes.iter().take(top) {
+        let shape = graph.nodes[n]
+            .outputs
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|&v| graph.values[v].fact.shape.as_ref())
+            .map(|dims| {
+                dims.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("x")
+            })
+            .unwrap_or_default();
         println!(
-            "  {:<40} {:<20} {:>10.3}",
+            "  {:<40} {:<20} {:>10.3}  {shape}",
             graph.node_label(n),
             graph.nodes[n].op_type,
             totals[n]

@@ -412,18 +412,44 @@ impl Conv {
                     clamp: self.activation.as_ref().and_then(clamp_of),
                     custom: custom.as_ref().map(|c| c as &dyn TileEpilogue),
                 };
-                let panels = Im2colPanels {
-                    x: xg,
-                    geo,
-                    channels: cg,
-                };
-                let operand = if pointwise {
-                    BOperand::Matrix(MatRef::row_major(xg, cg, isz))
-                } else {
-                    BOperand::Panels(&panels)
-                };
                 let out_g = &mut o[first * osz..][..mg * osz];
-                par_gemm_packed(ctx, weights, operand, out_g, &epilogue)?;
+                if pointwise {
+                    let operand = BOperand::Matrix(MatRef::row_major(xg, cg, isz));
+                    par_gemm_packed(ctx, weights, operand, out_g, &epilogue)?;
+                    continue;
+                }
+                // 2-D: im2col panels copied from a padded copy of the input (contiguous runs,
+                // no edge tests); otherwise straight from the input.
+                let padded = PADDED_INPUT.with(|cell| {
+                    let Ok(mut scratch) = cell.try_borrow_mut() else {
+                        return None;
+                    };
+                    let taps = depthwise::pad_planes(xg, geo, cg, 0, &mut scratch, 0.0)?;
+                    let panels = PaddedPanels {
+                        data: scratch.padded(),
+                        taps: &taps,
+                        geo,
+                        channels: cg,
+                    };
+                    Some(par_gemm_packed(
+                        ctx,
+                        weights,
+                        BOperand::Panels(&panels),
+                        out_g,
+                        &epilogue,
+                    ))
+                });
+                match padded {
+                    Some(done) => done?,
+                    None => {
+                        let panels = Im2colPanels {
+                            x: xg,
+                            geo,
+                            channels: cg,
+                        };
+                        par_gemm_packed(ctx, weights, BOperand::Panels(&panels), out_g, &epilogue)?;
+                    }
+                }
             }
         }
         Ok(out)
@@ -583,6 +609,92 @@ impl PackPanels for Im2colPanels<'_> {
                 }
             }
         }
+    }
+}
+
+thread_local! {
+    /// The padded copy of a convolution's input that [`PaddedPanels`] reads, kept per thread
+    /// so steady-state runs reuse it (its padding is refilled only when the layout changes).
+    static PADDED_INPUT: std::cell::RefCell<depthwise::Scratch<f32>> =
+        std::cell::RefCell::new(depthwise::Scratch::default());
+}
+
+/// The im2col matrix of one group's 2-D input read from a padded, phase-split copy of it
+/// ([`depthwise::pad_planes`]): each tap row of a panel is a few contiguous copies, one per
+/// output row the panel's pixels span.
+#[derive(Debug)]
+struct PaddedPanels<'a> {
+    /// The padded planes, `taps.plane_len` apart.
+    data: &'a [f32],
+    taps: &'a depthwise::TapStarts,
+    geo: &'a Geo3,
+    channels: usize,
+}
+
+impl PaddedPanels<'_> {
+    /// Where im2col row `k` (channel, then kernel row, then kernel column) starts in `data`
+    /// for output pixel (0, 0).
+    fn row_start(&self, k: usize) -> usize {
+        let g = self.geo;
+        let [_, kh_n, kw_n] = g.kernel;
+        let (channel, kh, kw) = (k / (kh_n * kw_n), (k / kw_n) % kh_n, k % kw_n);
+        channel * self.taps.plane_len
+            + kh * g.dilations[1] * self.taps.row_len
+            + self.taps.col_start[kw]
+    }
+}
+
+impl PackPanels for PaddedPanels<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (self.channels * self.geo.kernel_size(), self.geo.out_size())
+    }
+
+    fn pack(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        let [_, _, ow] = self.geo.output;
+        let sh_row = self.geo.strides[1] * self.taps.row_len;
+        let mut starts = [0usize; TAP_ROWS];
+        // Per run of a panel: its offset from a row start, length and first panel column.
+        let mut runs = [(0usize, 0usize, 0usize); 64];
+        for t0 in (0..kc).step_by(TAP_ROWS) {
+            let rows = TAP_ROWS.min(kc - t0);
+            for (r, start) in starts[..rows].iter_mut().enumerate() {
+                *start = self.row_start(k0 + t0 + r);
+            }
+            for (q, panel) in dst.chunks_mut(nr * kc).enumerate() {
+                let (first, cols) = (j0 + q * nr, nr.min(nc - q * nr));
+                let mut count = 0;
+                let (mut col, mut pixel) = (0, first);
+                while col < cols && count < runs.len() {
+                    let (y, x) = (pixel / ow, pixel % ow);
+                    let len = (ow - x).min(cols - col);
+                    runs[count] = (y * sh_row + x, len, col);
+                    (count, col, pixel) = (count + 1, col + len, pixel + len);
+                }
+                for (r, &start) in starts[..rows].iter().enumerate() {
+                    let row = &mut panel[(t0 + r) * nr..][..nr];
+                    for &(off, len, col) in &runs[..count] {
+                        copy_run(&mut row[col..col + len], &self.data[start + off..][..len]);
+                    }
+                    row[cols..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of a panel row, in fixed 8-value steps
+/// (inline moves rather than a `memcpy` call).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d8, s8) in d.by_ref().zip(s.by_ref()) {
+        if let (Ok(d8), Ok(s8)) = (<&mut [f32; 8]>::try_from(d8), <&[f32; 8]>::try_from(s8)) {
+            *d8 = *s8;
+        }
+    }
+    for (v, &w) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *v = w;
     }
 }
 
@@ -1342,6 +1454,77 @@ mod tests {
             [1, 1],
             true,
         );
+    }
+
+    /// Packs the panels of columns `j0..j0 + nc`, rows `k0..k0 + kc` of `src`.
+    fn packed_panels(
+        src: &dyn PackPanels,
+        nr: usize,
+        (k0, kc): (usize, usize),
+        (j0, nc): (usize, usize),
+    ) -> Vec<f32> {
+        let mut dst = vec![f32::NAN; nc.div_ceil(nr) * nr * kc];
+        src.pack(nr, k0, kc, j0, nc, &mut dst);
+        dst
+    }
+
+    #[test]
+    fn padded_panels_pack_as_im2col_panels() {
+        // (input h x w, kernel, strides, dilations, pads t/l/b/r): padding, strides 1-3
+        // (phase-split rows), dilation, asymmetric pads, ceil-mode-like extra padding.
+        let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 4]); 6] = [
+            ([12, 12], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+            ([17, 40], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+            ([23, 23], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),
+            ([14, 33], [5, 5], [2, 3], [2, 1], [2, 1, 2, 0]),
+            ([20, 31], [3, 2], [3, 3], [2, 1], [0, 1, 2, 0]),
+            ([9, 70], [1, 7], [1, 1], [1, 2], [0, 6, 0, 6]),
+        ];
+        let channels = 3;
+        for (ci, ([h, w], [kh, kw], [sh, sw], [dh, dw], [pt, pl, pb, pr])) in
+            cases.into_iter().enumerate()
+        {
+            let out = |n: usize, k: usize, s: usize, d: usize, p: usize| {
+                (n + p - (k - 1) * d - 1) / s + 1
+            };
+            let geo = Geo3 {
+                input: [1, h, w],
+                kernel: [1, kh, kw],
+                strides: [1, sh, sw],
+                dilations: [1, dh, dw],
+                pad_begin: [0, pt, pl],
+                pad_end: [0, pb, pr],
+                output: [1, out(h, kh, sh, dh, pt + pb), out(w, kw, sw, dw, pl + pr)],
+            };
+            let x = pat(channels * h * w, ci as i64);
+            let plain = Im2colPanels {
+                x: &x,
+                geo: &geo,
+                channels,
+            };
+            let mut scratch = depthwise::Scratch::default();
+            // Twice through one scratch: the second pass reuses the padding.
+            for _ in 0..2 {
+                let taps = depthwise::pad_planes(&x, &geo, channels, 0, &mut scratch, 0.0).unwrap();
+                let padded = PaddedPanels {
+                    data: scratch.padded(),
+                    taps: &taps,
+                    geo: &geo,
+                    channels,
+                };
+                let (k, n) = plain.dims();
+                assert_eq!(padded.dims(), (k, n));
+                for nr in [16, 32] {
+                    for (ks, js) in [((0, k), (0, n)), ((1, k - 1), (n / 3, n - n / 3 - 1))] {
+                        assert_eq!(
+                            packed_panels(&padded, nr, ks, js),
+                            packed_panels(&plain, nr, ks, js),
+                            "case {ci}, nr {nr}, rows {ks:?}, columns {js:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

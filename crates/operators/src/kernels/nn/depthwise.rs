@@ -37,6 +37,11 @@ impl<F> Default for Scratch<F> {
 }
 
 impl<F> Scratch<F> {
+    /// The padded planes [`pad_planes`] wrote last.
+    pub(crate) fn padded(&self) -> &[F] {
+        &self.data
+    }
+
     /// The buffer for other uses (its padding is forgotten).
     pub(crate) fn vec(&mut self) -> &mut Vec<F> {
         self.filled_for = None;
@@ -45,7 +50,8 @@ impl<F> Scratch<F> {
 }
 
 /// A padded plane's layout: padded height and row length, top and left padding, input
-/// height and width, width stride, and whether the padding is zero (else -inf).
+/// height and width, width stride, number of planes, and whether the padding is zero (else
+/// -inf).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     padded_h: usize,
@@ -55,6 +61,7 @@ struct Layout {
     ih: usize,
     iw: usize,
     sw: usize,
+    planes: usize,
     fill_is_zero: bool,
 }
 
@@ -103,10 +110,16 @@ struct Padded<'a, F> {
 }
 
 /// Where each width tap starts in a padded row of [`pad`]'s layout.
-struct TapStarts {
-    row_len: usize,
-    col_start: [usize; MAX_TAPS],
-    kw_n: usize,
+#[derive(Debug)]
+pub(crate) struct TapStarts {
+    /// Distance between padded rows.
+    pub(crate) row_len: usize,
+    /// Distance between padded planes ([`pad_planes`]).
+    pub(crate) plane_len: usize,
+    /// Where width tap `kw` starts in a padded row (its phase row and offset in it).
+    pub(crate) col_start: [usize; MAX_TAPS],
+    /// Width taps.
+    pub(crate) kw_n: usize,
 }
 
 impl TapStarts {
@@ -124,17 +137,35 @@ impl TapStarts {
 /// `fill` on every side and split by column phase; `None` when the plane is empty.
 #[inline(always)]
 fn pad<F: Float>(x: &[F], g: &Geo3, scratch: &mut Scratch<F>, fill: F) -> Option<TapStarts> {
+    pad_planes(x, g, 1, SLACK, scratch, fill)
+}
+
+/// Copies `planes` consecutive 2-D planes of `x` (each `g.in_size()` values, at most
+/// [`MAX_TAPS`] taps per axis, see [`is_paddable`]) into `scratch`, each padded with `fill`
+/// on every side and every row split into `g.strides[2]` phase rows of the padded width's
+/// share plus `slack` columns: padded column `c` of a row lands in phase `c % sw` at `c / sw`.
+/// Planes are `plane_len` apart, rows `row_len`. `None` when the planes are empty.
+#[inline(always)]
+pub(crate) fn pad_planes<F: Float>(
+    x: &[F],
+    g: &Geo3,
+    planes: usize,
+    slack: usize,
+    scratch: &mut Scratch<F>,
+    fill: F,
+) -> Option<TapStarts> {
     let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
     let ([_, kh_n, kw_n], [_, _, sw]) = (g.kernel, g.strides);
     let ([_, _, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
-    if oh == 0 || ow == 0 || ih == 0 || iw == 0 {
+    if oh == 0 || ow == 0 || ih == 0 || iw == 0 || planes == 0 || !is_paddable(g) {
         return None;
     }
     // The padded plane covers every input and every position a tap reads.
     let padded_w = ((ow - 1) * sw + (kw_n - 1) * dw + 1).max(pl + iw);
     let padded_h = ((oh - 1) * g.strides[1] + (kh_n - 1) * g.dilations[1] + 1).max(pt + ih);
-    let phase_len = padded_w.div_ceil(sw) + SLACK;
+    let phase_len = padded_w.div_ceil(sw) + slack;
     let row_len = sw * phase_len;
+    let plane_len = padded_h * row_len;
     let layout = Layout {
         padded_h,
         row_len,
@@ -143,38 +174,44 @@ fn pad<F: Float>(x: &[F], g: &Geo3, scratch: &mut Scratch<F>, fill: F) -> Option
         ih,
         iw,
         sw,
+        planes,
         fill_is_zero: fill == F::ZERO,
     };
     if scratch.filled_for != Some(layout) {
         scratch.data.clear();
-        scratch.data.resize(padded_h * row_len, fill);
+        scratch.data.resize(planes * plane_len, fill);
         scratch.filled_for = Some(layout);
     }
-    for (src, dst) in x
-        .chunks_exact(iw)
-        .zip(scratch.data[pt * row_len..].chunks_exact_mut(row_len))
+    for (src_plane, dst_plane) in x
+        .chunks_exact(ih * iw)
+        .zip(scratch.data.chunks_exact_mut(plane_len))
+        .take(planes)
     {
-        if sw == 1 {
-            dst[pl..pl + iw].copy_from_slice(src);
-        } else if sw == 2 {
-            // Input column `ix` is padded column `ix + pl`: even `ix` land in phase `pl % 2`
-            // from `pl / 2`, odd ones in the other phase from `(pl + 1) / 2`.
-            let (p0, p1) = dst.split_at_mut(phase_len);
-            let (a, b) = if pl % 2 == 0 { (p0, p1) } else { (p1, p0) };
-            deinterleave2(src, &mut a[pl / 2..], &mut b[pl.div_ceil(2)..]);
-        } else {
-            let (mut phase, mut at) = (pl % sw, pl / sw);
-            for &v in src {
-                dst[phase * phase_len + at] = v;
-                phase += 1;
-                if phase == sw {
-                    phase = 0;
-                    at += 1;
+        for (src, dst) in src_plane
+            .chunks_exact(iw)
+            .zip(dst_plane[pt * row_len..].chunks_exact_mut(row_len))
+        {
+            if sw == 1 {
+                dst[pl..pl + iw].copy_from_slice(src);
+            } else if sw == 2 {
+                // Input column `ix` is padded column `ix + pl`: even `ix` land in phase
+                // `pl % 2` from `pl / 2`, odd ones in the other phase from `(pl + 1) / 2`.
+                let (p0, p1) = dst.split_at_mut(phase_len);
+                let (a, b) = if pl % 2 == 0 { (p0, p1) } else { (p1, p0) };
+                deinterleave2(src, &mut a[pl / 2..], &mut b[pl.div_ceil(2)..]);
+            } else {
+                let (mut phase, mut at) = (pl % sw, pl / sw);
+                for &v in src {
+                    dst[phase * phase_len + at] = v;
+                    phase += 1;
+                    if phase == sw {
+                        phase = 0;
+                        at += 1;
+                    }
                 }
             }
         }
     }
-    // Where tap `kw` starts in a padded row: its phase row and offset in it.
     let mut col_start = [0usize; MAX_TAPS];
     for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
         let off = kw * dw;
@@ -182,13 +219,14 @@ fn pad<F: Float>(x: &[F], g: &Geo3, scratch: &mut Scratch<F>, fill: F) -> Option
     }
     Some(TapStarts {
         row_len,
+        plane_len,
         col_start,
         kw_n,
     })
 }
 
 /// Whether [`pad`] handles the plane's geometry.
-fn is_paddable(g: &Geo3) -> bool {
+pub(crate) fn is_paddable(g: &Geo3) -> bool {
     // One depth slice in and out (a depth axis of 1 with depth padding has several outputs).
     g.input[0] == 1
         && g.kernel[0] == 1

@@ -236,66 +236,45 @@ impl Pool {
         let mut out = ctx.alloc_for_overwrite(F::DTYPE, &out_shape)?;
         let (isz, osz) = (g.in_size(), g.out_size().max(1));
         let t = taps(&g);
-        let (lp, p) = (self.kind == PoolKind::Lp, F::from_f32(self.p));
-        let inv_p = F::ONE / p;
-        let include_pad = self.count_include_pad;
+        let p = F::from_f32(self.p);
         let kind = self.kind;
+        // Each window's mean is computed as its sum times `1 / window size`: a depthwise
+        // convolution with that weight at every tap. Windows cut by the edges are rescaled.
+        // (Up to a few units in the last place from a division of the sum.)
+        let window = g.kernel_size();
+        let mean_weights = vec![F::ONE / F::from_usize(window); window];
+        let cut = if kind == PoolKind::Average {
+            cut_windows::<F>(&g, &t, self.count_include_pad)
+        } else {
+            Vec::new()
+        };
+        let whole_plane = covers_whole_plane(&g);
         let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut depthwise::Scratch<F>| {
             let xp = &xv[plane_idx * isz..][..isz];
-            if kind == PoolKind::Max && depthwise::max_pool_plane(xp, &g, scratch, o) {
-                return;
-            }
-            if kind != PoolKind::Lp {
-                simd::wide(
+            if whole_plane && kind != PoolKind::Lp {
+                o[0] = simd::wide(
                     #[inline(always)]
-                    || {
-                        pool_plane_rows(kind, xp, &g, scratch.vec(), o);
-                        if kind == PoolKind::Average {
-                            average_plane(o, &g, &t, include_pad);
-                        }
-                    },
+                    || fold_plane(kind, xp),
                 );
                 return;
             }
-            let [_, ih, iw] = g.input;
-            let [od, oh, ow] = g.output;
-            let mut i = 0;
-            for z in 0..od {
-                let (z0, z1) = t.valid[0][z];
-                for y in 0..oh {
-                    let (y0, y1) = t.valid[1][y];
-                    for xo in 0..ow {
-                        let (x0, x1) = t.valid[2][xo];
-                        let mut acc = F::ZERO;
-                        for kz in z0..z1 {
-                            let iz = z * g.strides[0] + kz * g.dilations[0] - g.pad_begin[0];
-                            for ky in y0..y1 {
-                                let iy = y * g.strides[1] + ky * g.dilations[1] - g.pad_begin[1];
-                                let row = &xp[(iz * ih + iy) * iw..][..iw];
-                                for kx in x0..x1 {
-                                    let v = row
-                                        [xo * g.strides[2] + kx * g.dilations[2] - g.pad_begin[2]];
-                                    acc += if lp { v.abs().powf(p) } else { v };
-                                }
-                            }
+            match kind {
+                PoolKind::Max if depthwise::max_pool_plane(xp, &g, scratch, o) => {}
+                PoolKind::Max => simd::wide(
+                    #[inline(always)]
+                    || pool_plane_rows(xp, &g, scratch.vec(), o),
+                ),
+                PoolKind::Average => simd::wide(
+                    #[inline(always)]
+                    || {
+                        o.fill(F::ZERO);
+                        depthwise::plane(xp, &mean_weights, &g, scratch, o, None);
+                        for &(i, factor) in &cut {
+                            o[i] = o[i] * factor;
                         }
-                        o[i] = if lp {
-                            acc.powf(inv_p)
-                        } else {
-                            let count = if include_pad {
-                                t.padded[0][z] * t.padded[1][y] * t.padded[2][xo]
-                            } else {
-                                (z1 - z0) * (y1 - y0) * (x1 - x0)
-                            };
-                            if count == 0 {
-                                F::ZERO
-                            } else {
-                                acc / F::from_usize(count)
-                            }
-                        };
-                        i += 1;
-                    }
-                }
+                    },
+                ),
+                PoolKind::Lp => lp_plane(xp, &g, &t, p, o),
             }
         };
         let o = out.as_slice_mut::<F>()?;
@@ -354,39 +333,45 @@ impl Operator for Pool {
     }
 }
 
-/// Max or sum pooling of one plane, output row by output row: each kernel tap updates the
-/// valid range of the row at once (vectorizable). Windows with no valid tap keep -inf (max)
-/// or 0 (sum). Inlined into [`simd::wide`]'s wide-vector callers.
+/// Max pooling of one plane, output row by output row: each kernel tap updates the valid
+/// range of the row at once (vectorizable). Windows with no valid tap keep -inf. Inlined into
+/// [`simd::wide`]'s wide-vector callers.
 #[inline(always)]
-fn pool_plane_rows<F: Float>(
-    kind: PoolKind,
-    x: &[F],
-    g: &Geo3,
-    scratch: &mut Vec<F>,
-    out: &mut [F],
-) {
+fn pool_plane_rows<F: Float>(x: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut [F]) {
+    out.fill(F::NEG_INFINITY);
+    for_each_tap_row(x, g, scratch, out, |_, dst, src| {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = if v > *o { v } else { *o };
+        }
+    });
+}
+
+/// Whether a pool's only window is the whole plane: one output, no padding, a kernel the
+/// size of the input (the global pool's single reduction).
+fn covers_whole_plane(g: &Geo3) -> bool {
+    (0..3).all(|a| {
+        g.output[a] == 1
+            && g.pad_begin[a] == 0
+            && g.pad_end[a] == 0
+            && (g.kernel[a] == g.input[a] && (g.dilations[a] == 1 || g.input[a] == 1))
+    })
+}
+
+/// The maximum or the mean of a whole plane, as the global pools compute it.
+#[inline(always)]
+fn fold_plane<F: Float>(kind: PoolKind, xs: &[F]) -> F {
     if kind == PoolKind::Max {
-        out.fill(F::NEG_INFINITY);
-        for_each_tap_row(x, g, scratch, out, |_, dst, src| {
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o = if v > *o { v } else { *o };
-            }
-        });
+        lane_fold(xs, F::NEG_INFINITY, |m, v| if v > m { v } else { m })
     } else {
-        out.fill(F::ZERO);
-        for_each_tap_row(x, g, scratch, out, |_, dst, src| {
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o += v;
-            }
-        });
+        lane_fold(xs, F::ZERO, |a, v| a + v) / F::from_usize(xs.len().max(1))
     }
 }
 
-/// Divides one plane of window sums by each window's element count (all the window, or its
-/// taps inside the input), row by row. Windows with no element become 0.
-#[inline(always)]
-fn average_plane<F: Float>(o: &mut [F], g: &Geo3, t: &Taps, include_pad: bool) {
-    let [_, oh, ow] = g.output;
+/// The outputs of a plane whose window holds a different element count than the whole
+/// window (cut by the input's edges, unless padding counts, or by the padded region's end),
+/// each with the factor that turns a whole-window mean (sum times `1 / window size`) into the
+/// mean over its own count: `window size / count`, or 0 for a window with no element.
+fn cut_windows<F: Float>(g: &Geo3, t: &Taps, include_pad: bool) -> Vec<(usize, F)> {
     let count = |a: usize, i: usize| {
         if include_pad {
             t.padded[a][i]
@@ -394,15 +379,56 @@ fn average_plane<F: Float>(o: &mut [F], g: &Geo3, t: &Taps, include_pad: bool) {
             t.valid[a][i].1 - t.valid[a][i].0
         }
     };
-    for (r, row) in o.chunks_mut(ow.max(1)).enumerate() {
-        let rows = count(0, r / oh) * count(1, r % oh);
-        for (x, v) in row.iter_mut().enumerate() {
-            let c = rows * count(2, x);
-            *v = if c == 0 {
-                F::ZERO
-            } else {
-                *v / F::from_usize(c)
-            };
+    let window = g.kernel_size();
+    let mut cut = Vec::new();
+    let mut i = 0;
+    for z in 0..g.output[0] {
+        for y in 0..g.output[1] {
+            let rows = count(0, z) * count(1, y);
+            for x in 0..g.output[2] {
+                let c = rows * count(2, x);
+                if c != window {
+                    let factor = if c == 0 {
+                        F::ZERO
+                    } else {
+                        F::from_usize(window) / F::from_usize(c)
+                    };
+                    cut.push((i, factor));
+                }
+                i += 1;
+            }
+        }
+    }
+    cut
+}
+
+/// LpPool of one plane: `(sum |x|^p)^(1/p)` over each window's taps inside the input.
+fn lp_plane<F: Float>(xp: &[F], g: &Geo3, t: &Taps, p: F, o: &mut [F]) {
+    let inv_p = F::ONE / p;
+    let [_, ih, iw] = g.input;
+    let [od, oh, ow] = g.output;
+    let mut i = 0;
+    for z in 0..od {
+        let (z0, z1) = t.valid[0][z];
+        for y in 0..oh {
+            let (y0, y1) = t.valid[1][y];
+            for xo in 0..ow {
+                let (x0, x1) = t.valid[2][xo];
+                let mut acc = F::ZERO;
+                for kz in z0..z1 {
+                    let iz = z * g.strides[0] + kz * g.dilations[0] - g.pad_begin[0];
+                    for ky in y0..y1 {
+                        let iy = y * g.strides[1] + ky * g.dilations[1] - g.pad_begin[1];
+                        let row = &xp[(iz * ih + iy) * iw..][..iw];
+                        for kx in x0..x1 {
+                            let v = row[xo * g.strides[2] + kx * g.dilations[2] - g.pad_begin[2]];
+                            acc += v.abs().powf(p);
+                        }
+                    }
+                }
+                o[i] = acc.powf(inv_p);
+                i += 1;
+            }
         }
     }
 }
@@ -481,16 +507,11 @@ impl GlobalPool {
                     for (j, v) in chunk.iter_mut().enumerate() {
                         let xs = &xv[(ci * per + j) * plane..][..plane];
                         *v = match kind {
-                            PoolKind::Max => {
-                                lane_fold(xs, F::NEG_INFINITY, |m, v| if v > m { v } else { m })
-                            }
-                            PoolKind::Average => {
-                                lane_fold(xs, F::ZERO, |a, v| a + v) / F::from_usize(plane)
-                            }
                             PoolKind::Lp => xs
                                 .iter()
                                 .fold(F::ZERO, |a, &v| a + v.abs().powf(p))
                                 .powf(F::ONE / p),
+                            _ => fold_plane(kind, xs),
                         };
                     }
                 },
@@ -605,6 +626,17 @@ mod tests {
         );
     }
 
+    /// Means match to a few units in the last place (they are sums times `1 / window`).
+    fn assert_means(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 4.0 * f32::EPSILON * w.abs(),
+                "{got:?} vs {want:?}"
+            );
+        }
+    }
+
     #[test]
     fn average_pool_padding_modes() {
         let x = t(&[1., 2., 3., 4.], &[1, 1, 4]);
@@ -616,18 +648,18 @@ mod tests {
             ]
         };
         let op = build("AveragePool", 11, &attrs(0), 1, 1);
-        assert_eq!(
+        assert_means(
             eval(op.as_ref(), &[Some(x.clone())])[0]
                 .as_slice::<f32>()
                 .unwrap(),
-            &[1.5, 2., 3., 3.5]
+            &[1.5, 2., 3., 3.5],
         );
         let op = build("AveragePool", 11, &attrs(1), 1, 1);
-        assert_eq!(
+        assert_means(
             eval(op.as_ref(), &[Some(x.clone())])[0]
                 .as_slice::<f32>()
                 .unwrap(),
-            &[1., 2., 3., 7. / 3.]
+            &[1., 2., 3., 7. / 3.],
         );
         // ceil_mode adds a partial window that is averaged over its valid part.
         let op = build(
@@ -642,9 +674,9 @@ mod tests {
             1,
         );
         let x5 = t(&[1., 2., 3., 4., 5., 6.], &[1, 1, 6]);
-        assert_eq!(
+        assert_means(
             eval(op.as_ref(), &[Some(x5)])[0].as_slice::<f32>().unwrap(),
-            &[2., 4., 5.5]
+            &[2., 4., 5.5],
         );
         // VALID and SAME_UPPER.
         let op = build(
@@ -657,11 +689,11 @@ mod tests {
             1,
             1,
         );
-        assert_eq!(
+        assert_means(
             eval(op.as_ref(), &[Some(x.clone())])[0]
                 .as_slice::<f32>()
                 .unwrap(),
-            &[1.5, 2.5, 3.5]
+            &[1.5, 2.5, 3.5],
         );
         let op = build(
             "AveragePool",
@@ -673,9 +705,9 @@ mod tests {
             1,
             1,
         );
-        assert_eq!(
+        assert_means(
             eval(op.as_ref(), &[Some(x)])[0].as_slice::<f32>().unwrap(),
-            &[1.5, 2.5, 3.5, 4.]
+            &[1.5, 2.5, 3.5, 4.],
         );
     }
 
@@ -763,6 +795,93 @@ mod tests {
         );
         let out = eval(op.as_ref(), &[Some(x)]);
         assert_eq!(out[1].dtype(), DType::I64);
+    }
+
+    /// A naive 2-D average pool of `[c, h, w]` planes (stride 1, kernel `k`, padding `p`
+    /// on every side, padding not counted).
+    fn naive_average(x: &[f32], [c, h, w]: [usize; 3], k: usize, p: usize) -> Vec<f32> {
+        let (oh, ow) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
+        let mut out = Vec::new();
+        for ci in 0..c {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let (mut sum, mut n) = (0.0f64, 0);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = ((y + ky).wrapping_sub(p), (xo + kx).wrapping_sub(p));
+                            if iy < h && ix < w {
+                                sum += f64::from(x[(ci * h + iy) * w + ix]);
+                                n += 1;
+                            }
+                        }
+                    }
+                    out.push((sum / f64::from(n)) as f32);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn average_and_whole_plane_pools_match_references() {
+        // Padded 3x3 means (the depthwise path plus the rescaled edge windows), on planes
+        // wider and narrower than a vector.
+        for [h, w] in [[14, 14], [7, 40], [5, 3]] {
+            let x = pat(3 * h * w, 5);
+            let op = build(
+                "AveragePool",
+                19,
+                &[
+                    ("kernel_shape", Attribute::Ints(vec![3, 3])),
+                    ("pads", Attribute::Ints(vec![1, 1, 1, 1])),
+                ],
+                1,
+                1,
+            );
+            let got = eval(op.as_ref(), &[Some(t(&x, &[1, 3, h, w]))]);
+            let want = naive_average(&x, [3, h, w], 3, 1);
+            for (i, (g, e)) in got[0]
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .zip(&want)
+                .enumerate()
+            {
+                assert!(
+                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "{h}x{w} output {i}: {g} vs {e}"
+                );
+            }
+        }
+        // A window as large as the plane is the global pool, NaN skipped by max.
+        let mut x = pat(4 * 7 * 7, 6);
+        x[3] = f32::NAN;
+        let x = t(&x, &[1, 4, 7, 7]);
+        for (name, global) in [
+            ("AveragePool", "GlobalAveragePool"),
+            ("MaxPool", "GlobalMaxPool"),
+        ] {
+            let op = build(
+                name,
+                19,
+                &[("kernel_shape", Attribute::Ints(vec![7, 7]))],
+                1,
+                1,
+            );
+            let got = eval(op.as_ref(), &[Some(x.clone())]);
+            let want = eval(build(global, 1, &[], 1, 1).as_ref(), &[Some(x.clone())]);
+            assert_eq!(got[0].shape(), &[1, 4, 1, 1]);
+            let (g, e) = (
+                got[0].as_slice::<f32>().unwrap(),
+                want[0].as_slice::<f32>().unwrap(),
+            );
+            for (a, b) in g.iter().zip(e) {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "{name}: {g:?} vs {e:?}"
+                );
+            }
+        }
     }
 
     #[test]
