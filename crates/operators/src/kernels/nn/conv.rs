@@ -1472,7 +1472,8 @@ mod tests {
     fn padded_panels_pack_as_im2col_panels() {
         // (input h x w, kernel, strides, dilations, pads t/l/b/r): padding, strides 1-3
         // (phase-split rows), dilation, asymmetric pads, ceil-mode-like extra padding.
-        let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 4]); 6] = [
+        type Case = ([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 4]);
+        let cases: [Case; 6] = [
             ([12, 12], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
             ([17, 40], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
             ([23, 23], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),

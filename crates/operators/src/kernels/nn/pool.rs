@@ -270,7 +270,7 @@ impl Pool {
                         o.fill(F::ZERO);
                         depthwise::plane(xp, &mean_weights, &g, scratch, o, None);
                         for &(i, factor) in &cut {
-                            o[i] = o[i] * factor;
+                            o[i] *= factor;
                         }
                     },
                 ),
