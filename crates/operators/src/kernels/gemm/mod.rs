@@ -190,7 +190,7 @@ static AVX512: Kernel = Kernel {
     isa: Isa::Avx512,
     mr: avx512::MR,
     nr: avx512::NR,
-    kc: 640,
+    kc: 256,
     mc: 960,
     nc: 4096,
     table: &avx512::TABLE,
