@@ -325,7 +325,32 @@ pub fn par_gemm<F: Float>(
         )));
     }
     let threads = ctx.threads();
-    if threads == 1 || m * n * a.cols < PAR_GEMM_MACS || m < 2 || n == 0 {
+    if threads == 1 || m * n * a.cols < PAR_GEMM_MACS || n == 0 {
+        return gemm(alpha, a, b, beta, MatMut::row_major(c, m, n));
+    }
+    if m == 1 {
+        // A matrix-vector product (a classifier): memory-bound on B, so every thread streams
+        // its own columns of B. Columns per task a multiple of 16 (whole vectors).
+        let cols = n.div_ceil(threads).div_ceil(16) * 16;
+        let errors = ErrorSlot::default();
+        ctx.par_chunks_mut(c, cols, |i, chunk| {
+            let j0 = i * cols;
+            let sub = MatRef {
+                data: &b.data[(j0 * b.cs).min(b.data.len())..],
+                cols: chunk.len(),
+                ..b
+            };
+            errors.record(gemm(
+                alpha,
+                a,
+                sub,
+                beta,
+                MatMut::row_major(chunk, 1, chunk.len()),
+            ));
+        });
+        return errors.finish();
+    }
+    if m < 2 {
         return gemm(alpha, a, b, beta, MatMut::row_major(c, m, n));
     }
     // Rows per task: one task per thread (each task packs all of B, so more tasks would
@@ -1042,6 +1067,30 @@ mod tests {
                 "element {i}: {g} vs {w}"
             );
         }
+    }
+
+    #[test]
+    fn single_row_gemm_splits_columns_over_threads() {
+        // A classifier: x [1, k] times W^T ([n, k], transB) plus a bias, large enough to be
+        // split by columns; eval() checks the two-thread result against the serial one.
+        let (k, n) = (300, 1000);
+        let (x, w, bias) = (pat(k, 1), pat(n * k, 2), pat(n, 3));
+        let op = build("Gemm", 13, &[("transB", Attribute::Int(1))], 3, 1);
+        let out = eval(
+            op.as_ref(),
+            &[
+                Some(t(&x, &[1, k])),
+                Some(t(&w, &[n, k])),
+                Some(t(&bias, &[n])),
+            ],
+        );
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let want: Vec<f32> = naive(&x, &wt, 1, k, n)
+            .iter()
+            .zip(&bias)
+            .map(|(v, b)| v + b)
+            .collect();
+        assert_near(out[0].as_slice::<f32>().unwrap(), &want);
     }
 
     #[test]

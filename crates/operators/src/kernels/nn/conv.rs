@@ -424,7 +424,10 @@ impl Conv {
                     let Ok(mut scratch) = cell.try_borrow_mut() else {
                         return None;
                     };
-                    let taps = depthwise::pad_planes(xg, geo, cg, 0, &mut scratch, 0.0)?;
+                    let taps = simd::wide(
+                        #[inline(always)]
+                        || depthwise::pad_planes(xg, geo, cg, 0, &mut scratch, 0.0),
+                    )?;
                     let panels = PaddedPanels {
                         data: scratch.padded(),
                         taps: &taps,

@@ -259,7 +259,11 @@ impl Pool {
                 return;
             }
             match kind {
-                PoolKind::Max if depthwise::max_pool_plane(xp, &g, scratch, o) => {}
+                PoolKind::Max
+                    if simd::wide(
+                        #[inline(always)]
+                        || depthwise::max_pool_plane(xp, &g, scratch, o),
+                    ) => {}
                 PoolKind::Max => simd::wide(
                     #[inline(always)]
                     || pool_plane_rows(xp, &g, scratch.vec(), o),
