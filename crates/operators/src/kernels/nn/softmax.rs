@@ -5,6 +5,7 @@
 use super::concrete;
 use crate::kernels::attention::{softmax_row as rounded_softmax_row, Precision};
 use crate::kernels::linalg::{eval_via_f32, Float};
+use crate::kernels::simd;
 use crate::{BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value};
 use strata_tensor::{normalize_axis, DType, Tensor};
 
@@ -108,7 +109,19 @@ impl Softmax {
             for (j, ob) in chunk.chunks_mut(block).enumerate() {
                 let xb = &xv[(ci * per + j) * block..][..block];
                 if inner == 1 {
-                    softmax_row(kind, xb, ob);
+                    let fast = match (F::as_f32s(xb), F::as_f32s_mut(ob)) {
+                        (Some(x32), Some(o32)) if kind == SoftmaxKind::Softmax => {
+                            simd::wide(
+                                #[inline(always)]
+                                || softmax_row_f32(x32, o32),
+                            );
+                            true
+                        }
+                        _ => false,
+                    };
+                    if !fast {
+                        softmax_row(kind, xb, ob);
+                    }
                 } else {
                     softmax_strided(kind, xb, ob, len, inner, &mut scratch);
                 }
@@ -149,6 +162,41 @@ impl Softmax {
         });
         Ok(out)
     }
+}
+
+/// Softmax of one contiguous f32 row, vectorized: the maximum and the sum of exponentials
+/// folded in 16 independent lanes, exponentials by [`simd::exp_f32`]. Inlined into
+/// [`simd::wide`]'s callers.
+#[inline(always)]
+fn softmax_row_f32(x: &[f32], o: &mut [f32]) {
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let mut sums = [0.0f32; LANES];
+    let mut outs = o.chunks_exact_mut(LANES);
+    for (oc, xc) in outs.by_ref().zip(x.chunks_exact(LANES)) {
+        for ((s, o), &v) in sums.iter_mut().zip(oc.iter_mut()).zip(xc) {
+            *o = simd::exp_f32(v - max);
+            *s += *o;
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for (o, &v) in outs.into_remainder().iter_mut().zip(rest) {
+        *o = simd::exp_f32(v - max);
+        sum += *o;
+    }
+    let inv = 1.0 / sum;
+    o.iter_mut().for_each(|v| *v *= inv);
 }
 
 fn softmax_row<F: Float>(kind: SoftmaxKind, x: &[F], o: &mut [F]) {
@@ -297,6 +345,42 @@ mod tests {
         let op = build("LogSoftmax", 13, &[("axis", Attribute::Int(0))], 1, 1);
         let out = eval(op.as_ref(), &[Some(t(&[0., 1., 0., 1.], &[2, 2]))]);
         close(&f64s(&out[0]), &[-(2f64.ln()); 4], 1e-7);
+    }
+
+    #[test]
+    fn vectorized_f32_rows_match_an_f64_reference() {
+        // Row lengths around the 16-lane blocks, large magnitudes, masked (-inf) entries.
+        for len in [1, 7, 16, 17, 128, 1000] {
+            let mut x: Vec<f32> = pat(3 * len, len as i64).iter().map(|v| v * 40.0).collect();
+            if len > 1 {
+                x[len / 2] = f32::NEG_INFINITY;
+            }
+            let out = eval(
+                build("Softmax", 13, &[], 1, 1).as_ref(),
+                &[Some(t(&x, &[3, len]))],
+            );
+            let got = out[0].as_slice::<f32>().unwrap();
+            for (row, (xr, gr)) in x.chunks(len).zip(got.chunks(len)).enumerate() {
+                let max = xr
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+                let exps: Vec<f64> = xr.iter().map(|&v| (f64::from(v) - max).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                for (i, (&g, e)) in gr.iter().zip(&exps).enumerate() {
+                    let want = e / sum;
+                    assert!(
+                        (f64::from(g) - want).abs() <= 1e-6 * want + 1e-30,
+                        "len {len} row {row} element {i}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+        // All -inf is NaN, as 0/0 in the reference.
+        let out = eval(
+            build("Softmax", 13, &[], 1, 1).as_ref(),
+            &[Some(t(&[f32::NEG_INFINITY; 20], &[1, 20]))],
+        );
+        assert!(out[0].as_slice::<f32>().unwrap().iter().all(|v| v.is_nan()));
     }
 
     #[test]
