@@ -30,9 +30,16 @@ pub(super) unsafe fn pack_a(
             let d = dst.add(p * mr * kc);
             let src = a.offset((p * mr) as isize * rsa);
             if csa == 1 {
+                // Whole blocks of k transposed in registers, then the rest element-wise.
+                let done = match mr {
+                    12 => pack_a_rows::<12>(rows, kc, src, rsa, d),
+                    6 => pack_a_rows::<6>(rows, kc, src, rsa, d),
+                    4 => pack_a_rows::<4>(rows, kc, src, rsa, d),
+                    _ => 0,
+                };
                 for r in 0..rows {
                     let row = src.offset(r as isize * rsa);
-                    for k in 0..kc {
+                    for k in done..kc {
                         *d.add(k * mr + r) = *row.add(k);
                     }
                 }
@@ -53,6 +60,54 @@ pub(super) unsafe fn pack_a(
             }
         }
     }
+}
+
+/// Columns of A transposed at once by [`pack_a_rows`].
+const A_BLOCK: usize = 8;
+
+/// Packs the first `kc / A_BLOCK * A_BLOCK` columns of one `MR`-row panel of row-major A
+/// (`rows <= MR` rows `rsa` apart at `src`, unit column stride) into `d`, `A_BLOCK` columns
+/// at a time: each row's `A_BLOCK` values are read as one vector and the block is written
+/// as one contiguous `A_BLOCK x MR` piece (rows past `rows` zero). Returns the columns done.
+///
+/// # Safety
+/// Every `src + r*rsa + k` for `r < rows`, `k < kc` is readable; `d` is writable for
+/// `kc * MR` elements.
+#[inline(always)]
+unsafe fn pack_a_rows<const MR: usize>(
+    rows: usize,
+    kc: usize,
+    src: *const f32,
+    rsa: isize,
+    d: *mut f32,
+) -> usize {
+    let blocks = kc / A_BLOCK;
+    for blk in 0..blocks {
+        let k0 = blk * A_BLOCK;
+        let mut t = [[0f32; MR]; A_BLOCK];
+        // `r` picks both the source row and the position inside each of `t`'s rows.
+        #[allow(clippy::needless_range_loop)]
+        for r in 0..rows.min(MR) {
+            // SAFETY: row `r < rows`, columns `k0..k0 + A_BLOCK <= kc` are readable.
+            let v = unsafe {
+                src.offset(r as isize * rsa)
+                    .add(k0)
+                    .cast::<[f32; A_BLOCK]>()
+                    .read_unaligned()
+            };
+            for (j, &x) in v.iter().enumerate() {
+                t[j][r] = x;
+            }
+        }
+        // SAFETY: elements `k0 * MR .. (k0 + A_BLOCK) * MR` lie inside the panel's
+        // `kc * MR` elements.
+        unsafe {
+            d.add(k0 * MR)
+                .cast::<[[f32; MR]; A_BLOCK]>()
+                .write_unaligned(t)
+        };
+    }
+    blocks * A_BLOCK
 }
 
 /// Packs the `kc x nc` block of B at `b` (row stride `rsb`, column stride `csb`) into `dst`.
