@@ -69,6 +69,24 @@ pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Folds `xs` with `f` in 16 independent lanes (vectorizable, no serial dependency chain),
+/// then folds the lanes and the remainder; `f` must be associative and commutative up to
+/// rounding (sum, max).
+#[inline(always)]
+pub(crate) fn lane_fold<F: Copy>(xs: &[F], init: F, f: impl Fn(F, F) -> F) -> F {
+    const LANES: usize = 16;
+    let mut acc = [init; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
+        }
+    }
+    let lanes = acc.iter().fold(init, |r, &a| f(r, a));
+    rest.iter().fold(lanes, |r, &v| f(r, v))
+}
+
 /// `e^x` in f32 to within 2 units in the last place, in branch-free arithmetic the compiler
 /// vectorizes (unlike the `expf` call of `f32::exp`): `x = n ln 2 + r` with `n` rounded to
 /// nearest and `|r| <= ln 2 / 2`, a degree-6 polynomial for `e^r` (Cephes' `expf`

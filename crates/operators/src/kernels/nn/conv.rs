@@ -1473,33 +1473,15 @@ mod tests {
 
     #[test]
     fn padded_panels_pack_as_im2col_panels() {
-        // (input h x w, kernel, strides, dilations, pads t/l/b/r): padding, strides 1-3
-        // (phase-split rows), dilation, asymmetric pads, ceil-mode-like extra padding.
-        type Case = ([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 4]);
-        let cases: [Case; 6] = [
-            ([12, 12], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
-            ([17, 40], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
-            ([23, 23], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),
-            ([14, 33], [5, 5], [2, 3], [2, 1], [2, 1, 2, 0]),
-            ([20, 31], [3, 2], [3, 3], [2, 1], [0, 1, 2, 0]),
-            ([9, 70], [1, 7], [1, 1], [1, 2], [0, 6, 0, 6]),
-        ];
+        // The depthwise planes' geometries (padding, strides 1-3 split by phase, dilation,
+        // asymmetric and ceil-mode padding), a 7x7/2 stem and mixed strides and dilations.
+        let geo = depthwise::tests::geo;
+        let mut cases = depthwise::tests::geometries();
+        cases.push(geo([23, 23], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3], false));
+        cases.push(geo([14, 33], [5, 5], [2, 3], [2, 1], [2, 1, 2, 0], false));
         let channels = 3;
-        for (ci, ([h, w], [kh, kw], [sh, sw], [dh, dw], [pt, pl, pb, pr])) in
-            cases.into_iter().enumerate()
-        {
-            let out = |n: usize, k: usize, s: usize, d: usize, p: usize| {
-                (n + p - (k - 1) * d - 1) / s + 1
-            };
-            let geo = Geo3 {
-                input: [1, h, w],
-                kernel: [1, kh, kw],
-                strides: [1, sh, sw],
-                dilations: [1, dh, dw],
-                pad_begin: [0, pt, pl],
-                pad_end: [0, pb, pr],
-                output: [1, out(h, kh, sh, dh, pt + pb), out(w, kw, sw, dw, pl + pr)],
-            };
+        for (ci, geo) in cases.into_iter().enumerate() {
+            let [_, h, w] = geo.input;
             let x = pat(channels * h * w, ci as i64);
             let plain = Im2colPanels {
                 x: &x,

@@ -485,13 +485,13 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kernels::simd;
 
     /// A 2-D geometry: input `h x w`, kernel `k`, stride `s`, dilation `d`, padding
     /// (top, left, bottom, right); the output size as with ceil mode when `ceil`.
-    fn geo(
+    pub(crate) fn geo(
         [h, w]: [usize; 2],
         [kh, kw]: [usize; 2],
         [sh, sw]: [usize; 2],
@@ -533,7 +533,7 @@ mod tests {
         taps
     }
 
-    fn geometries() -> Vec<Geo3> {
+    pub(crate) fn geometries() -> Vec<Geo3> {
         vec![
             geo([12, 12], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
             geo([56, 56], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),

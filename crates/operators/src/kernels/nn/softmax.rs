@@ -170,18 +170,8 @@ impl Softmax {
 #[inline(always)]
 fn softmax_row_f32(x: &[f32], o: &mut [f32]) {
     const LANES: usize = 16;
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    let max = lanes
-        .iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let max = simd::lane_fold(x, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+    let rest = x.chunks_exact(LANES).remainder();
     let mut sums = [0.0f32; LANES];
     let mut outs = o.chunks_exact_mut(LANES);
     for (oc, xc) in outs.by_ref().zip(x.chunks_exact(LANES)) {
