@@ -1,6 +1,7 @@
 //! The evaluation context: memory for outputs and threads for large kernels.
 
 use crate::OpResult;
+use smallvec::SmallVec;
 use std::fmt;
 use std::sync::Mutex;
 use strata_memory::AlignedBuffer;
@@ -121,7 +122,9 @@ impl EvalCtx<'_> {
                 .for_each(|(i, c)| f(i, c));
             return;
         }
-        let chunks: Vec<Mutex<&mut [T]>> = data.chunks_mut(chunk_len).map(Mutex::new).collect();
+        // Inline for the usual few chunks per thread: no allocation per parallel call.
+        let chunks: SmallVec<[Mutex<&mut [T]>; 16]> =
+            data.chunks_mut(chunk_len).map(Mutex::new).collect();
         self.parallel.run(chunks.len(), &|i| {
             // Each task locks only its own chunk, so the lock is never contended.
             if let Ok(mut chunk) = chunks[i].lock() {

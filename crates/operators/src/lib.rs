@@ -16,6 +16,7 @@ mod error;
 mod fact;
 pub mod kernels;
 mod registry;
+mod shape_cache;
 mod spin_pool;
 mod unimplemented;
 mod value;
@@ -25,6 +26,7 @@ pub use ctx::{EvalCtx, HeapTensorAlloc, ParallelFor, SerialParallelFor, TensorAl
 pub use error::{OpError, OpResult};
 pub use fact::{Dim, Fact};
 pub use registry::{BuildCtx, OpBuilder, OpRegistry, RegisteredOp, LATEST_OPSET};
+pub use shape_cache::ShapeCache;
 pub use spin_pool::SpinPool;
 pub use unimplemented::Unimplemented;
 pub use value::{Inputs, Value};

@@ -77,6 +77,26 @@ impl Profile {
     }
 }
 
+/// Spare value tables (one slot per graph value) kept between runs, so a steady-state run
+/// does not allocate its table (see [`Executor::with_slots`]).
+#[derive(Debug, Default)]
+pub struct SlotRecycler(Mutex<Vec<Vec<Option<Value>>>>);
+
+impl SlotRecycler {
+    /// An empty table of `len` slots: a spare one when there is one.
+    fn take(&self, len: usize) -> Vec<Option<Value>> {
+        let mut slots = self.0.lock().pop().unwrap_or_default();
+        slots.resize(len, None);
+        slots
+    }
+
+    /// Empties `slots` (dropping what they still hold) and keeps them for a later run.
+    fn give_back(&self, mut slots: Vec<Option<Value>>) {
+        slots.clear();
+        self.0.lock().push(slots);
+    }
+}
+
 /// Runs one plan over one graph with a given pool and output allocator.
 #[derive(Debug, Clone, Copy)]
 pub struct Executor<'a> {
@@ -85,6 +105,7 @@ pub struct Executor<'a> {
     pool: &'a ThreadPool,
     alloc: &'a dyn TensorAlloc,
     profile: Option<&'a Profile>,
+    slots: Option<&'a SlotRecycler>,
 }
 
 impl<'a> Executor<'a> {
@@ -101,6 +122,16 @@ impl<'a> Executor<'a> {
             pool,
             alloc,
             profile: None,
+            slots: None,
+        }
+    }
+
+    /// This executor, taking its value table from `slots` and returning it there after a
+    /// sequential run.
+    pub fn with_slots(self, slots: &'a SlotRecycler) -> Self {
+        Executor {
+            slots: Some(slots),
+            ..self
         }
     }
 
@@ -113,7 +144,11 @@ impl<'a> Executor<'a> {
     }
 
     fn initial_values(&self, inputs: Vec<(ValueId, Value)>) -> Vec<Option<Value>> {
-        let mut values: Vec<Option<Value>> = vec![None; self.graph.values.len()];
+        let len = self.graph.values.len();
+        let mut values = match self.slots {
+            Some(slots) => slots.take(len),
+            None => vec![None; len],
+        };
         for (&v, t) in &self.graph.constants {
             values[v] = Some(Value::Tensor(t.clone()));
         }
@@ -220,7 +255,11 @@ impl<'a> Executor<'a> {
                 self.release(values[v].take());
             }
         }
-        self.collect_outputs(&mut values)
+        let outputs = self.collect_outputs(&mut values);
+        if let Some(slots) = self.slots {
+            slots.give_back(values);
+        }
+        outputs
     }
 
     /// Runs nodes as soon as their producers finish, on all the pool's threads (inter-op

@@ -24,7 +24,7 @@ pub use batcher::{
     split_rows, stack_rows, BatchExecutor, BatchJob, BatchPolicy, DynamicBatcher, FairGate,
     GatePermit, Queued, Rejection, RowsError, SubmitError,
 };
-pub use executor::{ExecError, Executor, Profile, RunOutputs};
+pub use executor::{ExecError, Executor, Profile, RunOutputs, SlotRecycler};
 pub use pool::ThreadPool;
 
 pub use strata_graph::{ExecutionPlan, Graph};

@@ -9,7 +9,7 @@ use strata_memory::{
 };
 use strata_onnx::ValueKind;
 use strata_ops::{OpResult, TensorAlloc, Value};
-use strata_sched::{Executor, Profile, ThreadPool};
+use strata_sched::{Executor, Profile, SlotRecycler, ThreadPool};
 use strata_tensor::Tensor;
 
 /// How a session runs.
@@ -113,6 +113,8 @@ pub struct Session {
     plan: ExecutionPlan,
     pool: ThreadPool,
     buffers: PooledAlloc,
+    /// Value tables reused from run to run.
+    slots: SlotRecycler,
     passes_applied: Vec<&'static str>,
 }
 
@@ -159,6 +161,7 @@ impl Session {
             plan,
             pool: ThreadPool::new(options.threads),
             buffers,
+            slots: SlotRecycler::default(),
             passes_applied,
         })
     }
@@ -246,7 +249,8 @@ impl Session {
 
     fn run_with(&self, inputs: Vec<(String, Value)>, profile: Option<&Profile>) -> Result<Outputs> {
         let bound = self.bind_inputs(inputs)?;
-        let mut executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers);
+        let mut executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers)
+            .with_slots(&self.slots);
         if let Some(profile) = profile {
             executor = executor.with_profile(profile);
         }

@@ -22,8 +22,10 @@ use crate::kernels::gemm::{
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
 use crate::kernels::simd;
 use crate::{
-    op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
+    op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator,
+    ShapeCache, Value,
 };
+use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_tensor::{DType, Tensor};
 
@@ -48,6 +50,7 @@ fn build_conv(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         activation: None,
         fused_sum: false,
         prepacked: None,
+        plans: ShapeCache::default(),
     }))
 }
 
@@ -88,6 +91,8 @@ pub struct Conv {
     /// The constant weights, packed for the GEMM kernel (set by the prepacking pass, which
     /// then disconnects input 1; `None` for a node straight from ONNX).
     pub prepacked: Option<Arc<PackedConvWeights>>,
+    /// The [`ConvPlan`] of the last input, weight and bias shapes.
+    pub plans: ShapeCache<ConvPlan>,
 }
 
 impl Conv {
@@ -160,9 +165,10 @@ impl PackedConvWeights {
     }
 }
 
-/// Everything one Conv evaluation needs to know about shapes.
+/// Everything one Conv evaluation needs to know about shapes (validated), computed once per
+/// input, weight and bias shapes.
 #[derive(Debug, Clone)]
-struct ConvPlan {
+pub struct ConvPlan {
     n: usize,
     c: usize,
     m: usize,
@@ -171,6 +177,24 @@ struct ConvPlan {
 }
 
 impl Conv {
+    /// [`Conv::plan`] through the cache: the shapes, joined, are the key.
+    fn cached_plan(
+        &self,
+        x: &[usize],
+        w: &[usize],
+        b: Option<&[usize]>,
+    ) -> OpResult<Arc<ConvPlan>> {
+        let mut key: SmallVec<[usize; 16]> = SmallVec::new();
+        key.extend_from_slice(x);
+        key.push(usize::MAX);
+        key.extend_from_slice(w);
+        if let Some(b) = b {
+            key.push(usize::MAX);
+            key.extend_from_slice(b);
+        }
+        self.plans.get_or_try_insert(&key, || self.plan(x, w, b))
+    }
+
     fn plan(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> OpResult<ConvPlan> {
         if x.len() < 3 {
             return Err(OpError::invalid(
@@ -226,7 +250,7 @@ impl Conv {
             inputs.tensor(1)?.contiguous(),
         );
         let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
-        let p = self.plan(x.shape(), w.shape(), bias.as_ref().map(Tensor::shape))?;
+        let p = self.cached_plan(x.shape(), w.shape(), bias.as_ref().map(Tensor::shape))?;
         let sum = self.sum_input(inputs, &p.out_shape)?;
         // Every output element is written below (initialized rows, or GEMM with beta 0 over
         // a non-empty inner dimension), so a reused buffer need not be zeroed first.
@@ -279,23 +303,24 @@ impl Conv {
             let clamp = self.activation.as_ref().and_then(clamp_of);
             let planes_per = (p.n * p.m).div_ceil(ctx.threads() * 4).max(1);
             ctx.par_chunks_mut(o, planes_per * osz, |ci, chunk| {
-                let mut scratch = depthwise::Scratch::default();
-                for (j, plane) in chunk.chunks_mut(osz).enumerate() {
-                    let idx = ci * planes_per + j;
-                    let (b, m) = (idx / p.m, idx % p.m);
-                    let xc = &xv[(b * p.c + m / mg) * isz..][..isz];
-                    if !init_rows(plane, idx) {
-                        plane.fill(F::ZERO);
+                depthwise::Scratch::with_thread_local(|scratch| {
+                    for (j, plane) in chunk.chunks_mut(osz).enumerate() {
+                        let idx = ci * planes_per + j;
+                        let (b, m) = (idx / p.m, idx % p.m);
+                        let xc = &xv[(b * p.c + m / mg) * isz..][..isz];
+                        if !init_rows(plane, idx) {
+                            plane.fill(F::ZERO);
+                        }
+                        let wm = &wv[m * ksz..][..ksz];
+                        let clamped = simd::wide(
+                            #[inline(always)]
+                            || depthwise::plane(xc, wm, geo, scratch, plane, clamp),
+                        );
+                        if !clamped {
+                            activate(plane);
+                        }
                     }
-                    let wm = &wv[m * ksz..][..ksz];
-                    let clamped = simd::wide(
-                        #[inline(always)]
-                        || depthwise::plane(xc, wm, geo, &mut scratch, plane, clamp),
-                    );
-                    if !clamped {
-                        activate(plane);
-                    }
-                }
+                });
             });
             return Ok(out);
         }
@@ -372,7 +397,7 @@ impl Conv {
     ) -> OpResult<Tensor> {
         let x = inputs.tensor(0)?.contiguous();
         let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
-        let p = self.plan(x.shape(), &packed.shape, bias.as_ref().map(Tensor::shape))?;
+        let p = self.cached_plan(x.shape(), &packed.shape, bias.as_ref().map(Tensor::shape))?;
         let sum = self.sum_input(inputs, &p.out_shape)?;
         let g = self.group;
         let (cg, mg) = (p.c / g, p.m / g);

@@ -9,6 +9,9 @@
 
 use super::{deinterleave2, for_each_tap_row, Geo3};
 use crate::kernels::linalg::Float;
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Kernel taps per axis the register-blocked path handles.
 const MAX_TAPS: usize = 16;
@@ -34,6 +37,29 @@ impl<F> Default for Scratch<F> {
             filled_for: None,
         }
     }
+}
+
+impl<F: 'static> Scratch<F> {
+    /// Runs `f` with this thread's scratch for element type `F`, kept across operators and
+    /// runs so steady-state runs allocate nothing. A nested call (none happens today) gets a
+    /// fresh scratch rather than a borrow error.
+    pub(crate) fn with_thread_local<R>(f: impl FnOnce(&mut Scratch<F>) -> R) -> R {
+        let key = TypeId::of::<F>();
+        let taken = THREAD_SCRATCH
+            .try_with(|cell| cell.borrow_mut().remove(&key))
+            .ok()
+            .flatten()
+            .and_then(|boxed| boxed.downcast::<Scratch<F>>().ok());
+        let mut scratch = taken.unwrap_or_default();
+        let result = f(&mut scratch);
+        let _ = THREAD_SCRATCH.try_with(|cell| cell.borrow_mut().insert(key, scratch));
+        result
+    }
+}
+
+thread_local! {
+    /// Each thread's [`Scratch`], one per element type (boxed: the map is keyed by type).
+    static THREAD_SCRATCH: RefCell<HashMap<TypeId, Box<dyn Any>>> = RefCell::new(HashMap::new());
 }
 
 impl<F> Scratch<F> {

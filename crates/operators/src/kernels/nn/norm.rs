@@ -124,6 +124,22 @@ fn build_batch_norm(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
 }
 
 impl BatchNorm {
+    /// Per-channel mean and (biased) variance of `x` (`n` × `c` planes of `plane` values).
+    fn batch_stats<F: Float>(xv: &[F], n: usize, c: usize, plane: usize) -> (Vec<F>, Vec<F>) {
+        let count = F::from_usize((n * plane).max(1));
+        (0..c)
+            .map(|ch| {
+                let planes = (0..n).map(|b| &xv[(b * c + ch) * plane..][..plane]);
+                let m = planes.clone().flatten().fold(F::ZERO, |s, &v| s + v) / count;
+                let v = planes
+                    .flatten()
+                    .fold(F::ZERO, |s, &v| s + (v - m) * (v - m))
+                    / count;
+                (m, v)
+            })
+            .unzip()
+    }
+
     fn run<F: ActFloat>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
         let x = inputs.tensor(0)?.contiguous();
         let shape = x.shape().to_vec();
@@ -165,29 +181,28 @@ impl BatchNorm {
         let (scale, bias, mean_in, var_in) = (scale?, bias?, mean?, var?);
         let eps = F::from_f32(self.epsilon);
         let xv = x.as_slice::<F>()?;
-        let (mut mean, mut var) = (mean_in.to_vec(), var_in.to_vec());
-        if self.training {
+        // Training mode normalizes with the batch's statistics; inference with the inputs'.
+        let batch_stats = if self.training {
             if width != c {
                 return Err(OpError::Unsupported(
                     "training-mode BatchNormalization with per-element parameters".into(),
                 ));
             }
-            let count = F::from_usize((n * plane).max(1));
-            for ch in 0..c {
-                let planes = (0..n).map(|b| &xv[(b * c + ch) * plane..][..plane]);
-                let m = planes.clone().flatten().fold(F::ZERO, |s, &v| s + v) / count;
-                let v = planes
-                    .flatten()
-                    .fold(F::ZERO, |s, &v| s + (v - m) * (v - m))
-                    / count;
-                mean[ch] = m;
-                var[ch] = v;
-            }
-        }
-        let a: Vec<F> = (0..width)
-            .map(|i| scale[i] / (var[i] + eps).sqrt())
-            .collect();
-        let b: Vec<F> = (0..width).map(|i| bias[i] - mean[i] * a[i]).collect();
+            Some(Self::batch_stats(xv, n, c, plane))
+        } else {
+            None
+        };
+        let (mean, var) = match &batch_stats {
+            Some((m, v)) => (&m[..], &v[..]),
+            None => (mean_in, var_in),
+        };
+        // y = x * a + b with a = scale / sqrt(var + eps), b = bias - mean * a, computed where
+        // used (per plane, or per element for per-element parameters) so a run allocates
+        // nothing beyond its output.
+        let affine = |i: usize| {
+            let a = scale[i] / (var[i] + eps).sqrt();
+            (a, bias[i] - mean[i] * a)
+        };
         let mut out = ctx.alloc(F::DTYPE, &shape)?;
         let o = out.as_slice_mut::<F>()?;
         if plane > 0 && !o.is_empty() {
@@ -198,13 +213,13 @@ impl BatchNorm {
                     let ch = idx % c;
                     let xp = &xv[idx * plane..][..plane];
                     if width == c {
-                        let (s, t) = (a[ch], b[ch]);
+                        let (s, t) = affine(ch);
                         for (o, &v) in op.iter_mut().zip(xp) {
                             *o = v * s + t;
                         }
                     } else {
-                        let (s, t) = (&a[ch * plane..][..plane], &b[ch * plane..][..plane]);
-                        for ((o, &v), (&s, &t)) in op.iter_mut().zip(xp).zip(s.iter().zip(t)) {
+                        for (k, (o, &v)) in op.iter_mut().zip(xp).enumerate() {
+                            let (s, t) = affine(ch * plane + k);
                             *o = v * s + t;
                         }
                     }
@@ -224,8 +239,8 @@ impl BatchNorm {
                 }
                 Ok(t.into())
             };
-            outs.push(stat(mean_in, &mean)?);
-            outs.push(stat(var_in, &var)?);
+            outs.push(stat(mean_in, mean)?);
+            outs.push(stat(var_in, var)?);
         }
         Ok(outs)
     }
@@ -375,26 +390,30 @@ impl Lrn {
             F::from_f32(self.bias),
         );
         if plane > 0 && !o.is_empty() {
-            ctx.par_chunks_mut(o, plane, |idx, op| {
-                let (b, ch) = (idx / c, idx % c);
-                op.fill(F::ZERO);
-                for cc in ch.saturating_sub(before)..(ch + after + 1).min(c) {
-                    for (s, &v) in op.iter_mut().zip(&xv[(b * c + cc) * plane..][..plane]) {
-                        *s += v * v;
+            let per = (o.len() / plane).div_ceil(ctx.threads() * 4).max(1);
+            ctx.par_chunks_mut(o, per * plane, |ci, chunk| {
+                for (j, op) in chunk.chunks_mut(plane).enumerate() {
+                    let idx = ci * per + j;
+                    let (b, ch) = (idx / c, idx % c);
+                    op.fill(F::ZERO);
+                    for cc in ch.saturating_sub(before)..(ch + after + 1).min(c) {
+                        for (s, &v) in op.iter_mut().zip(&xv[(b * c + cc) * plane..][..plane]) {
+                            *s += v * v;
+                        }
                     }
-                }
-                let pairs = op.iter_mut().zip(&xv[idx * plane..][..plane]);
-                // `t^beta` through square roots for the usual betas (vectorized, within an
-                // ulp or two), `powf` otherwise.
-                match self.beta {
-                    0.75 => pairs.for_each(|(s, &v)| {
-                        let t = bias + alpha * *s;
-                        let r = t.sqrt();
-                        *s = v / (r * r.sqrt());
-                    }),
-                    0.5 => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s).sqrt()),
-                    1.0 => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s)),
-                    _ => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s).powf(beta)),
+                    let pairs = op.iter_mut().zip(&xv[idx * plane..][..plane]);
+                    // `t^beta` through square roots for the usual betas (vectorized, within an
+                    // ulp or two), `powf` otherwise.
+                    match self.beta {
+                        0.75 => pairs.for_each(|(s, &v)| {
+                            let t = bias + alpha * *s;
+                            let r = t.sqrt();
+                            *s = v / (r * r.sqrt());
+                        }),
+                        0.5 => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s).sqrt()),
+                        1.0 => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s)),
+                        _ => pairs.for_each(|(s, &v)| *s = v / (bias + alpha * *s).powf(beta)),
+                    }
                 }
             });
         }
@@ -463,12 +482,13 @@ impl LayerNorm {
         s
     }
 
-    /// A parameter broadcast to the normalized shape, as a contiguous vector.
+    /// A parameter broadcast to the normalized shape, as a contiguous tensor (the input
+    /// itself, without a copy, when it already has that shape).
     fn param<F: Float>(
         inputs: &Inputs,
         i: usize,
         norm_shape: &[usize],
-    ) -> OpResult<Option<Vec<F>>> {
+    ) -> OpResult<Option<Tensor>> {
         let Some(t) = inputs.opt_tensor(i)? else {
             return Ok(None);
         };
@@ -487,7 +507,7 @@ impl LayerNorm {
                 ),
             )
         })?;
-        Ok(Some(b.to_vec::<F>()?))
+        Ok(Some(b.contiguous()))
     }
 
     fn run<F: Float>(&self, ctx: &EvalCtx<'_>, inputs: &Inputs) -> OpResult<Vec<Value>> {
@@ -496,57 +516,60 @@ impl LayerNorm {
         let axis = self.split(&shape)?;
         let d: usize = shape[axis..].iter().product();
         let rows: usize = shape[..axis].iter().product();
-        let scale = Self::param::<F>(inputs, 1, &shape[axis..])?
+        let scale_t = Self::param::<F>(inputs, 1, &shape[axis..])?
             .ok_or(OpError::MissingInput { index: 1 })?;
-        let bias = Self::param::<F>(inputs, 2, &shape[axis..])?;
+        let bias_t = Self::param::<F>(inputs, 2, &shape[axis..])?;
+        let scale = scale_t.as_slice::<F>()?;
+        let bias = bias_t.as_ref().map(Tensor::as_slice::<F>).transpose()?;
         let xv = x.as_slice::<F>()?;
         let eps = F::from_f32(self.epsilon);
         let mut out = ctx.alloc(F::DTYPE, &shape)?;
-        let stat_shape = Self::stat_shape(&shape, axis);
-        let mut mean_t = ctx.alloc(F::DTYPE, &stat_shape)?;
-        let mut inv_t = ctx.alloc(F::DTYPE, &stat_shape)?;
-        {
-            let means = mean_t.as_slice_mut::<F>()?;
-            let invs = inv_t.as_slice_mut::<F>()?;
-            let o = out.as_slice_mut::<F>()?;
-            if d > 0 {
-                let count = F::from_usize(d);
-                let mut rows_out: Vec<(&mut [F], (&mut F, &mut F))> = o
-                    .chunks_mut(d)
-                    .zip(means.iter_mut().zip(invs.iter_mut()))
-                    .collect();
-                let per = rows.div_ceil(ctx.threads() * 4).max(1);
-                ctx.par_chunks_mut(&mut rows_out, per, |ci, chunk| {
-                    for (j, (orow, (m_out, iv_out))) in chunk.iter_mut().enumerate() {
-                        let xr = &xv[(ci * per + j) * d..][..d];
-                        let m = xr.iter().fold(F::ZERO, |s, &v| s + v) / count;
-                        let var = xr.iter().fold(F::ZERO, |s, &v| s + (v - m) * (v - m)) / count;
-                        let iv = F::ONE / (var + eps).sqrt();
-                        (**m_out, **iv_out) = (m, iv);
-                        match &bias {
-                            Some(bias) => {
-                                for (((o, &v), &s), &b) in
-                                    orow.iter_mut().zip(xr).zip(&scale).zip(bias)
-                                {
-                                    *o = (v - m) * iv * s + b;
-                                }
+        let stats = |xr: &[F]| {
+            let count = F::from_usize(d);
+            let m = xr.iter().fold(F::ZERO, |s, &v| s + v) / count;
+            let var = xr.iter().fold(F::ZERO, |s, &v| s + (v - m) * (v - m)) / count;
+            (m, F::ONE / (var + eps).sqrt())
+        };
+        if d > 0 {
+            let per = rows.div_ceil(ctx.threads() * 4).max(1);
+            ctx.par_chunks_mut(out.as_slice_mut::<F>()?, per * d, |ci, chunk| {
+                for (j, orow) in chunk.chunks_mut(d).enumerate() {
+                    let xr = &xv[(ci * per + j) * d..][..d];
+                    let (m, iv) = stats(xr);
+                    match bias {
+                        Some(bias) => {
+                            for (((o, &v), &s), &b) in orow.iter_mut().zip(xr).zip(scale).zip(bias)
+                            {
+                                *o = (v - m) * iv * s + b;
                             }
-                            None => {
-                                for ((o, &v), &s) in orow.iter_mut().zip(xr).zip(&scale) {
-                                    *o = (v - m) * iv * s;
-                                }
+                        }
+                        None => {
+                            for ((o, &v), &s) in orow.iter_mut().zip(xr).zip(scale) {
+                                *o = (v - m) * iv * s;
                             }
                         }
                     }
-                });
-            }
+                }
+            });
         }
         let mut outs = vec![Value::from(out)];
         if self.outputs > 1 {
+            // The saved statistics (training graphs): recomputed here, so inference runs
+            // neither allocate nor write them.
+            let stat_shape = Self::stat_shape(&shape, axis);
+            let mut mean_t = ctx.alloc(F::DTYPE, &stat_shape)?;
+            let mut inv_t = ctx.alloc(F::DTYPE, &stat_shape)?;
+            if d > 0 {
+                let means = mean_t.as_slice_mut::<F>()?;
+                let invs = inv_t.as_slice_mut::<F>()?;
+                for (r, (m_out, iv_out)) in means.iter_mut().zip(invs.iter_mut()).enumerate() {
+                    (*m_out, *iv_out) = stats(&xv[r * d..][..d]);
+                }
+            }
             outs.push(mean_t.into());
-        }
-        if self.outputs > 2 {
-            outs.push(inv_t.into());
+            if self.outputs > 2 {
+                outs.push(inv_t.into());
+            }
         }
         Ok(outs)
     }
@@ -620,8 +643,9 @@ impl RmsNorm {
         };
         let axis = ln.split(&shape)?;
         let d: usize = shape[axis..].iter().product();
-        let scale = LayerNorm::param::<F>(inputs, 1, &shape[axis..])?
+        let scale_t = LayerNorm::param::<F>(inputs, 1, &shape[axis..])?
             .ok_or(OpError::MissingInput { index: 1 })?;
+        let scale = scale_t.as_slice::<F>()?;
         let xv = x.as_slice::<F>()?;
         let eps = F::from_f32(self.epsilon);
         let mut out = ctx.alloc(F::DTYPE, &shape)?;
@@ -635,7 +659,7 @@ impl RmsNorm {
                     let xr = &xv[(ci * per + j) * d..][..d];
                     let ms = xr.iter().fold(F::ZERO, |s, &v| s + v * v) / count;
                     let inv = F::ONE / (ms + eps).sqrt();
-                    for ((o, &v), &s) in orow.iter_mut().zip(xr).zip(&scale) {
+                    for ((o, &v), &s) in orow.iter_mut().zip(xr).zip(scale) {
                         *o = v * inv * s;
                     }
                 }

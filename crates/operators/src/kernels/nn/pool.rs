@@ -5,8 +5,10 @@ use super::{concrete, depthwise, flag, for_each_tap_row, Geo3, SpatialAttrs};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::kernels::simd;
 use crate::{
-    Attribute, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
+    Attribute, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator,
+    ShapeCache, Value,
 };
+use std::sync::Arc;
 use strata_tensor::{DType, Element, Tensor};
 
 /// Registers the pooling ops.
@@ -68,6 +70,7 @@ fn build_pool(ctx: &BuildCtx<'_>, kind: PoolKind) -> OpResult<Box<dyn Operator>>
             2.0
         },
         want_indices: kind == PoolKind::Max && ctx.output_count > 1,
+        plans: ShapeCache::default(),
     }))
 }
 
@@ -88,6 +91,19 @@ pub struct Pool {
     pub p: f32,
     /// MaxPool: the node asks for the `Indices` output.
     pub want_indices: bool,
+    /// The [`PoolPlan`] of the last input shape.
+    pub plans: ShapeCache<PoolPlan>,
+}
+
+/// What a pool derives from its input shape, computed once per shape.
+#[derive(Debug)]
+pub struct PoolPlan {
+    geo: Geo3,
+    out_shape: Vec<usize>,
+    taps: Taps,
+    /// AveragePool: the outputs whose window is cut, with their element counts
+    /// ([`cut_windows`]); empty for other pools.
+    cut: Vec<(usize, usize)>,
 }
 
 /// Per-axis tap ranges for each output position.
@@ -136,6 +152,25 @@ fn taps(g: &Geo3) -> Taps {
 }
 
 impl Pool {
+    /// The plan for input shape `x`, from the cache when the shape repeats.
+    fn plan(&self, x: &[usize]) -> OpResult<Arc<PoolPlan>> {
+        self.plans.get_or_try_insert(x, || {
+            let (geo, out_shape) = self.geometry(x)?;
+            let taps = taps(&geo);
+            let cut = if self.kind == PoolKind::Average {
+                cut_windows(&geo, &taps, self.count_include_pad)
+            } else {
+                Vec::new()
+            };
+            Ok(PoolPlan {
+                geo,
+                out_shape,
+                taps,
+                cut,
+            })
+        })
+    }
+
     fn geometry(&self, x: &[usize]) -> OpResult<(Geo3, Vec<usize>)> {
         if x.len() < 3 {
             return Err(OpError::invalid(
@@ -152,11 +187,11 @@ impl Pool {
 
     fn run_max<T: Element>(&self, ctx: &EvalCtx<'_>, x: &Tensor) -> OpResult<Vec<Value>> {
         let x = x.contiguous();
-        let (g, out_shape) = self.geometry(x.shape())?;
+        let plan = self.plan(x.shape())?;
+        let (g, t) = (&plan.geo, &plan.taps);
         let xv = x.as_slice::<T>()?;
-        let mut out = ctx.alloc(T::DTYPE, &out_shape)?;
+        let mut out = ctx.alloc(T::DTYPE, &plan.out_shape)?;
         let (isz, osz) = (g.in_size(), g.out_size());
-        let t = taps(&g);
         let col_major = self.storage_order;
         let kernel = |plane_idx: usize, o: &mut [T], mut ind: Option<&mut [i64]>| {
             let xp = &xv[plane_idx * isz..][..isz];
@@ -213,7 +248,7 @@ impl Pool {
             });
             return Ok(vec![out.into()]);
         }
-        let mut indices = ctx.alloc(DType::I64, &out_shape)?;
+        let mut indices = ctx.alloc(DType::I64, &plan.out_shape)?;
         let iv = indices.as_slice_mut::<i64>()?;
         let mut pairs: Vec<(&mut [T], &mut [i64])> = o
             .chunks_mut(osz.max(1))
@@ -230,12 +265,12 @@ impl Pool {
 
     fn run_float<F: Float>(&self, ctx: &EvalCtx<'_>, x: &Tensor) -> OpResult<Vec<Value>> {
         let x = x.contiguous();
-        let (g, out_shape) = self.geometry(x.shape())?;
+        let plan = self.plan(x.shape())?;
+        let (g, t) = (&plan.geo, &plan.taps);
         let xv = x.as_slice::<F>()?;
         // Each plane is filled (max/average) or written element by element (Lp) below.
-        let mut out = ctx.alloc_for_overwrite(F::DTYPE, &out_shape)?;
+        let mut out = ctx.alloc_for_overwrite(F::DTYPE, &plan.out_shape)?;
         let (isz, osz) = (g.in_size(), g.out_size().max(1));
-        let t = taps(&g);
         let p = F::from_f32(self.p);
         let kind = self.kind;
         // Each window's mean is computed as its sum times `1 / window size`: a depthwise
@@ -243,12 +278,8 @@ impl Pool {
         // (Up to a few units in the last place from a division of the sum.)
         let window = g.kernel_size();
         let mean_weights = vec![F::ONE / F::from_usize(window); window];
-        let cut = if kind == PoolKind::Average {
-            cut_windows::<F>(&g, &t, self.count_include_pad)
-        } else {
-            Vec::new()
-        };
-        let whole_plane = covers_whole_plane(&g);
+        let whole_window = F::from_usize(window);
+        let whole_plane = covers_whole_plane(g);
         let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut depthwise::Scratch<F>| {
             let xp = &xv[plane_idx * isz..][..isz];
             if whole_plane && kind != PoolKind::Lp {
@@ -273,8 +304,12 @@ impl Pool {
                     || {
                         o.fill(F::ZERO);
                         depthwise::plane(xp, &mean_weights, &g, scratch, o, None);
-                        for &(i, factor) in &cut {
-                            o[i] *= factor;
+                        for &(i, count) in &plan.cut {
+                            o[i] *= if count == 0 {
+                                F::ZERO
+                            } else {
+                                whole_window / F::from_usize(count)
+                            };
                         }
                     },
                 ),
@@ -284,10 +319,11 @@ impl Pool {
         let o = out.as_slice_mut::<F>()?;
         let planes = (o.len() / osz).div_ceil(ctx.threads() * 4).max(1);
         ctx.par_chunks_mut(o, planes * osz, |ci, chunk| {
-            let mut scratch = depthwise::Scratch::default();
-            for (j, plane) in chunk.chunks_mut(osz).enumerate() {
-                kernel(ci * planes + j, plane, &mut scratch);
-            }
+            depthwise::Scratch::with_thread_local(|scratch| {
+                for (j, plane) in chunk.chunks_mut(osz).enumerate() {
+                    kernel(ci * planes + j, plane, scratch);
+                }
+            });
         });
         Ok(vec![out.into()])
     }
@@ -373,9 +409,9 @@ fn fold_plane<F: Float>(kind: PoolKind, xs: &[F]) -> F {
 
 /// The outputs of a plane whose window holds a different element count than the whole
 /// window (cut by the input's edges, unless padding counts, or by the padded region's end),
-/// each with the factor that turns a whole-window mean (sum times `1 / window size`) into the
-/// mean over its own count: `window size / count`, or 0 for a window with no element.
-fn cut_windows<F: Float>(g: &Geo3, t: &Taps, include_pad: bool) -> Vec<(usize, F)> {
+/// each with its element count: a whole-window mean (sum times `1 / window size`) times
+/// `window size / count` is the mean over its own elements (0 for a window with none).
+fn cut_windows(g: &Geo3, t: &Taps, include_pad: bool) -> Vec<(usize, usize)> {
     let count = |a: usize, i: usize| {
         if include_pad {
             t.padded[a][i]
@@ -392,12 +428,7 @@ fn cut_windows<F: Float>(g: &Geo3, t: &Taps, include_pad: bool) -> Vec<(usize, F
             for x in 0..g.output[2] {
                 let c = rows * count(2, x);
                 if c != window {
-                    let factor = if c == 0 {
-                        F::ZERO
-                    } else {
-                        F::from_usize(window) / F::from_usize(c)
-                    };
-                    cut.push((i, factor));
+                    cut.push((i, c));
                 }
                 i += 1;
             }

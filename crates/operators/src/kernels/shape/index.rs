@@ -8,6 +8,7 @@ use super::common::{
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
+use smallvec::SmallVec;
 use strata_tensor::{dispatch_numeric, DType, Element, Tensor};
 
 pub(super) fn register(r: &mut OpRegistry) {
@@ -171,17 +172,17 @@ impl Operator for Concat {
     }
 }
 
-/// Bytes copied per task when a concatenation is spread over threads.
-const CONCAT_PIECE: usize = 1 << 16;
 /// Output bytes from which a concatenation is spread over threads.
 const CONCAT_PARALLEL_MIN: usize = 1 << 18;
-/// Most (outer index, input) blocks a concatenation spreads over threads (each is a task
-/// entry; more and smaller blocks are copied in one pass).
+/// Least output bytes one task of a parallel concatenation copies.
+const CONCAT_MIN_TASK: usize = 1 << 16;
+/// Most (outer index, input) blocks a concatenation spreads over threads (each task scans
+/// them; more and smaller blocks are copied in one pass).
 const CONCAT_MAX_BLOCKS: usize = 4096;
 
 /// Fills `out` with the contiguous inputs' blocks (`blocks[i]` elements of input `i` per
-/// outer index, `outer` of them, in output order), in pieces of at most [`CONCAT_PIECE`]
-/// bytes spread over the threads.
+/// outer index, `outer` of them, in output order). Large outputs are cut into equal ranges,
+/// one per task, each copying the parts of the blocks that fall in its range.
 fn concat_bytes(
     ctx: &EvalCtx<'_>,
     out: &mut [u8],
@@ -192,40 +193,49 @@ fn concat_bytes(
     let srcs = inputs
         .iter()
         .map(Tensor::raw_bytes)
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<SmallVec<[&[u8]; 8]>, _>>()?;
     let size = inputs.first().map_or(1, |t| t.dtype().size_of());
-    // In output order: block `o` of each input, as bytes.
-    let sources = (0..outer).flat_map(|o| {
-        srcs.iter().zip(blocks).map(move |(src, &b)| {
-            src.get(o * b * size..(o + 1) * b * size)
-                .ok_or_else(|| OpError::Shape("concat input shorter than its shape".into()))
-        })
-    });
-    let short_output = || OpError::Shape("concat output shorter than its inputs".into());
-    // Small, or many small blocks: copied in one pass here, without a task list.
-    let serial = ctx.threads() == 1
-        || out.len() < CONCAT_PARALLEL_MIN
-        || outer * srcs.len() > CONCAT_MAX_BLOCKS;
-    let mut pieces: Vec<(&mut [u8], &[u8])> = Vec::new();
-    let mut rest = out;
-    for from in sources {
-        let from = from?;
-        let (dst, tail) = std::mem::take(&mut rest)
-            .split_at_mut_checked(from.len())
-            .ok_or_else(short_output)?;
-        rest = tail;
-        if serial {
-            dst.copy_from_slice(from);
-        } else {
-            pieces.extend(dst.chunks_mut(CONCAT_PIECE).zip(from.chunks(CONCAT_PIECE)));
-        }
+    // Block `k` in output order: block `k / inputs` of input `k % inputs`, as bytes.
+    let block = |k: usize| {
+        let (o, i) = (k / srcs.len(), k % srcs.len());
+        let b = blocks[i] * size;
+        srcs[i].get(o * b..(o + 1) * b)
+    };
+    let count = outer * srcs.len();
+    let mut total = 0;
+    for k in 0..count {
+        total += block(k)
+            .ok_or_else(|| OpError::Shape("concat input shorter than its shape".into()))?
+            .len();
     }
-    let per_task = pieces.len().div_ceil(ctx.threads() * 4).max(1);
-    ctx.par_chunks_mut(&mut pieces, per_task, |_, pieces| {
-        for (dst, src) in pieces.iter_mut() {
-            dst.copy_from_slice(src);
+    if total != out.len() {
+        return Err(OpError::Shape(format!(
+            "concat output holds {} bytes, its inputs {total}",
+            out.len()
+        )));
+    }
+    // Copies the part of every block inside `[start, start + dst.len())` of the output.
+    let copy_range = |start: usize, dst: &mut [u8]| {
+        let end = start + dst.len();
+        let mut at = 0;
+        for k in 0..count {
+            let Some(src) = block(k) else { continue };
+            let (lo, hi) = (at.max(start), (at + src.len()).min(end));
+            if lo < hi {
+                dst[lo - start..hi - start].copy_from_slice(&src[lo - at..hi - at]);
+            }
+            at += src.len();
+            if at >= end {
+                break;
+            }
         }
-    });
+    };
+    if ctx.threads() == 1 || out.len() < CONCAT_PARALLEL_MIN || count > CONCAT_MAX_BLOCKS {
+        copy_range(0, out);
+        return Ok(());
+    }
+    let per_task = out.len().div_ceil(ctx.threads() * 4).max(CONCAT_MIN_TASK);
+    ctx.par_chunks_mut(out, per_task, |ci, dst| copy_range(ci * per_task, dst));
     Ok(())
 }
 

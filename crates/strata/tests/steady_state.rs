@@ -1,0 +1,186 @@
+//! Steady-state runs allocate no data-sized memory: after warm-up runs, a session's run
+//! makes no heap allocation of 4 KiB or more except the outputs it hands to the caller
+//! (activations come from the session's buffer pool, kernel scratch from per-thread
+//! buffers, per-shape plans from the operators' caches), and its small bookkeeping
+//! allocations stay a few per node.
+//!
+//! The counting allocator is process-wide (kernels allocate on pool threads too), so this
+//! file holds a single test.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use strata::{DType, Dim, Model, SessionOptions, Tensor};
+
+/// Allocations of at least this many bytes are "data-sized".
+const LARGE: usize = 4096;
+
+/// Bound on small allocations per node and run: today about 3 (the output tensor's shared
+/// storage, the node's input and output lists) plus a few shape vectors in some kernels.
+const SMALL_PER_NODE: usize = 8;
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static SMALL: AtomicUsize = AtomicUsize::new(0);
+static LARGE_COUNT: AtomicUsize = AtomicUsize::new(0);
+static LARGE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+fn note(size: usize) {
+    if COUNTING.load(Relaxed) {
+        if size >= LARGE {
+            LARGE_COUNT.fetch_add(1, Relaxed);
+            LARGE_BYTES.fetch_add(size, Relaxed);
+        } else {
+            SMALL.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
+// bookkeeping only touches atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: forwarded verbatim; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (every path above forwards).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: as for `dealloc`; the caller upholds `realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `runs` runs of a model after warm-up.
+#[derive(Debug)]
+struct Measured {
+    small: usize,
+    large: usize,
+    large_bytes: usize,
+}
+
+fn measure(model: &Model, threads: usize, runs: usize) -> (Measured, usize, usize) {
+    let session = model
+        .session(SessionOptions::default().with_threads(threads))
+        .expect("session");
+    let inputs: Vec<(String, Tensor)> = model
+        .inputs()
+        .into_iter()
+        .map(|info| {
+            let shape: Vec<usize> = info
+                .dims
+                .unwrap_or_default()
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(n) => *n,
+                    Dim::Symbol(_) => 1,
+                })
+                .collect();
+            let n = shape.iter().product();
+            let tensor = match info.dtype {
+                Some(DType::I64) => Tensor::from_vec(vec![1i64; n], &shape),
+                _ => Tensor::from_vec(vec![0.5f32; n], &shape),
+            }
+            .expect("input");
+            (info.name, tensor)
+        })
+        .collect();
+    let feeds: Vec<_> = (0..runs + 2).map(|_| inputs.clone()).collect();
+    let mut feeds = feeds.into_iter();
+    for feed in feeds.by_ref().take(2) {
+        session.run(feed).expect("warm-up run");
+    }
+    for counter in [&SMALL, &LARGE_COUNT, &LARGE_BYTES] {
+        counter.store(0, Relaxed);
+    }
+    COUNTING.store(true, Relaxed);
+    for feed in feeds {
+        drop(session.run(feed).expect("run"));
+    }
+    COUNTING.store(false, Relaxed);
+    let measured = Measured {
+        small: SMALL.load(Relaxed),
+        large: LARGE_COUNT.load(Relaxed),
+        large_bytes: LARGE_BYTES.load(Relaxed),
+    };
+    (
+        measured,
+        session.output_names().len(),
+        session.graph().nodes.len(),
+    )
+}
+
+#[test]
+fn steady_state_runs_allocate_only_outputs_and_bookkeeping() {
+    let Some(dir) = common::testdata_dir() else {
+        eprintln!("skipped: no test data (cargo xtask testdata)");
+        return;
+    };
+    // Between them: convs (grouped, depthwise, pointwise, strided), max and average pools,
+    // batch norm, LRN, concat, gemm, and a transformer's matmuls, layer norms, softmax and
+    // gathers.
+    let models = [
+        "light_squeezenet",
+        "mobilenetv2",
+        "bert_encoder",
+        "light_inception_v1",
+        "light_inception_v2",
+        "light_densenet121",
+        "light_shufflenet",
+    ];
+    const RUNS: usize = 3;
+    let mut failures = Vec::new();
+    for name in models {
+        let path = dir.join("models").join(name).join("model.onnx");
+        if !path.is_file() {
+            failures.push(format!("{name}: missing {}", path.display()));
+            continue;
+        }
+        let model = Model::load(&path).expect("load");
+        for threads in [1, 2] {
+            let (m, outputs, nodes) = measure(&model, threads, RUNS);
+            eprintln!(
+                "{name}, {threads} thread(s), per run: {} small allocations ({nodes} nodes), \
+                 {} of >= {LARGE} bytes ({} bytes; {outputs} output(s))",
+                m.small / RUNS,
+                m.large / RUNS,
+                m.large_bytes / RUNS,
+            );
+            // An output's buffer leaves the pool with the caller, so each run allocates
+            // one per output (its size class may be large even for a small output).
+            if m.large > outputs * RUNS {
+                failures.push(format!(
+                    "{name} ({threads} threads): {} allocations of >= {LARGE} bytes in {RUNS} \
+                     runs, at most {} expected (the outputs)",
+                    m.large,
+                    outputs * RUNS
+                ));
+            }
+            if m.small > RUNS * SMALL_PER_NODE * nodes {
+                failures.push(format!(
+                    "{name} ({threads} threads): {} small allocations in {RUNS} runs of \
+                     {nodes} nodes",
+                    m.small
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
