@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 mod error;
 pub mod fusion;
 mod graph;

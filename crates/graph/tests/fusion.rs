@@ -402,3 +402,104 @@ fn a_mul_that_varies_along_the_width_is_not_folded() {
     let labels = optimize_and_compare(&graph, &[("x", image(&[1, 3, 4, 4], 27))]);
     assert_eq!(labels, ["Conv", "Mul"]);
 }
+
+#[test]
+fn symbolic_batch_and_size_keep_facts_and_fusions() {
+    use strata_graph::infer::infer_facts;
+    use strata_ops::{Dim, Fact};
+    let sym = |s: &str| Dim::Symbol(s.into());
+    let mut g = G::new();
+    // A free batch (dtype and every other size follow it) and a free height (a strided conv
+    // makes it an unknown function of the symbol: the shape is dropped, the dtype kept).
+    g.b.input(
+        "x",
+        Fact {
+            dtype: Some(strata_tensor::DType::F32),
+            shape: Some(vec![sym("batch"), Dim::Known(3), sym("h"), Dim::Known(8)]),
+            value: None,
+        },
+    );
+    g.conv("x", "y", 3, 4, 3, 1);
+    g.op_node("Relu", Attributes::new(), &["y"], "r");
+    let strided = attrs(&[("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2]))]);
+    g.constant_shaped("w2", &pattern(4 * 4 * 9, 5), &[4, 4, 3, 3]);
+    g.op_node("Conv", strided, &["r", "w2"], "s");
+    g.op_node("Relu", Attributes::new(), &["s"], "out")
+        .outputs(&["out"]);
+    let mut graph = g.build().unwrap();
+    infer_facts(&mut graph).unwrap();
+    let fact = |name: &str| graph.values[graph.value_id(name).unwrap()].fact.clone();
+    assert_eq!(
+        fact("r").shape,
+        Some(vec![sym("batch"), Dim::Known(4), sym("h"), Dim::Known(8)])
+    );
+    assert_eq!(fact("out").dtype, Some(strata_tensor::DType::F32));
+    assert_eq!(fact("out").shape, None);
+    let labels = optimize_and_compare(&graph, &[("x", image(&[2, 3, 9, 8], 1))]);
+    assert_eq!(labels, ["Conv+Relu", "Conv+Relu"]);
+}
+
+/// A graph on `x: [batch, 3, 6, 6]`: Conv+Relu, then `tail` adds nodes from "r" to "out".
+fn batch_graph(tail: impl FnOnce(&mut G)) -> Graph {
+    use strata_ops::{Dim, Fact};
+    let mut g = G::new();
+    g.b.input(
+        "x",
+        Fact {
+            dtype: Some(strata_tensor::DType::F32),
+            shape: Some(vec![
+                Dim::Symbol("batch".into()),
+                Dim::Known(3),
+                Dim::Known(6),
+                Dim::Known(6),
+            ]),
+            value: None,
+        },
+    );
+    g.conv("x", "y", 3, 4, 3, 1);
+    g.op_node("Relu", Attributes::new(), &["y"], "r");
+    tail(&mut g);
+    g.outputs(&["out"]);
+    let mut graph = g.build().unwrap();
+    passes::optimize(&mut graph).unwrap();
+    passes::prepack_for_cpu(&mut graph).unwrap();
+    graph
+}
+
+#[test]
+fn batch_independence_needs_item_wise_ops_and_the_batch_symbol_everywhere() {
+    use strata_graph::batch::{batch_axis, BatchAxis};
+    let softmax = |axis: i64| {
+        move |g: &mut G| {
+            g.op_node("Softmax", attrs(&[("axis", Attribute::Int(axis))]), &["r"], "out");
+        }
+    };
+    // Per item: the largest value is the conv output, 4 x 6 x 6 floats.
+    assert_eq!(
+        batch_axis(&batch_graph(softmax(1))),
+        Some(BatchAxis {
+            symbol: "batch".into(),
+            largest_item_bytes: 4 * 36 * 4,
+        })
+    );
+    assert_eq!(batch_axis(&batch_graph(softmax(-3))), batch_axis(&batch_graph(softmax(1))));
+    // Mixing items: a softmax over the batch axis, a sum over it, a transpose moving it.
+    assert_eq!(batch_axis(&batch_graph(softmax(0))), None);
+    assert_eq!(batch_axis(&batch_graph(softmax(-4))), None);
+    let reduce = |g: &mut G| {
+        let a = attrs(&[("axes", ints(&[0])), ("keepdims", Attribute::Int(1))]);
+        g.op_node("ReduceSum", a, &["r"], "out");
+    };
+    assert_eq!(batch_axis(&batch_graph(reduce)), None);
+    let transpose = |g: &mut G| {
+        g.op_node("Transpose", attrs(&[("perm", ints(&[1, 0, 2, 3]))]), &["r"], "out");
+    };
+    assert_eq!(batch_axis(&batch_graph(transpose)), None);
+    // A fixed batch has nothing to split.
+    let mut g = G::new();
+    g.input("x", &[2, 3, 6, 6]);
+    g.conv("x", "out", 3, 4, 3, 1).outputs(&["out"]);
+    let mut fixed = g.build().unwrap();
+    passes::optimize(&mut fixed).unwrap();
+    assert_eq!(batch_axis(&fixed), None);
+}

@@ -71,4 +71,8 @@ pub enum StrataError {
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] strata_tensor::TensorError),
+    /// A batch run in sub-batches could not be split or joined (an input or output is not
+    /// a tensor, or the pieces of an output disagree in shape).
+    #[error("running the batch in sub-batches: {0}")]
+    BatchSplit(String),
 }

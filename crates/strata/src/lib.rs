@@ -24,7 +24,7 @@ mod session;
 
 pub use error::StrataError;
 pub use model::{IoInfo, Model};
-pub use session::{Outputs, Session, SessionOptions};
+pub use session::{Outputs, Session, SessionOptions, SUB_BATCH_BYTES};
 
 pub use strata_graph::{Dim, Fact, Graph, GraphError};
 pub use strata_memory::PoolStats;

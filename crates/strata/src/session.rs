@@ -3,6 +3,7 @@
 use crate::model::unsupported_in;
 use crate::{Model, Result, StrataError};
 use std::collections::HashMap;
+use strata_graph::batch::batch_axis;
 use strata_graph::{infer, passes, Dim, ExecutionPlan, Fact, Graph};
 use strata_memory::{
     peak_buffers_by_class, size_class, AlignedBuffer, Allocator, BufferPool, PoolStats,
@@ -20,13 +21,24 @@ pub struct SessionOptions {
     /// Whether to run the graph optimization passes (constant folding, dead-code and identity
     /// elimination). Disable to run the graph exactly as written.
     pub optimize: bool,
+    /// A batch-independent graph (see [`strata_graph::batch`]) runs a larger batch in
+    /// sub-batches whose largest activation takes at most this many bytes (at least one item
+    /// each), so activations stay in cache from one layer to the next; 0 runs every batch
+    /// whole. Outputs are the same either way (up to the rounding of a product's summation
+    /// order). Default [`SUB_BATCH_BYTES`].
+    pub sub_batch_bytes: usize,
 }
+
+/// The most bytes the largest activation of one sub-batch may take: half of a 2 MiB
+/// per-core L2, so that each layer's output is still in cache when the next reads it.
+pub const SUB_BATCH_BYTES: usize = 1 << 20;
 
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             threads: 0,
             optimize: true,
+            sub_batch_bytes: SUB_BATCH_BYTES,
         }
     }
 }
@@ -41,6 +53,12 @@ impl SessionOptions {
     /// These options without graph optimizations.
     pub fn without_optimizations(mut self) -> Self {
         self.optimize = false;
+        self
+    }
+
+    /// These options with sub-batches of at most `bytes` bytes of activation (0: none).
+    pub fn with_sub_batch_bytes(mut self, bytes: usize) -> Self {
+        self.sub_batch_bytes = bytes;
         self
     }
 }
@@ -115,6 +133,8 @@ pub struct Session {
     buffers: PooledAlloc,
     /// Value tables reused from run to run.
     slots: SlotRecycler,
+    /// Items per sub-batch when the graph is batch-independent and sub-batches are on.
+    sub_batch: Option<usize>,
     passes_applied: Vec<&'static str>,
 }
 
@@ -150,6 +170,9 @@ impl Session {
             return Err(error);
         }
         let plan = ExecutionPlan::new(&graph)?;
+        let sub_batch = batch_axis(&graph)
+            .filter(|_| options.sub_batch_bytes > 0)
+            .map(|b| (options.sub_batch_bytes / b.largest_item_bytes.max(1)).max(1));
         let buffers = PooledAlloc::default();
         for (class, count) in peak_buffers_by_class(&plan.lifetimes, size_class) {
             buffers.0.reserve(class, count);
@@ -162,6 +185,7 @@ impl Session {
             pool: ThreadPool::new(options.threads),
             buffers,
             slots: SlotRecycler::default(),
+            sub_batch,
             passes_applied,
         })
     }
@@ -179,6 +203,12 @@ impl Session {
     /// Threads the session uses.
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// Items per sub-batch when this session runs larger batches in sub-batches (the graph
+    /// is batch-independent and [`SessionOptions::sub_batch_bytes`] is not 0).
+    pub fn sub_batch_items(&self) -> Option<usize> {
+        self.sub_batch
     }
 
     /// Reuse statistics of the session's buffer pool.
@@ -249,12 +279,10 @@ impl Session {
 
     fn run_with(&self, inputs: Vec<(String, Value)>, profile: Option<&Profile>) -> Result<Outputs> {
         let bound = self.bind_inputs(inputs)?;
-        let mut executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers)
-            .with_slots(&self.slots);
-        if let Some(profile) = profile {
-            executor = executor.with_profile(profile);
-        }
-        let values = executor.run(bound)?;
+        let values = match self.sub_batches(&bound) {
+            Some((items, per_run)) => self.run_sub_batches(&bound, items, per_run, profile)?,
+            None => self.execute(bound, profile)?,
+        };
         let entries = self
             .graph
             .outputs
@@ -263,6 +291,60 @@ impl Session {
             .zip(values)
             .collect();
         Ok(Outputs { entries })
+    }
+
+    /// One run of the plan on bound inputs.
+    fn execute(&self, bound: Vec<(usize, Value)>, profile: Option<&Profile>) -> Result<Vec<Value>> {
+        let mut executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers)
+            .with_slots(&self.slots);
+        if let Some(profile) = profile {
+            executor = executor.with_profile(profile);
+        }
+        Ok(executor.run(bound)?)
+    }
+
+    /// `(batch items, items per sub-batch)` when these inputs are to run in sub-batches:
+    /// the graph is batch-independent, sub-batches are on, and every input is a tensor with
+    /// the same, larger than one sub-batch, leading dimension.
+    fn sub_batches(&self, bound: &[(usize, Value)]) -> Option<(usize, usize)> {
+        let per_run = self.sub_batch?;
+        let mut items = None;
+        for (_, value) in bound {
+            let n = *value.as_tensor()?.shape().first()?;
+            if items.is_some_and(|items| items != n) {
+                return None;
+            }
+            items = Some(n);
+        }
+        items.filter(|&n| n > per_run).map(|n| (n, per_run))
+    }
+
+    /// Runs `items` batch items `per_run` at a time (views of the inputs along their first
+    /// axis) and joins each output's pieces along its first axis.
+    fn run_sub_batches(
+        &self,
+        bound: &[(usize, Value)],
+        items: usize,
+        per_run: usize,
+        profile: Option<&Profile>,
+    ) -> Result<Vec<Value>> {
+        let mut pieces: Vec<Vec<Value>> = Vec::new();
+        for start in (0..items).step_by(per_run) {
+            let end = (start + per_run).min(items) as isize;
+            let slice = bound
+                .iter()
+                .map(|(v, value)| {
+                    let t = value.as_tensor().ok_or_else(|| {
+                        StrataError::BatchSplit("an input is not a tensor".into())
+                    })?;
+                    Ok((*v, Value::Tensor(t.slice_axis(0, start, end, 1)?)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            pieces.push(self.execute(slice, profile)?);
+        }
+        (0..self.graph.outputs.len())
+            .map(|o| join_along_first_axis(pieces.iter().map(|p| p.get(o))))
+            .collect()
     }
 
     /// Matches inputs to graph inputs, checking names, dtypes and shapes (symbols must agree
@@ -343,4 +425,36 @@ fn check_tensor<'a>(
         }
     }
     Ok(())
+}
+
+/// Joins the pieces of one output, each a tensor with the same trailing dimensions, along
+/// their first axis.
+fn join_along_first_axis<'a>(pieces: impl Iterator<Item = Option<&'a Value>>) -> Result<Value> {
+    let mut bytes = Vec::new();
+    let mut shape: Option<Vec<usize>> = None;
+    let mut dtype = None;
+    for piece in pieces {
+        let t = piece
+            .and_then(Value::as_tensor)
+            .ok_or_else(|| StrataError::BatchSplit("an output is not a tensor".into()))?
+            .contiguous();
+        match &mut shape {
+            None => shape = Some(t.shape().to_vec()),
+            Some(s) if s.len() == t.rank() && s[1..] == t.shape()[1..] => s[0] += t.shape()[0],
+            Some(s) => {
+                return Err(StrataError::BatchSplit(format!(
+                    "output pieces of shapes {s:?} and {:?}",
+                    t.shape()
+                )))
+            }
+        }
+        dtype = Some(t.dtype());
+        bytes.extend_from_slice(t.raw_bytes()?);
+    }
+    let (Some(shape), Some(dtype)) = (shape, dtype) else {
+        return Err(StrataError::BatchSplit("no output pieces".into()));
+    };
+    Ok(Value::Tensor(Tensor::from_raw_bytes(
+        dtype, &shape, &bytes,
+    )?))
 }

@@ -541,6 +541,13 @@ fn arg_reduce<T: Arith, const MAX: bool, const LAST: bool>(
     });
 }
 
+impl ArgReduce {
+    /// The reduced axis (negative counts from the end).
+    pub fn axis(&self) -> i64 {
+        self.axis
+    }
+}
+
 impl Operator for ArgReduce {
     fn op_type(&self) -> &str {
         self.op
