@@ -29,7 +29,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use strata_ops::kernels::elementwise::{Binary, BinaryKind, Unary, UnaryKind};
 use strata_ops::kernels::fused::{fusable_dtype, Activation};
-use strata_ops::kernels::linalg::{FusedMatMul, Gemm, MatMul};
+use strata_ops::kernels::gemm::PackedB;
+use strata_ops::kernels::linalg::{FusedMatMul, Gemm, MatMul, MatRef};
 use strata_ops::kernels::nn::conv::{Conv, PackedConvWeights};
 use strata_ops::kernels::nn::norm::BatchNorm;
 use strata_ops::{Fact, Operator};
@@ -521,9 +522,11 @@ impl Pass for MatMulBiasFusion {
             let fused = FusedMatMul {
                 bias: true,
                 activation: None,
+                packed_b: None,
             };
             graph.nodes[mm].inputs.push(Some(bias));
-            rw.set_op(graph, mm, Arc::new(fused), fused.label());
+            let label = fused.label();
+            rw.set_op(graph, mm, Arc::new(fused), label);
             rw.absorb(graph, mm, add);
         }
         Ok(rw.finish(graph))
@@ -689,8 +692,10 @@ impl ActivationFusion {
         let fused = FusedMatMul {
             bias,
             activation: Some(act),
+            packed_b: None,
         };
-        Some((Arc::new(fused), fused.label()))
+        let label = fused.label();
+        Some((Arc::new(fused), label))
     }
 }
 
@@ -739,6 +744,80 @@ impl Pass for ActivationFusion {
             rw.absorb(graph, node, act_node);
         }
         Ok(rw.finish(graph))
+    }
+}
+
+/// Packs the constant 2-D right operand of f32 MatMuls once, at session creation, into the
+/// GEMM kernel's B layout ([`PackedB`]) held by a [`FusedMatMul`], and disconnects input 1
+/// so the unpacked constant can be dropped when nothing else reads it (as
+/// [`ConvWeightPrepacking`] does for convolutions). Skipped for operands that are also graph
+/// inputs, batched (rank above 2) or not f32, and for left operands known not to be f32.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MatMulWeightPrepacking;
+
+impl MatMulWeightPrepacking {
+    /// The prepacked op for MatMul node `node`, when it qualifies.
+    fn prepacked(graph: &Graph, node: NodeId) -> Option<FusedMatMul> {
+        let op = match (
+            op_as::<MatMul>(graph, node),
+            op_as::<FusedMatMul>(graph, node),
+        ) {
+            (Some(_), _) => FusedMatMul {
+                bias: false,
+                activation: None,
+                packed_b: None,
+            },
+            (None, Some(fused)) if fused.packed_b.is_none() => fused.clone(),
+            _ => return None,
+        };
+        let n = &graph.nodes[node];
+        let (Some(Some(a)), Some(Some(b))) = (n.inputs.first(), n.inputs.get(1)) else {
+            return None;
+        };
+        let weights = graph.constants.get(b)?;
+        let qualifies = matches!(graph.values[*a].fact.dtype, Some(DType::F32) | None)
+            && weights.dtype() == DType::F32
+            && weights.rank() == 2
+            && !graph.inputs.contains(b)
+            && a != b;
+        if !qualifies {
+            return None;
+        }
+        let w = weights.contiguous();
+        let (k, cols) = (w.shape()[0], w.shape()[1]);
+        let packed = PackedB::new(MatRef::row_major(w.as_slice::<f32>().ok()?, k, cols)).ok()?;
+        Some(FusedMatMul {
+            packed_b: Some(Arc::new(packed)),
+            ..op
+        })
+    }
+}
+
+impl Pass for MatMulWeightPrepacking {
+    fn name(&self) -> &'static str {
+        "matmul-weight-prepacking"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let mut readers = graph.consumers();
+        for mm in 0..graph.nodes.len() {
+            let Some(prepacked) = Self::prepacked(graph, mm) else {
+                continue;
+            };
+            let node = &mut graph.nodes[mm];
+            node.op = Arc::new(prepacked);
+            let weights = node.inputs[1].take();
+            if let Some(w) = weights.filter(|w| !node.inputs.contains(&Some(*w))) {
+                // As for convolutions: drop the unpacked weights when nothing else reads them.
+                readers[w].retain(|&n| n != mm);
+                if readers[w].is_empty() && !graph.outputs.contains(&w) {
+                    graph.constants.remove(&w);
+                }
+            }
+            changed = true;
+        }
+        Ok(changed)
     }
 }
 

@@ -191,12 +191,14 @@ pub fn optimize(graph: &mut Graph) -> Result<Vec<&'static str>> {
 }
 
 /// Prepares an optimized graph for the CPU kernels: packs constant convolution weights
-/// ([`crate::fusion::ConvWeightPrepacking`]) and drops the unpacked weights nothing else
+/// ([`crate::fusion::ConvWeightPrepacking`]) and MatMul right operands
+/// ([`crate::fusion::MatMulWeightPrepacking`]) and drops the unpacked weights nothing else
 /// reads. Sessions run it after [`optimize`]; analyses of the graph (FLOP counts, inspection)
 /// need not pay for it.
 pub fn prepack_for_cpu(graph: &mut Graph) -> Result<Vec<&'static str>> {
-    let prepacking: [Box<dyn Pass>; 2] = [
+    let prepacking: [Box<dyn Pass>; 3] = [
         Box::new(crate::fusion::ConvWeightPrepacking),
+        Box::new(crate::fusion::MatMulWeightPrepacking),
         Box::new(DeadCodeElimination),
     ];
     run_passes(graph, &prepacking)

@@ -471,7 +471,12 @@ fn batch_independence_needs_item_wise_ops_and_the_batch_symbol_everywhere() {
     use strata_graph::batch::{batch_axis, BatchAxis};
     let softmax = |axis: i64| {
         move |g: &mut G| {
-            g.op_node("Softmax", attrs(&[("axis", Attribute::Int(axis))]), &["r"], "out");
+            g.op_node(
+                "Softmax",
+                attrs(&[("axis", Attribute::Int(axis))]),
+                &["r"],
+                "out",
+            );
         }
     };
     // Per item: the largest value is the conv output, 4 x 6 x 6 floats.
@@ -482,7 +487,10 @@ fn batch_independence_needs_item_wise_ops_and_the_batch_symbol_everywhere() {
             largest_item_bytes: 4 * 36 * 4,
         })
     );
-    assert_eq!(batch_axis(&batch_graph(softmax(-3))), batch_axis(&batch_graph(softmax(1))));
+    assert_eq!(
+        batch_axis(&batch_graph(softmax(-3))),
+        batch_axis(&batch_graph(softmax(1)))
+    );
     // Mixing items: a softmax over the batch axis, a sum over it, a transpose moving it.
     assert_eq!(batch_axis(&batch_graph(softmax(0))), None);
     assert_eq!(batch_axis(&batch_graph(softmax(-4))), None);
@@ -492,7 +500,12 @@ fn batch_independence_needs_item_wise_ops_and_the_batch_symbol_everywhere() {
     };
     assert_eq!(batch_axis(&batch_graph(reduce)), None);
     let transpose = |g: &mut G| {
-        g.op_node("Transpose", attrs(&[("perm", ints(&[1, 0, 2, 3]))]), &["r"], "out");
+        g.op_node(
+            "Transpose",
+            attrs(&[("perm", ints(&[1, 0, 2, 3]))]),
+            &["r"],
+            "out",
+        );
     };
     assert_eq!(batch_axis(&batch_graph(transpose)), None);
     // A fixed batch has nothing to split.
@@ -502,4 +515,40 @@ fn batch_independence_needs_item_wise_ops_and_the_batch_symbol_everywhere() {
     let mut fixed = g.build().unwrap();
     passes::optimize(&mut fixed).unwrap();
     assert_eq!(batch_axis(&fixed), None);
+}
+
+#[test]
+fn constant_matmul_operands_are_prepacked_and_dropped() {
+    use strata_ops::kernels::linalg::FusedMatMul;
+    // Two MatMuls share `w` (K = 600: several K blocks), one with a bias and Relu; `v` is a
+    // graph input and stays unpacked.
+    let mut g = G::new();
+    g.input("x", &[2, 20, 600]).input("v", &[600, 3]);
+    g.constant_shaped("w", &pattern(600 * 70, 61), &[600, 70]);
+    g.constant("b", &pattern(70, 62));
+    g.op_node("MatMul", Attributes::new(), &["x", "w"], "m1");
+    g.op_node("MatMul", Attributes::new(), &["x", "w"], "m2");
+    g.op_node("Add", Attributes::new(), &["m2", "b"], "a2");
+    g.op_node("Relu", Attributes::new(), &["a2"], "r2");
+    g.op_node("MatMul", Attributes::new(), &["x", "v"], "m3");
+    g.outputs(&["m1", "r2", "m3"]);
+    let graph = g.build().unwrap();
+    let inputs = [("x", image(&[2, 20, 600], 13)), ("v", image(&[600, 3], 14))];
+    let labels = optimize_and_compare(&graph, &inputs);
+    assert_eq!(labels, ["MatMul", "MatMul", "MatMul+Add+Relu"]);
+    let mut optimized = graph.clone();
+    passes::optimize(&mut optimized).unwrap();
+    let applied = passes::prepack_for_cpu(&mut optimized).unwrap();
+    assert!(applied.contains(&"matmul-weight-prepacking"), "{applied:?}");
+    let packed = |n: &strata_graph::Node| {
+        n.op.as_any()
+            .downcast_ref::<FusedMatMul>()
+            .is_some_and(|m| m.packed_b.is_some())
+    };
+    assert_eq!(optimized.nodes.iter().filter(|n| packed(n)).count(), 2);
+    let w = optimized.value_id("w").unwrap();
+    assert!(
+        !optimized.constants.contains_key(&w),
+        "unpacked weights kept"
+    );
 }

@@ -68,6 +68,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Runs before counting. Per-thread scratch buffers grow to the largest task a thread has
+/// run, and which thread takes which task varies from run to run, so a few runs are needed
+/// before every thread has met its largest.
+const WARM_UP: usize = 6;
+
 /// Allocations made by `runs` runs of a model after warm-up.
 #[derive(Debug)]
 struct Measured {
@@ -102,9 +107,9 @@ fn measure(model: &Model, threads: usize, runs: usize) -> (Measured, usize, usiz
             (info.name, tensor)
         })
         .collect();
-    let feeds: Vec<_> = (0..runs + 2).map(|_| inputs.clone()).collect();
+    let feeds: Vec<_> = (0..runs + WARM_UP).map(|_| inputs.clone()).collect();
     let mut feeds = feeds.into_iter();
-    for feed in feeds.by_ref().take(2) {
+    for feed in feeds.by_ref().take(WARM_UP) {
         session.run(feed).expect("warm-up run");
     }
     for counter in [&SMALL, &LARGE_COUNT, &LARGE_BYTES] {

@@ -27,7 +27,11 @@ fn run(model: &Model, sub_batch_bytes: usize, items: usize) -> (Vec<f32>, Vec<i6
         )
         .expect("session");
     if sub_batch_bytes == 1 {
-        assert_eq!(session.sub_batch_items(), Some(1), "digits is batch-independent");
+        assert_eq!(
+            session.sub_batch_items(),
+            Some(1),
+            "digits is batch-independent"
+        );
     }
     let out = session.run([("pixels", pixels(items))]).expect("run");
     let probabilities = out.get("probabilities").expect("probabilities");

@@ -5,12 +5,13 @@
 
 use crate::kernels::elementwise::broadcast_fact_shapes;
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
-use crate::kernels::gemm::{elements_distinct, view_fits};
+use crate::kernels::gemm::{elements_distinct, view_fits, PackedB};
 use crate::Dim;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
+use std::sync::Arc;
 use strata_tensor::{broadcast_shapes, DType, Element, Tensor};
 
 /// Registers `MatMul` and `Gemm`.
@@ -734,18 +735,75 @@ impl Operator for MatMul {
 /// `MatMul` with a fused bias (input 2: shape `[n]`, added to every output row) and
 /// activation: what the fusion passes make of `MatMul -> Add(bias) -> activation`. Float
 /// operands only.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FusedMatMul {
     /// Whether input 2 is a bias row.
     pub bias: bool,
     /// Activation applied to the result.
     pub activation: Option<Activation>,
+    /// The constant 2-D right operand, packed for the GEMM kernel (set by the prepacking
+    /// pass, which then disconnects input 1); the left operand is then f32.
+    pub packed_b: Option<Arc<PackedB>>,
 }
 
 impl FusedMatMul {
     /// A label for the fused op, such as `MatMul+Add+Gelu`.
     pub fn label(&self) -> String {
         fused_label("MatMul", self.bias, self.activation.as_ref())
+    }
+
+    /// The facts of inputs 0 and 1, input 1's from the packed operand when there is one.
+    fn operand_facts(&self, inputs: &[Fact]) -> Vec<Fact> {
+        let mut facts = inputs[..inputs.len().min(2)].to_vec();
+        if let Some(packed) = &self.packed_b {
+            facts.resize(2, Fact::default());
+            facts[1] = Fact::known(DType::F32, &[packed.rows(), packed.cols()]);
+        }
+        facts
+    }
+
+    /// The product with the prepacked right operand: A's leading dimensions are folded
+    /// into rows of one GEMM.
+    fn run_packed(
+        &self,
+        ctx: &EvalCtx<'_>,
+        inputs: &Inputs,
+        packed: &PackedB,
+        epilogue: RowEpilogue<'_, f32>,
+    ) -> OpResult<Tensor> {
+        let a = inputs.tensor(0)?.contiguous();
+        let p = matmul_plan(a.shape(), &[packed.rows(), packed.cols()])?;
+        let mut out = if p.k > 0 {
+            ctx.alloc_for_overwrite(DType::F32, &p.out_shape)?
+        } else {
+            ctx.alloc(DType::F32, &p.out_shape)?
+        };
+        let o = out.as_slice_mut::<f32>()?;
+        if o.is_empty() {
+            return Ok(out);
+        }
+        let beta = epilogue.init(o, p.n);
+        let rows = o.len() / p.n;
+        let am = MatRef::row_major(a.as_slice::<f32>()?, rows, p.k);
+        crate::kernels::gemm::par_gemm_packed_b(ctx, am, packed, beta, o)?;
+        epilogue.finish(ctx, o);
+        Ok(out)
+    }
+
+    /// The fused bias row of `n` values, if any.
+    fn bias_row<'t, F: Float>(
+        &self,
+        bias: Option<&'t Tensor>,
+        n: usize,
+    ) -> OpResult<Option<&'t [F]>> {
+        match bias {
+            Some(t) if t.len() == n => Ok(Some(t.as_slice::<F>()?)),
+            Some(t) => Err(OpError::invalid(
+                2,
+                format!("fused bias has shape {:?}, expected [{n}]", t.shape()),
+            )),
+            None => Ok(None),
+        }
     }
 
     fn run<F: ActFloat>(
@@ -758,18 +816,8 @@ impl FusedMatMul {
             true => Some(inputs.tensor(2)?.contiguous()),
             false => None,
         };
-        let bias_row = match &bias {
-            Some(t) if t.len() == p.n => Some(t.as_slice::<F>()?),
-            Some(t) => {
-                return Err(OpError::invalid(
-                    2,
-                    format!("fused bias has shape {:?}, expected [{}]", t.shape(), p.n),
-                ))
-            }
-            None => None,
-        };
         let epilogue = RowEpilogue {
-            bias: bias_row,
+            bias: self.bias_row::<F>(bias.as_ref(), p.n)?,
             activation: self.activation,
         };
         MatMul::run_float::<F>(ctx, inputs.tensor(0)?, inputs.tensor(1)?, p, epilogue)
@@ -780,14 +828,34 @@ impl Operator for FusedMatMul {
     op_boilerplate!("MatMul");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
-        MatMul.infer(&inputs[..inputs.len().min(2)])
+        MatMul.infer(&self.operand_facts(inputs))
     }
 
     fn flops(&self, inputs: &[Fact]) -> u64 {
-        MatMul.flops(&inputs[..inputs.len().min(2)])
+        MatMul.flops(&self.operand_facts(inputs))
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
+        if let Some(packed) = &self.packed_b {
+            let a = inputs.tensor(0)?;
+            if a.dtype() != DType::F32 {
+                return Err(OpError::invalid(
+                    0,
+                    format!("dtype {} differs from the packed weights' f32", a.dtype()),
+                ));
+            }
+            let bias = match self.bias {
+                true => Some(inputs.tensor(2)?.contiguous()),
+                false => None,
+            };
+            let epilogue = RowEpilogue {
+                bias: self.bias_row::<f32>(bias.as_ref(), packed.cols())?,
+                activation: self.activation,
+            };
+            return Ok(vec![self
+                .run_packed(ctx, &inputs, packed, epilogue)?
+                .into()]);
+        }
         let (a, b) = (inputs.tensor(0)?, inputs.tensor(1)?);
         let dt = a.dtype();
         for i in 1..inputs.len() {

@@ -378,6 +378,8 @@ enum BSrc<'a> {
     },
     /// A source that packs its own panels (e.g. a convolution's implicit im2col).
     Panels(&'a dyn PackPanels),
+    /// Already packed by [`PackedB`] for this kernel (`n_pad` columns per K block).
+    Packed { data: *const f32, n_pad: usize },
 }
 
 /// The B and C side of a product: rows `row0..row0 + m` and columns `col0..col0 + n` of C
@@ -426,7 +428,8 @@ const DIRECT_MAX_PANELS: usize = 2;
 /// every `b + p*rsb + j*csb` is readable and every `c + i*rsc + j*csc` is valid for reads and
 /// writes, pairwise distinct and not overlapping A or B (for `i` in `row0..row0 + m`, `j` in
 /// `col0..col0 + n`); `m, k, n >= 1`; `row0` is a multiple of the kernel's MR for packed A;
-/// `csc == 1` when there is an epilogue.
+/// `csc == 1` when there is an epilogue; for packed B (the layout [`PackedB`] builds for
+/// `kern` with `k` rows and at least `col0 + n` columns) `col0` is a multiple of NR.
 unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) {
     let (mr, nr) = (kern.mr, kern.nr);
     let kcb = block(p.k, kern.kc, 1);
@@ -447,7 +450,7 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
         }
         _ => None,
     };
-    let bptr = if direct_b.is_some() {
+    let bptr = if direct_b.is_some() || matches!(p.b, BSrc::Packed { .. }) {
         std::ptr::null_mut()
     } else {
         bufs.b.ensure(kcb * ncb)
@@ -484,6 +487,12 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                     src.pack(nr, pc, kc, p.col0 + jc, nc, dst);
                     (bptr as *const f32, nr as isize)
                 }
+                // SAFETY: the K block at `pc` starts at `pc * n_pad`; its panel for columns
+                // `col0 + jc..` (a multiple of nr) at `(col0 + jc) * kc`, inside the data.
+                BSrc::Packed { data, n_pad } => (
+                    unsafe { data.add(pc * n_pad + (p.col0 + jc) * kc) },
+                    nr as isize,
+                ),
             };
             let last_k_block = pc + kc == p.k;
             let beta = if pc == 0 { p.beta } else { 1.0 };
@@ -962,6 +971,162 @@ pub fn gemm_packed_a(
     // overlaps nothing); A was packed by `with_kernel` for this kernel with these dimensions;
     // the kernel was chosen by `selected`/`kernel_for`, which check the CPU.
     with_buffers(|bufs| unsafe { drive(a.kernel, &p, asrc, bufs) });
+    Ok(())
+}
+
+/// A matrix packed once into the kernel's B layout (NR-column micro-panels per K block), for
+/// products with a constant right operand ([`par_gemm_packed_b`]), such as a MatMul's
+/// weights.
+#[derive(Debug)]
+pub struct PackedB {
+    kernel: &'static Kernel,
+    rows: usize,
+    cols: usize,
+    data: AlignedVec,
+}
+
+impl PackedB {
+    /// Packs `b` for this CPU's kernel.
+    pub fn new(b: MatRef<'_, f32>) -> Result<Self, GemmError> {
+        Self::with_kernel(selected(), b)
+    }
+
+    fn with_kernel(kernel: &'static Kernel, b: MatRef<'_, f32>) -> Result<Self, GemmError> {
+        check_view("B", b.data.len(), b.rows, b.cols, b.rs, b.cs)?;
+        let (k, n, nr) = (b.rows, b.cols, kernel.nr);
+        let n_pad = n.div_ceil(nr) * nr;
+        let mut data = AlignedVec::default();
+        let dst = data.ensure(n_pad * k);
+        if n > 0 {
+            // The same K blocks as `drive` uses for this kernel and K.
+            let kcb = block(k, kernel.kc, 1);
+            let mut pc = 0;
+            while pc < k {
+                let kc = kcb.min(k - pc);
+                // SAFETY: B's elements are in bounds (checked); the K block at `pc` occupies
+                // `dst[pc * n_pad .. (pc + kc) * n_pad]`, inside the `n_pad * k` elements.
+                unsafe {
+                    pack::pack_b(
+                        nr,
+                        kc,
+                        n,
+                        b.data.as_ptr().add(pc * b.rs),
+                        b.rs as isize,
+                        b.cs as isize,
+                        dst.add(pc * n_pad),
+                    );
+                }
+                pc += kc;
+            }
+        }
+        Ok(PackedB {
+            kernel,
+            rows: k,
+            cols: n,
+            data,
+        })
+    }
+
+    /// Rows of the packed matrix (K).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the packed matrix (N).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// `C = A * B + beta * C` with B prepacked and C an `m x n` row-major slice (`beta == 0`
+/// ignores C's contents), spread over `ctx`'s threads by columns (each task packs A, which
+/// is small next to its share of the product) or by rows when C is too narrow.
+pub fn par_gemm_packed_b(
+    ctx: &crate::ctx::EvalCtx<'_>,
+    a: MatRef<'_, f32>,
+    b: &PackedB,
+    beta: f32,
+    c: &mut [f32],
+) -> Result<(), GemmError> {
+    check_view("A", a.data.len(), a.rows, a.cols, a.rs, a.cs)?;
+    let (m, k, n) = (a.rows, b.rows, b.cols);
+    if a.cols != k || Some(c.len()) != m.checked_mul(n) {
+        return Err(GemmError::Shape {
+            a: (a.rows, a.cols),
+            b: (k, n),
+            c: (m, c.len().checked_div(m).unwrap_or(0)),
+        });
+    }
+    let kern = b.kernel;
+    let whole = Problem {
+        m,
+        k,
+        n,
+        row0: 0,
+        col0: 0,
+        alpha: 1.0,
+        b: BSrc::Packed {
+            data: b.data.as_ptr(),
+            n_pad: n.div_ceil(kern.nr) * kern.nr,
+        },
+        beta,
+        c: c.as_mut_ptr(),
+        rsc: n as isize,
+        csc: 1,
+        epilogue: None,
+    };
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        // SAFETY: C is an exclusive `m x n` row-major slice (checked length).
+        unsafe { scale_c(&whole) };
+        return Ok(());
+    }
+    let asrc = ASrc::Strided {
+        a: a.data.as_ptr(),
+        rsa: a.rs as isize,
+        csa: a.cs as isize,
+    };
+    let threads = ctx.threads();
+    let small = m.saturating_mul(n).saturating_mul(k) < PAR_MIN_MACS;
+    const TASKS_PER_THREAD: usize = 4;
+    let (tasks, cols, rows) = if threads == 1 || small {
+        (1, n, m)
+    } else if n >= threads * kern.nr * 2 {
+        let parts = (threads * TASKS_PER_THREAD).min(n / (kern.nr * 2));
+        let cols = n.div_ceil(parts).div_ceil(kern.nr) * kern.nr;
+        (n.div_ceil(cols), cols, m)
+    } else {
+        let rows = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
+        (m.div_ceil(rows), n, rows)
+    };
+    let shared = &SharedProblem(whole, asrc);
+    let task = |i: usize| {
+        let (whole, asrc) = (&shared.0, shared.1);
+        let (row0, col0) = if cols < n {
+            (0, i * cols)
+        } else {
+            (i * rows, 0)
+        };
+        let p = Problem {
+            row0,
+            col0,
+            m: rows.min(m - row0),
+            n: cols.min(n - col0),
+            ..*whole
+        };
+        // SAFETY: A (checked view) and C (an exclusive `m x n` row-major slice) hold every
+        // element of this task's rows and columns, and tasks touch disjoint parts of C; B was
+        // packed by `PackedB` for `kern` with `k` rows and `n` columns; `col0` is a multiple
+        // of NR; `kern` was chosen by `selected`, which checks the CPU.
+        with_buffers(|bufs| unsafe { drive(kern, &p, asrc, bufs) });
+    };
+    if tasks == 1 {
+        task(0);
+    } else {
+        ctx.parallel.run(tasks, &task);
+    }
     Ok(())
 }
 
@@ -1507,6 +1672,88 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packed_b_products_match_naive() {
+        let threads = crate::ctx::EvalCtx {
+            parallel: &ThreeThreads,
+            ..Default::default()
+        };
+        let serial = crate::ctx::EvalCtx::default();
+        // One task; wide (by columns, N not a multiple of NR); narrow (by rows); several K
+        // blocks with a transposed (column-major) A; one row; K = 0.
+        for (m, k, n, a_transposed) in [
+            (5, 3, 7, false),
+            (13, 37, 250, false),
+            (70, 40, 30, false),
+            (30, 600, 77, true),
+            (1, 20, 100, false),
+            (4, 0, 9, false),
+        ] {
+            let (a, b) = (values(m * k, 5), values(k * n, 6));
+            let av = if a_transposed {
+                MatRef {
+                    data: &a[..],
+                    rows: m,
+                    cols: k,
+                    rs: 1,
+                    cs: m,
+                }
+            } else {
+                MatRef::row_major(&a, m, k)
+            };
+            let old = values(m * n, 7);
+            for kern in available() {
+                let packed = PackedB::with_kernel(kern, MatRef::row_major(&b, k, n)).unwrap();
+                assert_eq!((packed.rows(), packed.cols()), (k, n));
+                for beta in [0.0, 1.0] {
+                    let want: Vec<f32> = (0..m * n)
+                        .map(|e| {
+                            let (i, j) = (e / n, e % n);
+                            let a_ip =
+                                |p: usize| a[if a_transposed { p * m + i } else { i * k + p }];
+                            let v: f32 = (0..k).map(|p| a_ip(p) * b[p * n + j]).sum();
+                            v + beta * old[e]
+                        })
+                        .collect();
+                    for ctx in [&serial, &threads] {
+                        let mut c = if beta == 0.0 {
+                            vec![f32::NAN; m * n]
+                        } else {
+                            old.clone()
+                        };
+                        par_gemm_packed_b(ctx, av, &packed, beta, &mut c).unwrap();
+                        for (e, (got, want)) in c.iter().zip(&want).enumerate() {
+                            assert!(
+                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{:?} {m}x{k}x{n} beta {beta} element {e}: {got} vs {want}",
+                                kern.isa
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Shapes that do not chain are refused.
+        let b = values(12, 2);
+        let packed = PackedB::new(MatRef::row_major(&b, 3, 4)).unwrap();
+        let a = values(8, 1);
+        let mut c = vec![0.0; 8];
+        assert!(
+            par_gemm_packed_b(&serial, MatRef::row_major(&a, 2, 4), &packed, 0.0, &mut c).is_err()
+        );
+        assert!(par_gemm_packed_b(
+            &serial,
+            MatRef::row_major(&a, 2, 3),
+            &packed,
+            0.0,
+            &mut c[..7]
+        )
+        .is_err());
+        assert!(
+            par_gemm_packed_b(&serial, MatRef::row_major(&a, 2, 3), &packed, 0.0, &mut c).is_ok()
+        );
     }
 
     #[test]
