@@ -12,8 +12,11 @@ use std::sync::{Arc, Mutex};
 /// ranks up to 6); another shape replaces it. Concurrent runs share it; a poisoned lock only
 /// means the value is recomputed. Cloning an operator gives the clone an empty cache.
 pub struct ShapeCache<V> {
-    last: Mutex<Option<(SmallVec<[usize; 6]>, Arc<V>)>>,
+    last: Mutex<Option<Entry<V>>>,
 }
+
+/// A shape (inline up to rank 6) and its value.
+type Entry<V> = (SmallVec<[usize; 6]>, Arc<V>);
 
 impl<V> ShapeCache<V> {
     /// The value for `shape`: the cached one, or `make()`'s, which is then cached. An error

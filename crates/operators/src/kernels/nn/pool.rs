@@ -293,17 +293,17 @@ impl Pool {
                 PoolKind::Max
                     if simd::wide(
                         #[inline(always)]
-                        || depthwise::max_pool_plane(xp, &g, scratch, o),
+                        || depthwise::max_pool_plane(xp, g, scratch, o),
                     ) => {}
                 PoolKind::Max => simd::wide(
                     #[inline(always)]
-                    || pool_plane_rows(xp, &g, scratch.vec(), o),
+                    || pool_plane_rows(xp, g, scratch.vec(), o),
                 ),
                 PoolKind::Average => simd::wide(
                     #[inline(always)]
                     || {
                         o.fill(F::ZERO);
-                        depthwise::plane(xp, &mean_weights, &g, scratch, o, None);
+                        depthwise::plane(xp, &mean_weights, g, scratch, o, None);
                         for &(i, count) in &plan.cut {
                             o[i] *= if count == 0 {
                                 F::ZERO
@@ -313,7 +313,7 @@ impl Pool {
                         }
                     },
                 ),
-                PoolKind::Lp => lp_plane(xp, &g, &t, p, o),
+                PoolKind::Lp => lp_plane(xp, g, t, p, o),
             }
         };
         let o = out.as_slice_mut::<F>()?;
