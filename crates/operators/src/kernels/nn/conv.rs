@@ -678,6 +678,19 @@ impl PackPanels for PaddedPanels<'_> {
     }
 
     fn pack(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        // Wide registers for the run copies (the GEMM driver is compiled for the baseline).
+        simd::wide(
+            #[inline(always)]
+            || self.pack_runs(nr, k0, kc, j0, nc, dst),
+        );
+    }
+}
+
+impl PaddedPanels<'_> {
+    /// [`PackPanels::pack`]: each panel's pixels as runs along output rows, each tap row of
+    /// the panel then one copy per run.
+    #[inline(always)]
+    fn pack_runs(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
         let [_, _, ow] = self.geo.output;
         let sh_row = self.geo.strides[1] * self.taps.row_len;
         let mut starts = [0usize; TAP_ROWS];
