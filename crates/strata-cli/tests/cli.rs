@@ -171,11 +171,13 @@ fn inspect_json() {
 fn inspect_optimized() {
     let out = ok(&["inspect", &model(), "--optimized"]);
     assert!(out.contains("optimized graph ("), "{out}");
-    // The fusion passes merge MatMul, the bias Add and the Relu into one node.
+    // The fusion passes merge MatMul, the bias Add and the Relu into one node, whose
+    // constant weights are then packed into the op (input 1 disconnected, shown empty).
     assert!(
-        out.contains("MatMul+Add+Relu(pixels, hidden.weight, hidden.bias) -> hidden"),
+        out.contains("MatMul+Add+Relu(pixels, , hidden.bias) -> hidden"),
         "{out}"
     );
+    assert!(out.contains("matmul-weight-prepacking"), "{out}");
 
     let j: Json =
         serde_json::from_str(&ok(&["inspect", &model(), "--json", "--optimized"])).unwrap();
