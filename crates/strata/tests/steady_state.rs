@@ -1,4 +1,4 @@
-//! Steady-state runs allocate no data-sized memory: after warm-up runs, a session's run
+//! Steady-state runs allocate no data-sized memory: once warmed up, a session's run
 //! makes no heap allocation of 4 KiB or more except the outputs it hands to the caller
 //! (activations come from the session's buffer pool, kernel scratch from per-thread
 //! buffers, per-shape plans from the operators' caches), and its small bookkeeping
@@ -11,7 +11,7 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use strata::{DType, Dim, Model, SessionOptions, Tensor};
+use strata::{DType, Model, SessionOptions, Tensor};
 
 /// Allocations of at least this many bytes are "data-sized".
 const LARGE: usize = 4096;
@@ -68,12 +68,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Runs before counting. Per-thread scratch buffers grow to the largest task a thread has
-/// run, and which thread takes which task varies from run to run, so a few runs are needed
-/// before every thread has met its largest.
-const WARM_UP: usize = 6;
+/// Runs before counting.
+const WARM_UP: usize = 2;
 
-/// Allocations made by `runs` runs of a model after warm-up.
+/// Windows of counted runs tried before giving up. Per-thread scratch buffers grow to the
+/// largest task a thread has run, and which thread takes which task varies from run to run,
+/// so a thread may meet its largest task only after many runs. Steady state is reached when
+/// a whole window makes no data-sized allocation but the outputs; a per-run allocation never
+/// gives such a window.
+const WINDOWS: usize = 10;
+
 #[derive(Debug)]
 struct Measured {
     small: usize,
@@ -89,15 +93,7 @@ fn measure(model: &Model, threads: usize, runs: usize) -> (Measured, usize, usiz
         .inputs()
         .into_iter()
         .map(|info| {
-            let shape: Vec<usize> = info
-                .dims
-                .unwrap_or_default()
-                .iter()
-                .map(|d| match d {
-                    Dim::Known(n) => *n,
-                    Dim::Symbol(_) => 1,
-                })
-                .collect();
+            let shape = common::declared_dims(&info);
             let n = shape.iter().product();
             let tensor = match info.dtype {
                 Some(DType::I64) => Tensor::from_vec(vec![1i64; n], &shape),
@@ -107,11 +103,23 @@ fn measure(model: &Model, threads: usize, runs: usize) -> (Measured, usize, usiz
             (info.name, tensor)
         })
         .collect();
-    let feeds: Vec<_> = (0..runs + WARM_UP).map(|_| inputs.clone()).collect();
-    let mut feeds = feeds.into_iter();
-    for feed in feeds.by_ref().take(WARM_UP) {
-        session.run(feed).expect("warm-up run");
+    for _ in 0..WARM_UP {
+        session.run(inputs.clone()).expect("warm-up run");
     }
+    let outputs = session.output_names().len();
+    let mut measured = count_runs(&session, &inputs, runs);
+    for _ in 1..WINDOWS {
+        if measured.large <= outputs * runs {
+            break;
+        }
+        measured = count_runs(&session, &inputs, runs);
+    }
+    (measured, outputs, session.graph().nodes.len())
+}
+
+/// Allocations made by `runs` runs of `session` on `inputs` (cloned beforehand).
+fn count_runs(session: &strata::Session, inputs: &[(String, Tensor)], runs: usize) -> Measured {
+    let feeds: Vec<_> = (0..runs).map(|_| inputs.to_vec()).collect();
     for counter in [&SMALL, &LARGE_COUNT, &LARGE_BYTES] {
         counter.store(0, Relaxed);
     }
@@ -120,16 +128,11 @@ fn measure(model: &Model, threads: usize, runs: usize) -> (Measured, usize, usiz
         drop(session.run(feed).expect("run"));
     }
     COUNTING.store(false, Relaxed);
-    let measured = Measured {
+    Measured {
         small: SMALL.load(Relaxed),
         large: LARGE_COUNT.load(Relaxed),
         large_bytes: LARGE_BYTES.load(Relaxed),
-    };
-    (
-        measured,
-        session.output_names().len(),
-        session.graph().nodes.len(),
-    )
+    }
 }
 
 #[test]
