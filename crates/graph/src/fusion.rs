@@ -747,6 +747,20 @@ impl Pass for ActivationFusion {
     }
 }
 
+/// Disconnects input 1 (weights now packed into the op) of `node`, and drops the unpacked
+/// constant at once when nothing else reads it, so the packed and unpacked copies of all
+/// weights never coexist (peak memory). `readers` is `graph.consumers()`, kept up to date.
+fn disconnect_packed_weights(graph: &mut Graph, readers: &mut [Vec<NodeId>], node: NodeId) {
+    let inputs = &mut graph.nodes[node].inputs;
+    let weights = inputs[1].take();
+    if let Some(w) = weights.filter(|w| !inputs.contains(&Some(*w))) {
+        readers[w].retain(|&n| n != node);
+        if readers[w].is_empty() && !graph.outputs.contains(&w) {
+            graph.constants.remove(&w);
+        }
+    }
+}
+
 /// Packs the constant 2-D right operand of f32 MatMuls once, at session creation, into the
 /// GEMM kernel's B layout ([`PackedB`]) held by a [`FusedMatMul`], and disconnects input 1
 /// so the unpacked constant can be dropped when nothing else reads it (as
@@ -805,16 +819,8 @@ impl Pass for MatMulWeightPrepacking {
             let Some(prepacked) = Self::prepacked(graph, mm) else {
                 continue;
             };
-            let node = &mut graph.nodes[mm];
-            node.op = Arc::new(prepacked);
-            let weights = node.inputs[1].take();
-            if let Some(w) = weights.filter(|w| !node.inputs.contains(&Some(*w))) {
-                // As for convolutions: drop the unpacked weights when nothing else reads them.
-                readers[w].retain(|&n| n != mm);
-                if readers[w].is_empty() && !graph.outputs.contains(&w) {
-                    graph.constants.remove(&w);
-                }
-            }
+            graph.nodes[mm].op = Arc::new(prepacked);
+            disconnect_packed_weights(graph, &mut readers, mm);
             changed = true;
         }
         Ok(changed)
@@ -887,17 +893,8 @@ impl Pass for ConvWeightPrepacking {
                 prepacked: Some(Arc::new(packed)),
                 ..op.clone()
             };
-            let node = &mut graph.nodes[conv];
-            node.op = Arc::new(prepacked);
-            let weights = node.inputs[1].take();
-            if let Some(w) = weights.filter(|w| !node.inputs.contains(&Some(*w))) {
-                // Drop the unpacked weights at once when nothing else reads them, so the
-                // packed and unpacked copies of all weights never coexist (peak memory).
-                readers[w].retain(|&n| n != conv);
-                if readers[w].is_empty() && !graph.outputs.contains(&w) {
-                    graph.constants.remove(&w);
-                }
-            }
+            graph.nodes[conv].op = Arc::new(prepacked);
+            disconnect_packed_weights(graph, &mut readers, conv);
             changed = true;
         }
         Ok(changed)

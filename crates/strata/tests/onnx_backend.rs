@@ -12,7 +12,7 @@ use common::{cases_in, compare_tensors, guarded, run_case, testdata_dir, Case};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
-use strata::{Dim, Model, SessionOptions, Tensor};
+use strata::{Model, SessionOptions, Tensor};
 
 const THREADS: usize = 2;
 
@@ -38,15 +38,7 @@ fn run_light_model(model_path: &Path, expected_path: &Path) -> Result<(), String
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut inputs = Vec::new();
     for info in model.inputs() {
-        let shape: Vec<usize> = info
-            .dims
-            .unwrap_or_default()
-            .iter()
-            .map(|d| match d {
-                Dim::Known(n) => *n,
-                Dim::Symbol(_) => 1,
-            })
-            .collect();
+        let shape = common::declared_dims(&info);
         let n: usize = shape.iter().product();
         let data: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
         inputs.push((

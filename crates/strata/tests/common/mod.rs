@@ -14,6 +14,19 @@ use strata::{DType, Model, SessionOptions, Tensor, Value, ValueKind};
 
 /// The test-data folder, or `None` (with a note) when it has not been prepared. When
 /// `STRATA_REQUIRE_TESTDATA=1` (as `cargo xtask test` sets) a missing folder is a failure.
+/// An input's declared dimensions, each symbolic one taken as 1.
+pub fn declared_dims(info: &strata::IoInfo) -> Vec<usize> {
+    info.dims
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| match d {
+            strata::Dim::Known(n) => *n,
+            strata::Dim::Symbol(_) => 1,
+        })
+        .collect()
+}
+
 pub fn testdata_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("STRATA_TESTDATA")
         .map(PathBuf::from)

@@ -865,6 +865,13 @@ pub fn gemm(
     gemm_with(selected(), alpha, a, b, beta, c)
 }
 
+/// The K blocks `(start, length)` the driver uses for `kernel` and inner dimension `k`
+/// (prepacked operands are laid out by the same blocks).
+fn k_blocks(kernel: &Kernel, k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let kcb = block(k, kernel.kc, 1);
+    (0..k).step_by(kcb).map(move |pc| (pc, kcb.min(k - pc)))
+}
+
 /// A matrix packed once into the kernel's A layout (MR-row micro-panels per K block), for
 /// products with a constant left operand ([`gemm_packed_a`]).
 #[derive(Debug)]
@@ -887,25 +894,19 @@ impl PackedA {
         let m_pad = m.div_ceil(mr) * mr;
         let mut data = AlignedVec::default();
         let dst = data.ensure(m_pad * k);
-        if m > 0 {
-            let kcb = block(k, kernel.kc, 1);
-            let mut pc = 0;
-            while pc < k {
-                let kc = kcb.min(k - pc);
-                // SAFETY: A's elements are in bounds (checked); the K block at `pc` occupies
-                // `dst[pc * m_pad .. (pc + kc) * m_pad]`, inside the `m_pad * k` elements.
-                unsafe {
-                    pack::pack_a(
-                        mr,
-                        m,
-                        kc,
-                        a.data.as_ptr().add(pc * a.cs),
-                        a.rs as isize,
-                        a.cs as isize,
-                        dst.add(pc * m_pad),
-                    );
-                }
-                pc += kc;
+        for (pc, kc) in k_blocks(kernel, k).filter(|_| m > 0) {
+            // SAFETY: A's elements are in bounds (checked); the K block at `pc` occupies
+            // `dst[pc * m_pad .. (pc + kc) * m_pad]`, inside the `m_pad * k` elements.
+            unsafe {
+                pack::pack_a(
+                    mr,
+                    m,
+                    kc,
+                    a.data.as_ptr().add(pc * a.cs),
+                    a.rs as isize,
+                    a.cs as isize,
+                    dst.add(pc * m_pad),
+                );
             }
         }
         Ok(PackedA {
@@ -997,26 +998,19 @@ impl PackedB {
         let n_pad = n.div_ceil(nr) * nr;
         let mut data = AlignedVec::default();
         let dst = data.ensure(n_pad * k);
-        if n > 0 {
-            // The same K blocks as `drive` uses for this kernel and K.
-            let kcb = block(k, kernel.kc, 1);
-            let mut pc = 0;
-            while pc < k {
-                let kc = kcb.min(k - pc);
-                // SAFETY: B's elements are in bounds (checked); the K block at `pc` occupies
-                // `dst[pc * n_pad .. (pc + kc) * n_pad]`, inside the `n_pad * k` elements.
-                unsafe {
-                    pack::pack_b(
-                        nr,
-                        kc,
-                        n,
-                        b.data.as_ptr().add(pc * b.rs),
-                        b.rs as isize,
-                        b.cs as isize,
-                        dst.add(pc * n_pad),
-                    );
-                }
-                pc += kc;
+        for (pc, kc) in k_blocks(kernel, k).filter(|_| n > 0) {
+            // SAFETY: B's elements are in bounds (checked); the K block at `pc` occupies
+            // `dst[pc * n_pad .. (pc + kc) * n_pad]`, inside the `n_pad * k` elements.
+            unsafe {
+                pack::pack_b(
+                    nr,
+                    kc,
+                    n,
+                    b.data.as_ptr().add(pc * b.rs),
+                    b.rs as isize,
+                    b.cs as isize,
+                    dst.add(pc * n_pad),
+                );
             }
         }
         Ok(PackedB {
@@ -1088,45 +1082,10 @@ pub fn par_gemm_packed_b(
         rsa: a.rs as isize,
         csa: a.cs as isize,
     };
-    let threads = ctx.threads();
-    let small = m.saturating_mul(n).saturating_mul(k) < PAR_MIN_MACS;
-    const TASKS_PER_THREAD: usize = 4;
-    let (tasks, cols, rows) = if threads == 1 || small {
-        (1, n, m)
-    } else if n >= threads * kern.nr * 2 {
-        let parts = (threads * TASKS_PER_THREAD).min(n / (kern.nr * 2));
-        let cols = n.div_ceil(parts).div_ceil(kern.nr) * kern.nr;
-        (n.div_ceil(cols), cols, m)
-    } else {
-        let rows = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
-        (m.div_ceil(rows), n, rows)
-    };
-    let shared = &SharedProblem(whole, asrc);
-    let task = |i: usize| {
-        let (whole, asrc) = (&shared.0, shared.1);
-        let (row0, col0) = if cols < n {
-            (0, i * cols)
-        } else {
-            (i * rows, 0)
-        };
-        let p = Problem {
-            row0,
-            col0,
-            m: rows.min(m - row0),
-            n: cols.min(n - col0),
-            ..*whole
-        };
-        // SAFETY: A (checked view) and C (an exclusive `m x n` row-major slice) hold every
-        // element of this task's rows and columns, and tasks touch disjoint parts of C; B was
-        // packed by `PackedB` for `kern` with `k` rows and `n` columns; `col0` is a multiple
-        // of NR; `kern` was chosen by `selected`, which checks the CPU.
-        with_buffers(|bufs| unsafe { drive(kern, &p, asrc, bufs) });
-    };
-    if tasks == 1 {
-        task(0);
-    } else {
-        ctx.parallel.run(tasks, &task);
-    }
+    // SAFETY: A (checked view) and C (an exclusive `m x n` row-major slice, unit column
+    // stride) hold every element of the product; B was packed by `PackedB` for `kern` with
+    // `k` rows and `n` columns; `kern` was chosen by `selected`, which checks the CPU.
+    unsafe { par_drive(ctx, kern, whole, asrc) };
     Ok(())
 }
 
@@ -1205,12 +1164,63 @@ pub enum BOperand<'a> {
 /// Products smaller than this many multiply-adds run on one thread.
 const PAR_MIN_MACS: usize = 1 << 16;
 
-/// A problem shared read-only by the tasks of one [`par_gemm_packed`] call.
+/// A problem shared read-only by the tasks of one [`par_drive`] call.
 struct SharedProblem<'a>(Problem<'a>, ASrc);
 
 // SAFETY: the tasks only read A, B and the epilogue (which is `Sync`) through the problem,
 // and write disjoint row or column ranges of C, so sharing its pointers is sound.
 unsafe impl Sync for SharedProblem<'_> {}
+
+/// Runs `whole` (the full `m x n` product into a row-major C) spread over `ctx`'s threads:
+/// by columns, up to TASKS_PER_THREAD tasks per thread (a thread that is slowed down leaves
+/// its share to the others), each at least two micro-panels wide, or by rows, one task per
+/// thread, when C is too narrow. Column tasks start at multiples of NR and row tasks at
+/// multiples of MR, as packed operands require.
+///
+/// # Safety
+/// `whole` and `asrc` satisfy [`drive`]'s contract for `kern` over all of C, C is an
+/// exclusive row-major slice with unit column stride, and the CPU supports `kern`.
+unsafe fn par_drive(ctx: &crate::ctx::EvalCtx<'_>, kern: &Kernel, whole: Problem<'_>, asrc: ASrc) {
+    const TASKS_PER_THREAD: usize = 4;
+    let (m, k, n) = (whole.m, whole.k, whole.n);
+    let threads = ctx.threads();
+    let small = m.saturating_mul(n).saturating_mul(k) < PAR_MIN_MACS;
+    let (tasks, cols, rows) = if threads == 1 || small {
+        (1, n, m)
+    } else if n >= threads * kern.nr * 2 {
+        let parts = (threads * TASKS_PER_THREAD).min(n / (kern.nr * 2));
+        let cols = n.div_ceil(parts).div_ceil(kern.nr) * kern.nr;
+        (n.div_ceil(cols), cols, m)
+    } else {
+        let rows = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
+        (m.div_ceil(rows), n, rows)
+    };
+    let shared = &SharedProblem(whole, asrc);
+    let task = |i: usize| {
+        let (whole, asrc) = (&shared.0, shared.1);
+        let (row0, col0) = if cols < n {
+            (0, i * cols)
+        } else {
+            (i * rows, 0)
+        };
+        let p = Problem {
+            row0,
+            col0,
+            m: rows.min(m - row0),
+            n: cols.min(n - col0),
+            ..*whole
+        };
+        // SAFETY: per this function's contract the operands hold every element of this task's
+        // rows and columns and C is exclusive; tasks touch disjoint parts of C; `row0` is a
+        // multiple of MR and `col0` of NR (see above); the CPU runs `kern`.
+        with_buffers(|bufs| unsafe { drive(kern, &p, asrc, bufs) });
+    };
+    if tasks == 1 {
+        task(0);
+    } else {
+        ctx.parallel.run(tasks, &task);
+    }
+}
 
 /// `C = A * B` with A prepacked and C an `m x n` row-major slice, then `epilogue` on each
 /// finished tile of C; spread over `ctx`'s threads by columns (each thread packs only its
@@ -1291,50 +1301,11 @@ pub fn par_gemm_packed(
         data: a.data.as_ptr(),
         m_pad: m.div_ceil(kern.mr) * kern.mr,
     };
-    let threads = ctx.threads();
-    let small = m.saturating_mul(n).saturating_mul(k) < PAR_MIN_MACS;
-    // (tasks, columns per task, rows per task). By columns: up to TASKS_PER_THREAD tasks per
-    // thread, so a thread that is slowed down (another process, a busy core) leaves its share
-    // to the others, each at least two micro-panels wide. By rows: one task per thread, as
-    // each task packs all of B.
-    const TASKS_PER_THREAD: usize = 4;
-    let (tasks, cols, rows) = if threads == 1 || small {
-        (1, n, m)
-    } else if n >= threads * kern.nr * 2 {
-        let parts = (threads * TASKS_PER_THREAD).min(n / (kern.nr * 2));
-        let cols = n.div_ceil(parts).div_ceil(kern.nr) * kern.nr;
-        (n.div_ceil(cols), cols, m)
-    } else {
-        let rows = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
-        (m.div_ceil(rows), n, rows)
-    };
-    let shared = &SharedProblem(whole, asrc);
-    let task = |i: usize| {
-        let (whole, asrc) = (&shared.0, shared.1);
-        let (row0, col0) = if cols < n {
-            (0, i * cols)
-        } else {
-            (i * rows, 0)
-        };
-        let p = Problem {
-            row0,
-            col0,
-            m: rows.min(m - row0),
-            n: cols.min(n - col0),
-            ..*whole
-        };
-        // SAFETY: B (checked view, or a source that packs itself) and C (an exclusive
-        // `m x n` row-major slice, unit column stride) hold every element of this task's
-        // rows and columns, and tasks touch disjoint parts of C; A was packed by `PackedA`
-        // for `kern` with `m` rows and `k` columns; `row0` is a multiple of MR; `kern` was
-        // chosen by `selected`/`kernel_for`, which check the CPU.
-        with_buffers(|bufs| unsafe { drive(kern, &p, asrc, bufs) });
-    };
-    if tasks == 1 {
-        task(0);
-    } else {
-        ctx.parallel.run(tasks, &task);
-    }
+    // SAFETY: B (checked view, or a source that packs itself) and C (an exclusive `m x n`
+    // row-major slice, unit column stride) hold every element of the product; A was packed by
+    // `PackedA` for `kern` with `m` rows and `k` columns; `kern` was chosen by
+    // `selected`/`kernel_for`, which check the CPU.
+    unsafe { par_drive(ctx, kern, whole, asrc) };
     Ok(())
 }
 
