@@ -19,10 +19,20 @@ pub(super) const NR: usize = 32;
 /// In direct-A mode (`DIRECT`), `t.rows == R` and `t.a + r*t.ars + k*t.aks` must be readable
 /// for `r < R`, `k < t.kc`, instead of a panel. In direct-B mode (`DIRECT_B`), B is read in
 /// place: `t.b + k*t.bks + j` must be readable for `k < t.kc`, `j < t.cols` (unit column
-/// stride; lanes past `t.cols` are masked off). With `t.fused`, `t.csc == 1` and its bias
-/// and sum cover the tile's rows and columns.
+/// stride; lanes past `t.cols` are masked off). In shifted-B mode (`SHIFTED`), row `k` of B
+/// starts at `t.b + t.boffs[k]` (`t.kc` offsets readable) and the lanes `t.lanes[v]` of
+/// vector `v` are readable there; C has unit column stride and the tile's real columns: row
+/// `r`'s vector `v` stores `t.lanes[v].count_ones()` values at `t.c + r*rsc + t.lane_at[v]`.
+/// With `t.fused`, `t.csc == 1` and its bias and sum cover the tile's rows and (real)
+/// columns.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT_B: bool>(
+unsafe fn tile<
+    const R: usize,
+    const NV: usize,
+    const DIRECT: bool,
+    const DIRECT_B: bool,
+    const SHIFTED: bool,
+>(
     t: &Tile,
 ) {
     // Packed A: element (r, k) at `k * MR + r`; direct A: at `r * t.ars + k * t.aks`.
@@ -41,20 +51,37 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT
             *m = ((1u32 << left) - 1) as __mmask16;
         }
     }
+    if SHIFTED {
+        bmask.copy_from_slice(&t.lanes[..NV]);
+    }
+    // Where vector `v` of a row starts in C.
+    let c_at = |v: usize| if SHIFTED { t.lane_at[v] } else { v * 16 };
     if t.csc == 1 {
         // Start fetching the C tile now; it is read (beta != 0) or written after the k loop.
         for r in 0..R.min(t.rows) {
             for v in 0..NV {
                 let p =
                     t.c.wrapping_offset(r as isize * t.rsc)
-                        .wrapping_add((v * 16).min(t.cols - 1));
+                        .wrapping_add(c_at(v).min(t.cols - 1));
                 _mm_prefetch::<_MM_HINT_T0>(p.cast());
             }
         }
     }
     let mut acc = [[_mm512_setzero_ps(); NV]; R];
     let (mut a, mut b) = (t.a, t.b);
-    for _ in 0..t.kc {
+    for k in 0..t.kc {
+        if SHIFTED {
+            // SAFETY: `k < t.kc` offsets are readable (the caller's contract).
+            b = t.b.wrapping_add(unsafe { *t.boffs.add(k) });
+            // Scattered rows defeat the hardware prefetcher: fetch the row 6 k steps ahead
+            // (both cache lines a 32-column row may touch; prefetches never fault).
+            if k + 6 < t.kc {
+                // SAFETY: `k + 6 < t.kc` offsets are readable.
+                let ahead = t.b.wrapping_add(unsafe { *t.boffs.add(k + 6) });
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(31).cast());
+            }
+        }
         if !DIRECT {
             // The packed A panel streams from L2 while B's panel stays in L1: fetch A 12
             // k steps ahead (a prefetch never faults, also past the panel's end).
@@ -67,8 +94,8 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT
             // enables only lanes `< t.cols` of this row of B, and masked-off lanes are not
             // accessed (no faults).
             *x = unsafe {
-                if DIRECT_B {
-                    _mm512_maskz_loadu_ps(bmask[v], b.add(16 * v))
+                if DIRECT_B || SHIFTED {
+                    _mm512_maskz_loadu_ps(bmask[v], b.wrapping_add(16 * v))
                 } else {
                     _mm512_loadu_ps(b.add(16 * v))
                 }
@@ -110,37 +137,58 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT
             // SAFETY: `r < t.rows`, so row `r` of the C tile is valid (caller's contract).
             let cr = unsafe { t.c.offset(r as isize * t.rsc) };
             for (v, x) in row.iter().enumerate() {
-                let j = v * 16;
-                if j >= t.cols {
+                let j = c_at(v);
+                if if SHIFTED { bmask[v] == 0 } else { j >= t.cols } {
                     continue;
                 }
                 let mut y = _mm512_mul_ps(*x, alpha);
-                let left = t.cols - j;
-                // SAFETY: columns `j..j + min(left, 16)` of row `r` are inside the C tile
-                // (`t.cols` valid, unit column stride); the masked forms touch only the
-                // `left` valid lanes and suppress faults on the others.
-                // Fused: the bias holds one value per tile row and the sum covers the tile
-                // with rows `sum_ld` apart (the driver's contract), read with the same mask.
-                unsafe {
-                    let p = cr.add(j);
+                let (m, gather) = if SHIFTED {
+                    let lanes = bmask[v];
+                    let m = ((1u32 << lanes.count_ones()) - 1) as __mmask16;
+                    (m, (m != lanes).then_some(lanes))
+                } else {
+                    let left = t.cols - j;
                     let m = if left >= 16 {
                         !0
                     } else {
                         ((1u32 << left) - 1) as __mmask16
                     };
+                    (m, None)
+                };
+                // The `m` values at `p` (C or the sum), expanded into the real lanes.
+                macro_rules! load {
+                    ($p:expr) => {{
+                        let x = _mm512_maskz_loadu_ps(m, $p);
+                        match gather {
+                            Some(lanes) => _mm512_maskz_expand_ps(lanes, x),
+                            None => x,
+                        }
+                    }};
+                }
+                // SAFETY: the `m` lanes at column `j` of row `r` are inside the C tile: plain,
+                // columns `j..j + min(t.cols - j, 16)` (`t.cols` valid, unit column stride);
+                // shifted, the vector's real columns, stored compressed as `m` contiguous
+                // values at `t.lane_at[v]` (the caller's contract). The masked forms touch
+                // only those lanes and suppress faults on the others. Fused: the bias holds
+                // one value per tile row and the sum covers the tile with rows `sum_ld` apart
+                // (the driver's contract), read with the same mask.
+                unsafe {
+                    let p = cr.add(j);
                     if t.beta != 0.0 {
-                        y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), beta, y);
+                        y = _mm512_fmadd_ps(load!(p), beta, y);
                     }
                     if !bias.is_null() {
                         y = _mm512_add_ps(y, _mm512_set1_ps(*bias.add(r)));
                     }
                     if !sum.is_null() {
-                        let s = sum.offset(r as isize * sum_ld).add(j);
-                        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, s));
+                        y = _mm512_add_ps(y, load!(sum.offset(r as isize * sum_ld).add(j)));
                     }
                     if clamp {
                         // `max(lo, y)`/`min(hi, y)` return `y` when it is NaN.
                         y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
+                    }
+                    if let Some(lanes) = gather {
+                        y = _mm512_maskz_compress_ps(lanes, y);
                     }
                     _mm512_mask_storeu_ps(p, m, y);
                 }
@@ -161,18 +209,26 @@ unsafe fn tile<const R: usize, const NV: usize, const DIRECT: bool, const DIRECT
 }
 
 macro_rules! rows {
-    ($d:literal, $db:literal; $($r:literal)*) => {
-        [$([tile::<$r, 1, $d, $db> as KernelFn, tile::<$r, 2, $d, $db> as KernelFn]),*]
+    ($d:literal, $db:literal, $sh:literal; $($r:literal)*) => {
+        [$([tile::<$r, 1, $d, $db, $sh> as KernelFn, tile::<$r, 2, $d, $db, $sh> as KernelFn]),*]
     };
 }
 
 /// Kernels by `[rows - 1][column vectors - 1]`.
-pub(super) static TABLE: [[KernelFn; 2]; MR] = rows!(false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+pub(super) static TABLE: [[KernelFn; 2]; MR] =
+    rows!(false, false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
 
 /// Kernels reading A in place (strides `t.ars`, `t.aks`), by `[rows - 1][column vectors - 1]`;
 /// only called with `R == t.rows`.
-pub(super) static DIRECT: [[KernelFn; 2]; MR] = rows!(true, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+pub(super) static DIRECT: [[KernelFn; 2]; MR] =
+    rows!(true, false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
 
 /// Kernels reading B in place (k stride `t.bks`, unit column stride, masked edges) with A
 /// packed, by `[rows - 1][column vectors - 1]`.
-pub(super) static DIRECT_B: [[KernelFn; 2]; MR] = rows!(false, true; 1 2 3 4 5 6 7 8 9 10 11 12);
+pub(super) static DIRECT_B: [[KernelFn; 2]; MR] =
+    rows!(false, true, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+
+/// Kernels reading a shifted B in place (row offsets `t.boffs`, lanes `t.lanes`) with A
+/// packed, by `[rows - 1][column vectors - 1]`.
+pub(super) static SHIFTED: [[KernelFn; 2]; MR] =
+    rows!(false, false, true; 1 2 3 4 5 6 7 8 9 10 11 12);

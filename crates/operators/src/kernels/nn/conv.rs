@@ -17,7 +17,7 @@
 use super::{concrete, depthwise, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::gemm::{
-    par_gemm_packed, BOperand, Epilogue, PackPanels, PackedA, TileEpilogue,
+    par_gemm_packed, BOperand, Epilogue, PackPanels, PackedA, ShiftedB, TileEpilogue,
 };
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
 use crate::kernels::simd;
@@ -174,6 +174,9 @@ pub struct ConvPlan {
     m: usize,
     g3: Geo3,
     out_shape: Vec<usize>,
+    /// For a 2-D kernel larger than 1x1: the padded input's layout and, per im2col row of
+    /// one group, where it starts in the padded planes (a [`ShiftedB`]'s offsets).
+    padded: Option<(depthwise::TapStarts, Vec<usize>)>,
 }
 
 impl Conv {
@@ -235,12 +238,18 @@ impl Conv {
         let geo = self.spatial.resolve(&x[2..], &w[2..], false)?;
         let mut out_shape = vec![n, m];
         out_shape.extend_from_slice(&geo.output);
+        let g3 = geo.geo3()?;
+        let padded = (!is_pointwise(&g3))
+            .then(|| depthwise::tap_starts(&g3, 0))
+            .flatten()
+            .map(|taps| (taps, im2col_row_starts(&g3, &taps, c / g)));
         Ok(ConvPlan {
             n,
             c,
             m,
-            g3: geo.geo3()?,
+            g3,
             out_shape,
+            padded,
         })
     }
 
@@ -443,26 +452,34 @@ impl Conv {
                     par_gemm_packed(ctx, weights, operand, out_g, &epilogue)?;
                     continue;
                 }
-                // 2-D: im2col panels copied from a padded copy of the input (contiguous runs,
-                // no edge tests); otherwise straight from the input.
+                // 2-D: the im2col matrix as shifted windows of a padded copy of the input
+                // (read in place, or packed as contiguous runs with no edge tests);
+                // otherwise panels packed straight from the input.
                 let padded = PADDED_INPUT.with(|cell| {
-                    let Ok(mut scratch) = cell.try_borrow_mut() else {
+                    let (Ok(mut scratch), Some((planned, starts))) =
+                        (cell.try_borrow_mut(), p.padded.as_ref())
+                    else {
                         return None;
                     };
                     let taps = simd::wide(
                         #[inline(always)]
                         || depthwise::pad_planes(xg, geo, cg, 0, &mut scratch, 0.0),
                     )?;
-                    let panels = PaddedPanels {
+                    if taps != *planned {
+                        return None;
+                    }
+                    let [_, oh, ow] = geo.output;
+                    let windows = ShiftedB {
                         data: scratch.padded(),
-                        taps: &taps,
-                        geo,
-                        channels: cg,
+                        offsets: starts,
+                        rows: oh,
+                        cols: ow,
+                        row_step: geo.strides[1] * taps.row_len,
                     };
                     Some(par_gemm_packed(
                         ctx,
                         weights,
-                        BOperand::Panels(&panels),
+                        BOperand::Shifted(windows),
                         out_g,
                         &epilogue,
                     ))
@@ -641,102 +658,26 @@ impl PackPanels for Im2colPanels<'_> {
 }
 
 thread_local! {
-    /// The padded copy of a convolution's input that [`PaddedPanels`] reads, kept per thread
+    /// The padded copy of a convolution's input that its [`ShiftedB`] operand reads, kept per thread
     /// so steady-state runs reuse it (its padding is refilled only when the layout changes).
     static PADDED_INPUT: std::cell::RefCell<depthwise::Scratch<f32>> =
         std::cell::RefCell::new(depthwise::Scratch::default());
 }
 
-/// The im2col matrix of one group's 2-D input read from a padded, phase-split copy of it
-/// ([`depthwise::pad_planes`]): each tap row of a panel is a few contiguous copies, one per
-/// output row the panel's pixels span.
-#[derive(Debug)]
-struct PaddedPanels<'a> {
-    /// The padded planes, `taps.plane_len` apart.
-    data: &'a [f32],
-    taps: &'a depthwise::TapStarts,
-    geo: &'a Geo3,
-    channels: usize,
-}
-
-impl PaddedPanels<'_> {
-    /// Where im2col row `k` (channel, then kernel row, then kernel column) starts in `data`
-    /// for output pixel (0, 0).
-    fn row_start(&self, k: usize) -> usize {
-        let g = self.geo;
-        let [_, kh_n, kw_n] = g.kernel;
-        let (channel, kh, kw) = (k / (kh_n * kw_n), (k / kw_n) % kh_n, k % kw_n);
-        channel * self.taps.plane_len
-            + kh * g.dilations[1] * self.taps.row_len
-            + self.taps.col_start[kw]
-    }
-}
-
-impl PackPanels for PaddedPanels<'_> {
-    fn dims(&self) -> (usize, usize) {
-        (self.channels * self.geo.kernel_size(), self.geo.out_size())
-    }
-
-    fn pack(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
-        // Wide registers for the run copies (the GEMM driver is compiled for the baseline).
-        simd::wide(
-            #[inline(always)]
-            || self.pack_runs(nr, k0, kc, j0, nc, dst),
-        );
-    }
-}
-
-impl PaddedPanels<'_> {
-    /// [`PackPanels::pack`]: each panel's pixels as runs along output rows, each tap row of
-    /// the panel then one copy per run.
-    #[inline(always)]
-    fn pack_runs(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
-        let [_, _, ow] = self.geo.output;
-        let sh_row = self.geo.strides[1] * self.taps.row_len;
-        let mut starts = [0usize; TAP_ROWS];
-        // Per run of a panel: its offset from a row start, length and first panel column.
-        let mut runs = [(0usize, 0usize, 0usize); 64];
-        for t0 in (0..kc).step_by(TAP_ROWS) {
-            let rows = TAP_ROWS.min(kc - t0);
-            for (r, start) in starts[..rows].iter_mut().enumerate() {
-                *start = self.row_start(k0 + t0 + r);
-            }
-            for (q, panel) in dst.chunks_mut(nr * kc).enumerate() {
-                let (first, cols) = (j0 + q * nr, nr.min(nc - q * nr));
-                let mut count = 0;
-                let (mut col, mut pixel) = (0, first);
-                while col < cols && count < runs.len() {
-                    let (y, x) = (pixel / ow, pixel % ow);
-                    let len = (ow - x).min(cols - col);
-                    runs[count] = (y * sh_row + x, len, col);
-                    (count, col, pixel) = (count + 1, col + len, pixel + len);
-                }
-                for (r, &start) in starts[..rows].iter().enumerate() {
-                    let row = &mut panel[(t0 + r) * nr..][..nr];
-                    for &(off, len, col) in &runs[..count] {
-                        copy_run(&mut row[col..col + len], &self.data[start + off..][..len]);
-                    }
-                    row[cols..].fill(0.0);
-                }
+/// Where each im2col row (input channel, then kernel row, then kernel column) of a group of
+/// `channels` starts, for output pixel (0, 0), in planes padded as `taps` describes
+/// ([`depthwise::pad_planes`]).
+fn im2col_row_starts(g: &Geo3, taps: &depthwise::TapStarts, channels: usize) -> Vec<usize> {
+    let [_, kh_n, kw_n] = g.kernel;
+    let mut starts = Vec::with_capacity(channels * kh_n * kw_n);
+    for channel in 0..channels {
+        for kh in 0..kh_n {
+            for &col in &taps.col_start[..kw_n] {
+                starts.push(channel * taps.plane_len + kh * g.dilations[1] * taps.row_len + col);
             }
         }
     }
-}
-
-/// `dst.copy_from_slice(src)` for the short runs of a panel row, in fixed 8-value steps
-/// (inline moves rather than a `memcpy` call).
-#[inline(always)]
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d8, s8) in d.by_ref().zip(s.by_ref()) {
-        if let (Ok(d8), Ok(s8)) = (<&mut [f32; 8]>::try_from(d8), <&[f32; 8]>::try_from(s8)) {
-            *d8 = *s8;
-        }
-    }
-    for (v, &w) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *v = w;
-    }
+    starts
 }
 
 /// Whether a convolution is a plain 1x1 product over the input (kernel 1, stride 1, no
@@ -1510,7 +1451,7 @@ mod tests {
     }
 
     #[test]
-    fn padded_panels_pack_as_im2col_panels() {
+    fn shifted_windows_pack_as_im2col_panels() {
         // The depthwise planes' geometries (padding, strides 1-3 split by phase, dilation,
         // asymmetric and ceil-mode padding), a 7x7/2 stem and mixed strides and dilations.
         let geo = depthwise::tests::geo;
@@ -1530,11 +1471,13 @@ mod tests {
             // Twice through one scratch: the second pass reuses the padding.
             for _ in 0..2 {
                 let taps = depthwise::pad_planes(&x, &geo, channels, 0, &mut scratch, 0.0).unwrap();
-                let padded = PaddedPanels {
+                let starts = im2col_row_starts(&geo, &taps, channels);
+                let padded = ShiftedB {
                     data: scratch.padded(),
-                    taps: &taps,
-                    geo: &geo,
-                    channels,
+                    offsets: &starts,
+                    rows: geo.output[1],
+                    cols: geo.output[2],
+                    row_step: geo.strides[1] * taps.row_len,
                 };
                 let (k, n) = plain.dims();
                 assert_eq!(padded.dims(), (k, n));

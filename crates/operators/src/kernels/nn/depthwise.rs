@@ -136,7 +136,7 @@ struct Padded<'a, F> {
 }
 
 /// Where each width tap starts in a padded row of [`pad`]'s layout.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TapStarts {
     /// Distance between padded rows.
     pub(crate) row_len: usize,
@@ -180,20 +180,17 @@ pub(crate) fn pad_planes<F: Float>(
     scratch: &mut Scratch<F>,
     fill: F,
 ) -> Option<TapStarts> {
-    let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
-    let ([_, kh_n, kw_n], [_, _, sw]) = (g.kernel, g.strides);
-    let ([_, _, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
-    if oh == 0 || ow == 0 || ih == 0 || iw == 0 || planes == 0 || !is_paddable(g) {
+    let [_, ih, iw] = g.input;
+    let [_, pt, pl] = g.pad_begin;
+    let sw = g.strides[2];
+    if planes == 0 {
         return None;
     }
-    // The padded plane covers every input and every position a tap reads.
-    let padded_w = ((ow - 1) * sw + (kw_n - 1) * dw + 1).max(pl + iw);
-    let padded_h = ((oh - 1) * g.strides[1] + (kh_n - 1) * g.dilations[1] + 1).max(pt + ih);
-    let phase_len = padded_w.div_ceil(sw) + slack;
-    let row_len = sw * phase_len;
-    let plane_len = padded_h * row_len;
+    let taps = tap_starts(g, slack)?;
+    let (row_len, plane_len) = (taps.row_len, taps.plane_len);
+    let phase_len = row_len / sw;
     let layout = Layout {
-        padded_h,
+        padded_h: plane_len / row_len,
         row_len,
         pt,
         pl,
@@ -238,6 +235,24 @@ pub(crate) fn pad_planes<F: Float>(
             }
         }
     }
+    Some(taps)
+}
+
+/// The layout [`pad_planes`] gives a padded plane of `g`'s input with `slack` extra columns
+/// per phase row, and where each width tap starts in a row; `None` when the plane is empty
+/// or not paddable.
+pub(crate) fn tap_starts(g: &Geo3, slack: usize) -> Option<TapStarts> {
+    let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
+    let ([_, kh_n, kw_n], [_, _, sw]) = (g.kernel, g.strides);
+    let ([_, _, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
+    if oh == 0 || ow == 0 || ih == 0 || iw == 0 || !is_paddable(g) {
+        return None;
+    }
+    // The padded plane covers every input and every position a tap reads.
+    let padded_w = ((ow - 1) * sw + (kw_n - 1) * dw + 1).max(pl + iw);
+    let padded_h = ((oh - 1) * g.strides[1] + (kh_n - 1) * g.dilations[1] + 1).max(pt + ih);
+    let phase_len = padded_w.div_ceil(sw) + slack;
+    let row_len = sw * phase_len;
     let mut col_start = [0usize; MAX_TAPS];
     for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
         let off = kw * dw;
@@ -245,7 +260,7 @@ pub(crate) fn pad_planes<F: Float>(
     }
     Some(TapStarts {
         row_len,
-        plane_len,
+        plane_len: padded_h * row_len,
         col_start,
         kw_n,
     })
