@@ -957,8 +957,9 @@ impl PackedA {
         let m_pad = m.div_ceil(mr) * mr;
         let mut data = AlignedVec::default();
         let dst = data.ensure(m_pad * k);
-        for row0 in (0..m).step_by(mr) {
-            // SAFETY: A's elements are in bounds (checked); the panel of rows `row0..` (at
+        for row0 in (0..m).step_by(mr).filter(|_| k > 0) {
+            // SAFETY: A's elements are in bounds (checked, and there are some: `k > 0`, so row
+            // `row0 < m` starts inside the data); the panel of rows `row0..` (at
             // most `mr` of them) occupies `dst[row0 * k .. (row0 + mr) * k]`, inside the
             // `m_pad * k` elements.
             unsafe {

@@ -240,7 +240,8 @@ pub(crate) fn pad_planes<F: Float>(
 
 /// The layout [`pad_planes`] gives a padded plane of `g`'s input with `slack` extra columns
 /// per phase row, and where each width tap starts in a row; `None` when the plane is empty
-/// or not paddable.
+/// or not paddable. (Called per plane: no divisions for stride 1.)
+#[inline]
 pub(crate) fn tap_starts(g: &Geo3, slack: usize) -> Option<TapStarts> {
     let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
     let ([_, kh_n, kw_n], [_, _, sw]) = (g.kernel, g.strides);
@@ -251,13 +252,21 @@ pub(crate) fn tap_starts(g: &Geo3, slack: usize) -> Option<TapStarts> {
     // The padded plane covers every input and every position a tap reads.
     let padded_w = ((ow - 1) * sw + (kw_n - 1) * dw + 1).max(pl + iw);
     let padded_h = ((oh - 1) * g.strides[1] + (kh_n - 1) * g.dilations[1] + 1).max(pt + ih);
-    let phase_len = padded_w.div_ceil(sw) + slack;
-    let row_len = sw * phase_len;
     let mut col_start = [0usize; MAX_TAPS];
-    for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
-        let off = kw * dw;
-        *c = (off % sw) * phase_len + off / sw;
-    }
+    let phase_len = if sw == 1 {
+        for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
+            *c = kw * dw;
+        }
+        padded_w + slack
+    } else {
+        let phase_len = padded_w.div_ceil(sw) + slack;
+        for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
+            let off = kw * dw;
+            *c = (off % sw) * phase_len + off / sw;
+        }
+        phase_len
+    };
+    let row_len = sw * phase_len;
     Some(TapStarts {
         row_len,
         plane_len: padded_h * row_len,
