@@ -991,6 +991,12 @@ impl PackedA {
     pub fn cols(&self) -> usize {
         self.cols
     }
+
+    /// Whether [`par_gemm_packed`] reads `b` in place rather than packing it (see
+    /// [`BOperand::Shifted`]).
+    pub fn reads_in_place(&self, b: &ShiftedB<'_>) -> bool {
+        b.in_place_for(self.kernel, self.rows)
+    }
 }
 
 /// `C = alpha * A * B + beta * C` with A prepacked; `beta == 0` ignores C's contents.
@@ -1733,15 +1739,16 @@ mod tests {
         let serial = crate::ctx::EvalCtx::default();
         // (m, k, rows, cols, row_step, read in place where the kernel can): tiny; wide with
         // two masked columns per row; K over several blocks; no masked columns and a split
-        // by rows; too many row panels; a tile of masked columns only; K = 0.
+        // by rows; too many row panels; a tile of masked columns only; too shallow; K = 0.
         for (m, k, rows, cols, step, in_place) in [
-            (5, 3, 2, 7, 9, true),
-            (30, 37, 9, 29, 31, true),
+            (5, 64, 2, 7, 9, true),
+            (30, 70, 9, 29, 31, true),
             (12, 1100, 4, 20, 22, true),
-            (70, 40, 3, 10, 10, true),
-            (100, 20, 6, 16, 18, false),
-            (5, 6, 2, 140, 200, true),
-            (3, 0, 2, 5, 5, true),
+            (70, 64, 3, 10, 10, true),
+            (100, 64, 6, 16, 18, false),
+            (5, 66, 2, 140, 200, true),
+            (5, 3, 2, 7, 9, false),
+            (3, 0, 2, 5, 5, false),
         ] {
             let span = (rows - 1) * step + cols;
             let data = values(span + 300, 8);

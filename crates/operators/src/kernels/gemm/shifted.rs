@@ -56,18 +56,20 @@ impl ShiftedB<'_> {
         (self.rows - 1) * self.row_step + self.cols
     }
 
-    /// Whether `kern` should read this operand in place for an `m`-row product rather than
-    /// pack it: it must support it, and what packing costs must outweigh what reading in
-    /// place costs. Packing copies each element of B once for the `m.div_ceil(MR)` row
-    /// panels that use it; reading in place computes the masked-off columns between rows
-    /// and its scattered loads run a little slower. Measured on 3x3 convolutions (AVX-512,
-    /// 1 thread), in place won by 8-28% with up to 7 row panels on 56x56 and larger images,
-    /// broke even at 8 panels on 56x56, and lost by 2-12% with 8 panels on 28x28 and with
-    /// 11 panels at any size.
+    /// Whether `kern` should read this operand in place for an `m x k` by `k x n` product
+    /// rather than pack it: it must support it, and what packing costs must outweigh what
+    /// reading in place costs. Packing copies each element of B once for the
+    /// `m.div_ceil(MR)` row panels that use it; reading in place computes the masked-off
+    /// columns between rows, its scattered loads run a little slower, and each tile pays
+    /// for its compressed stores whatever its depth. Measured on convolutions (AVX-512, 1
+    /// thread): 3x3 ones gained 8-28% in place with up to 7 row panels on 56x56 and larger
+    /// images, broke even at 8 panels on 56x56, and lost 2-12% with 8 panels on 28x28 and
+    /// with 11 panels at any size; a 1x1 with K = 16 and 8 panels lost 15%.
     pub(super) fn in_place_for(&self, kern: &Kernel, m: usize) -> bool {
         let panels = m.div_ceil(kern.mr);
         kern.shifted.is_some()
             && panels <= 8
+            && self.offsets.len() >= 64
             && (self.row_step - self.cols) * panels * 10 <= self.row_step * 3
     }
 
