@@ -91,7 +91,8 @@ unsafe fn tile<
         for (v, x) in bv.iter_mut().enumerate() {
             // SAFETY: packed: `v * 16 + 15 < NR` elements of this k-row of the B panel are
             // readable (the caller's contract: `kc * NR` elements at `t.b`); direct: the mask
-            // enables only lanes `< t.cols` of this row of B, and masked-off lanes are not
+            // enables only lanes `< t.cols` of this row of B; shifted: only the readable
+            // lanes `t.lanes[v]` of the row at `t.boffs[k]`; masked-off lanes are not
             // accessed (no faults).
             *x = unsafe {
                 if DIRECT_B || SHIFTED {
