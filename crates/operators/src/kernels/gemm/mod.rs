@@ -1668,6 +1668,42 @@ mod tests {
         }
     }
 
+    /// The naive product `dot(i, j)` of an `m x n` C followed by `epilogue` as
+    /// [`par_gemm_packed`] documents it (its custom step, where given, is [`Marked`]).
+    fn with_epilogue(
+        m: usize,
+        n: usize,
+        dot: impl Fn(usize, usize) -> f32,
+        epilogue: &Epilogue<'_>,
+    ) -> Vec<f32> {
+        (0..m * n)
+            .map(|e| {
+                let (i, j) = (e / n, e % n);
+                let mut v = dot(i, j);
+                v += epilogue.bias.map_or(0.0, |b| b[i]);
+                v += epilogue.sum.map_or(0.0, |s| s[e]);
+                if let Some((lo, hi)) = epilogue.clamp {
+                    v = v.max(lo).min(hi);
+                }
+                if epilogue.custom.is_some() {
+                    v = 2.0 * v + i as f32 + j as f32 / 1000.0;
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// Asserts `got` matches `want` element by element (relative 1e-4), naming `case`.
+    fn assert_matches(got: &[f32], want: &[f32], case: &str) {
+        assert_eq!(got.len(), want.len(), "{case}");
+        for (e, (got, want)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{case} element {e}: {got} vs {want}"
+            );
+        }
+    }
+
     #[test]
     fn packed_products_with_epilogues_match_naive() {
         let threads = crate::ctx::EvalCtx {
@@ -1693,21 +1729,8 @@ mod tests {
                         clamp,
                         custom: custom.then_some(&Marked as &dyn TileEpilogue),
                     };
-                    let want: Vec<f32> = (0..m * n)
-                        .map(|e| {
-                            let (i, j) = (e / n, e % n);
-                            let mut v: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-                            v += if use_bias { bias[i] } else { 0.0 };
-                            v += if use_sum { sum[e] } else { 0.0 };
-                            if let Some((lo, hi)) = clamp {
-                                v = v.max(lo).min(hi);
-                            }
-                            if custom {
-                                v = 2.0 * v + i as f32 + j as f32 / 1000.0;
-                            }
-                            v
-                        })
-                        .collect();
+                    let dot = |i, j| (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                    let want = with_epilogue(m, n, dot, &epilogue);
                     let panels = RowMajorPanels(&b, k, n);
                     for ctx in [&serial, &threads] {
                         for operand in [
@@ -1716,13 +1739,7 @@ mod tests {
                         ] {
                             let mut c = vec![f32::NAN; m * n];
                             par_gemm_packed(ctx, &packed, operand, &mut c, &epilogue).unwrap();
-                            for (e, (got, want)) in c.iter().zip(&want).enumerate() {
-                                assert!(
-                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                    "{:?} {m}x{k}x{n} element {e}: {got} vs {want}",
-                                    kern.isa
-                                );
-                            }
+                            assert_matches(&c, &want, &format!("{:?} {m}x{k}x{n}", kern.isa));
                         }
                     }
                 }
@@ -1781,21 +1798,8 @@ mod tests {
                         clamp,
                         custom: custom.then_some(&Marked as &dyn TileEpilogue),
                     };
-                    let want: Vec<f32> = (0..m * n)
-                        .map(|e| {
-                            let (i, j) = (e / n, e % n);
-                            let mut v: f32 = (0..k).map(|p| a[i * k + p] * b_at(p, j)).sum();
-                            v += if use_bias { bias[i] } else { 0.0 };
-                            v += if use_sum { sum[e] } else { 0.0 };
-                            if let Some((lo, hi)) = clamp {
-                                v = v.max(lo).min(hi);
-                            }
-                            if custom {
-                                v = 2.0 * v + i as f32 + j as f32 / 1000.0;
-                            }
-                            v
-                        })
-                        .collect();
+                    let dot = |i, j| (0..k).map(|p| a[i * k + p] * b_at(p, j)).sum();
+                    let want = with_epilogue(m, n, dot, &epilogue);
                     for ctx in [&serial, &threads] {
                         let mut c = vec![f32::NAN; m * n];
                         par_gemm_packed(
@@ -1806,14 +1810,8 @@ mod tests {
                             &epilogue,
                         )
                         .unwrap();
-                        for (e, (got, want)) in c.iter().zip(&want).enumerate() {
-                            assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{:?} {m}x{k} over {rows}x{cols} step {step} element {e}: \
-                                 {got} vs {want}",
-                                kern.isa
-                            );
-                        }
+                        let case = format!("{:?} {m}x{k} over {rows}x{cols} step {step}", kern.isa);
+                        assert_matches(&c, &want, &case);
                     }
                 }
             }
@@ -1888,13 +1886,8 @@ mod tests {
                             old.clone()
                         };
                         par_gemm_packed_b(ctx, av, &packed, beta, &mut c).unwrap();
-                        for (e, (got, want)) in c.iter().zip(&want).enumerate() {
-                            assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{:?} {m}x{k}x{n} beta {beta} element {e}: {got} vs {want}",
-                                kern.isa
-                            );
-                        }
+                        let case = format!("{:?} {m}x{k}x{n} beta {beta}", kern.isa);
+                        assert_matches(&c, &want, &case);
                     }
                 }
             }
