@@ -14,7 +14,7 @@
 //!
 //! ConvTranspose is GEMM + col2im.
 
-use super::{concrete, depthwise, AutoPad, Geo3, SpatialAttrs};
+use super::{concrete, depthwise, depthwise_blocked, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::gemm::{
     par_gemm_packed, BOperand, Epilogue, PackPanels, PackedA, ShiftedB, TileEpilogue,
@@ -315,6 +315,18 @@ impl Conv {
             }
         };
 
+        let operands = Operands {
+            x: xv,
+            w: wv,
+            bias: bv,
+            sum: sv,
+        };
+        if cg == 1 && mg == 1 && self.run_blocked_depthwise(ctx, &p, &operands, o) {
+            if self.activation.as_ref().and_then(clamp_of).is_none() {
+                ctx.par_chunks_mut(o, osz, |_, plane| activate(plane));
+            }
+            return Ok(out);
+        }
         if cg == 1 {
             // Direct depthwise: one output plane per task; a fused Relu or Clip is applied
             // in the kernel's store where it can.
@@ -382,6 +394,62 @@ impl Conv {
         };
         run_group_tasks(ctx, o, mg * osz, group_task)?;
         Ok(out)
+    }
+
+    /// A depthwise convolution (one input channel per output channel) of f32 planes through
+    /// [`depthwise_blocked`], 16 channels per task; returns false, with `o` untouched, where
+    /// that does not apply. A fused clamp is applied; any other activation is the caller's.
+    fn run_blocked_depthwise<F: Float>(
+        &self,
+        ctx: &EvalCtx<'_>,
+        p: &ConvPlan,
+        operands: &Operands<'_, F>,
+        o: &mut [F],
+    ) -> bool {
+        use depthwise_blocked::BLOCK;
+        let geo = &p.g3;
+        let (isz, osz, ksz) = (geo.in_size(), geo.out_size(), geo.kernel_size());
+        // Blocks must not straddle batch items.
+        if p.c != p.m
+            || !(p.n == 1 || p.c.is_multiple_of(BLOCK))
+            || !depthwise_blocked::applies(geo)
+        {
+            return false;
+        }
+        let (Some(x), Some(w), Some(o)) = (
+            F::as_f32s(operands.x),
+            F::as_f32s(operands.w),
+            F::as_f32s_mut(o),
+        ) else {
+            return false;
+        };
+        let bias = operands.bias.and_then(F::as_f32s);
+        let sum = operands.sum.and_then(F::as_f32s);
+        let clamp = self.activation.as_ref().and_then(clamp_of);
+        let blocks = (p.n * p.c).div_ceil(BLOCK);
+        let blocks_per = blocks.div_ceil(ctx.threads() * 2).max(1);
+        ctx.par_chunks_mut(o, blocks_per * BLOCK * osz, |ci, chunk| {
+            depthwise_blocked::with_scratch(|scratch| {
+                for (j, planes) in chunk.chunks_mut(BLOCK * osz).enumerate() {
+                    // The block's first plane (batch item and channel) and its channels.
+                    let first = (ci * blocks_per + j) * BLOCK;
+                    let channel = first % p.c;
+                    let channels = planes.len() / osz;
+                    let block = depthwise_blocked::Block {
+                        x: &x[first * isz..][..channels * isz],
+                        w: &w[channel * ksz..][..channels * ksz],
+                        bias: bias.map(|b| &b[channel..][..channels]),
+                        sum: sum.map(|s| &s[first * osz..][..channels * osz]),
+                        out: planes,
+                        channels,
+                    };
+                    // Applies for every block once it applies for the geometry.
+                    let ran = depthwise_blocked::run(block, geo, clamp, scratch);
+                    debug_assert!(ran);
+                }
+            });
+        });
+        true
     }
 
     /// The fused sum input (input 3), which must have the output's shape.
@@ -521,6 +589,14 @@ impl Conv {
         }
         Ok(out)
     }
+}
+
+/// A convolution's input, weights, bias and fused sum, contiguous.
+struct Operands<'a, F> {
+    x: &'a [F],
+    w: &'a [F],
+    bias: Option<&'a [F]>,
+    sum: Option<&'a [F]>,
 }
 
 /// The clamp bounds computing `act`, when it is one (Relu, Clip).
@@ -1369,6 +1445,57 @@ mod tests {
     }
 
     #[test]
+    fn depthwise_conv_applies_bias_sum_and_activation() {
+        // Channel-blocked (a partial block of 4; two batch items of two blocks) and
+        // plane-at-a-time (channels not a multiple of 16 over a batch).
+        for (xs, stride) in [([1, 20, 9, 10], 2), ([2, 32, 7, 7], 1), ([2, 20, 5, 5], 1)] {
+            let ws = [xs[1], 1, 3, 3];
+            let (x, w, b) = (
+                pat(xs.iter().product(), 1),
+                pat(ws.iter().product(), 2),
+                pat(ws[0], 3),
+            );
+            let (conv, shape) =
+                naive_conv(&x, xs, &w, ws, Some(&b), xs[1], [stride; 2], [1; 4], [1, 1]);
+            let sum = pat(conv.len(), 4);
+            let plain = build(
+                "Conv",
+                11,
+                &[
+                    ("group", Attribute::Int(xs[1] as i64)),
+                    ("pads", Attribute::Ints(vec![1; 4])),
+                    ("strides", Attribute::Ints(vec![stride as i64; 2])),
+                ],
+                3,
+                1,
+            );
+            let hard_swish = |v: f32| v * (v + 3.0).clamp(0.0, 6.0) / 6.0;
+            let clip = Activation::Clip {
+                min: -0.5,
+                max: 0.75,
+            };
+            for (act, f) in [
+                (clip, &(|v: f32| v.clamp(-0.5, 0.75)) as &dyn Fn(f32) -> f32),
+                (Activation::HardSwish, &hard_swish),
+            ] {
+                let fused = Conv {
+                    activation: Some(act),
+                    fused_sum: true,
+                    ..plain.as_any().downcast_ref::<Conv>().unwrap().clone()
+                };
+                let ins = [
+                    Some(t(&x, &xs)),
+                    Some(t(&w, &ws)),
+                    Some(t(&b, &[ws[0]])),
+                    Some(t(&sum, &shape)),
+                ];
+                let want: Vec<f32> = conv.iter().zip(&sum).map(|(c, s)| f(c + s)).collect();
+                assert_close_to(&eval(&fused, &ins)[0], &want, &shape);
+            }
+        }
+    }
+
+    #[test]
     fn prepacked_conv_rejects_what_does_not_fit() {
         let w = t(&pat(2 * 3 * 9, 1), &[2, 3, 3, 3]);
         assert!(PackedConvWeights::new(&w, 4).is_err());
@@ -1451,6 +1578,26 @@ mod tests {
             [0, 2, 1, 0],
             [1, 1],
             true,
+        );
+        // Depthwise (multiplier 1) in blocks of 16 channels: a partial block with strides,
+        // dilation and uneven pads; two batch items.
+        check_against_naive(
+            [1, 20, 9, 10],
+            [20, 1, 3, 3],
+            20,
+            [2, 1],
+            [1, 0, 2, 1],
+            [1, 2],
+            true,
+        );
+        check_against_naive(
+            [2, 32, 7, 7],
+            [32, 1, 3, 3],
+            32,
+            [1, 1],
+            [1, 1, 1, 1],
+            [1, 1],
+            false,
         );
         // Kernel larger than input in one axis with padding.
         check_against_naive(

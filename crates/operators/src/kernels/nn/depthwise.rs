@@ -569,7 +569,7 @@ pub(super) mod tests {
     }
 
     /// Every tap of output `(y, x)` that reads inside the input, as (tap index, input value).
-    fn window(x: &[f32], g: &Geo3, y: usize, xo: usize) -> Vec<(usize, f32)> {
+    pub(crate) fn window(x: &[f32], g: &Geo3, y: usize, xo: usize) -> Vec<(usize, f32)> {
         let mut taps = Vec::new();
         for kh in 0..g.kernel[1] {
             for kw in 0..g.kernel[2] {

@@ -6,6 +6,7 @@
 pub mod conv;
 pub mod deform_conv;
 mod depthwise;
+mod depthwise_blocked;
 pub mod norm;
 pub mod pool;
 pub mod softmax;
@@ -240,7 +241,7 @@ pub struct Geometry {
 
 /// [`Geometry`] lifted to exactly three spatial axes (leading axes of size 1), so kernels can
 /// use fixed triple loops for 1-D, 2-D and 3-D alike.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geo3 {
     pub input: [usize; 3],
     pub kernel: [usize; 3],
