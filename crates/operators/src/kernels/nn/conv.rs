@@ -322,8 +322,14 @@ impl Conv {
             sum: sv,
         };
         if cg == 1 && mg == 1 && self.run_blocked_depthwise(ctx, &p, &operands, o) {
-            if self.activation.as_ref().and_then(clamp_of).is_none() {
-                ctx.par_chunks_mut(o, osz, |_, plane| activate(plane));
+            // Activations other than a clamp go over the whole output after the kernel.
+            if self
+                .activation
+                .as_ref()
+                .is_some_and(|a| clamp_of(a).is_none())
+            {
+                let planes_per = (p.n * p.m).div_ceil(ctx.threads() * 2).max(1);
+                ctx.par_chunks_mut(o, planes_per * osz, |_, planes| activate(planes));
             }
             return Ok(out);
         }

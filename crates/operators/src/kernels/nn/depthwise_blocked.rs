@@ -235,6 +235,21 @@ mod avx512 {
                 *vc = unsafe { _mm512_maskz_loadu_ps(first(n), xp.add(c * isz + p0)) };
             }
             transpose16(&mut v);
+            if ix + n <= iw {
+                // One input row: consecutive padded pixels.
+                // SAFETY: pixels (iy, ix..ix + n) land at padded (iy + pt, ix + pl..), inside
+                // the `ph x pw` vectors of `t` (the caller's contract).
+                let row = unsafe { tp.add(((iy + pt) * l.pw + ix + pl) * 16) };
+                for (i, vi) in v.iter().enumerate().take(n) {
+                    // SAFETY: as above, pixel `i < n` of the run.
+                    unsafe { _mm512_storeu_ps(row.add(i * 16), *vi) };
+                }
+                ix += n;
+                if ix == iw {
+                    (iy, ix) = (iy + 1, 0);
+                }
+                continue;
+            }
             for vi in v.iter().take(n) {
                 // SAFETY: input pixel (iy, ix) lands at padded (iy + pt, ix + pl), inside the
                 // `ph x pw` vectors of `t` (the caller's contract).
@@ -262,12 +277,39 @@ mod avx512 {
         wt: &[f32],
         bias: &[f32; BLOCK],
         sum: Option<&[f32]>,
+        clamp: (f32, f32),
+        l: &Layout,
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller's contract, passed on; a known width stride lets the 16 pixels'
+        // addresses be constant offsets.
+        unsafe {
+            match l.g.strides[2] {
+                1 => taps_strided::<1>(t, wt, bias, sum, clamp, l, out),
+                2 => taps_strided::<2>(t, wt, bias, sum, clamp, l, out),
+                _ => taps_strided::<0>(t, wt, bias, sum, clamp, l, out),
+            }
+        }
+    }
+
+    /// [`taps`] with width stride `SW` (0: read it from the layout).
+    ///
+    /// # Safety
+    /// As for [`taps`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn taps_strided<const SW: usize>(
+        t: &[f32],
+        wt: &[f32],
+        bias: &[f32; BLOCK],
+        sum: Option<&[f32]>,
         (lo, hi): (f32, f32),
         l: &Layout,
         out: &mut [f32],
     ) {
         let [_, oh, ow] = l.g.output;
         let ([_, kh_n, kw_n], [_, sh, sw], [_, dh, dw]) = (l.g.kernel, l.g.strides, l.g.dilations);
+        let sw = if SW == 0 { sw } else { SW };
         let osz = oh * ow;
         let (tp, wp, dp) = (t.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
