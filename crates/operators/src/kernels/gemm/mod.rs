@@ -435,6 +435,9 @@ unsafe fn scale_c(p: &Problem<'_>) {
     }
 }
 
+/// Column panels of a block up to which its tiles run row panel by row panel.
+const A_OUTER_MAX_COL_PANELS: usize = 4;
+
 /// Column panels up to which A is read in place rather than packed.
 const DIRECT_MAX_PANELS: usize = 2;
 
@@ -556,7 +559,16 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                         (start, 1, mr as isize, mr * k)
                     }
                 };
-                for jr in (0..nc).step_by(nr) {
+                // Tiles by column panel, then row panel (B's panel stays in L1 while A's
+                // stream by); with few column panels, by row panel instead, so each A panel
+                // is fetched once for all of them.
+                let (col_panels, row_panels) = (nc.div_ceil(nr), mc.div_ceil(mr));
+                let a_outer = shifted.is_none() && col_panels <= A_OUTER_MAX_COL_PANELS;
+                for tile in 0..col_panels * row_panels {
+                    let (jr, ir) = match a_outer {
+                        true => (tile % col_panels * nr, tile / col_panels * mr),
+                        false => (tile / row_panels * nr, tile % row_panels * mr),
+                    };
                     let cols = nr.min(nc - jr);
                     // Shifted B: the panel's real columns of C (virtual columns in between
                     // rows are masked off).
@@ -564,7 +576,7 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                     if lanes.is_some_and(|l| l.real_count == 0) {
                         continue;
                     }
-                    for ir in (0..mc).step_by(mr) {
+                    {
                         let rows = mr.min(mc - ir);
                         let nv = usize::from(cols > nr / 2);
                         let (a, f) = match (direct, direct_b.or(shifted.and(kern.shifted))) {

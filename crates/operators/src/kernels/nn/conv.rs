@@ -530,6 +530,21 @@ impl Conv {
                     custom: custom.as_ref().map(|c| c as &dyn TileEpilogue),
                 };
                 let out_g = &mut o[first * osz..][..mg * osz];
+                if is_subsampling(geo) {
+                    // A strided 1x1 reads every `stride`-th pixel: gathered once into a
+                    // plain matrix (output-sized), then a pointwise product.
+                    let done = PADDED_INPUT.with(|cell| {
+                        let mut scratch = cell.try_borrow_mut().ok()?;
+                        let picked = scratch.vec();
+                        subsample(xg, geo, cg, picked);
+                        let operand = BOperand::Matrix(MatRef::row_major(picked, cg, osz));
+                        Some(par_gemm_packed(ctx, weights, operand, out_g, &epilogue))
+                    });
+                    if let Some(done) = done {
+                        done?;
+                        continue;
+                    }
+                }
                 if pointwise {
                     // In place when the GEMM would read it so and the image is large (in
                     // Inception v1 and MobileNetV2, 1x1s on 27x27 and 14x14 images lost 5-20%
@@ -782,6 +797,28 @@ fn im2col_row_starts(g: &Geo3, taps: &depthwise::TapStarts, channels: usize) -> 
         }
     }
     starts
+}
+
+/// Whether a convolution is a 1x1 with a stride above 1 and no padding: a pointwise product
+/// over every `stride`-th input pixel ([`subsample`]).
+fn is_subsampling(g: &Geo3) -> bool {
+    g.kernel_size() == 1 && g.strides != [1; 3] && g.pad_begin == [0; 3] && g.pad_end == [0; 3]
+}
+
+/// Gathers the input pixels a strided 1x1 convolution reads (pixel `o * stride` for output
+/// `o`, per axis) from `channels` planes of `x` into `picked`, one output-sized plane each.
+fn subsample(x: &[f32], g: &Geo3, channels: usize, picked: &mut Vec<f32>) {
+    let ([_, ih, iw], [od, oh, ow], [sd, sh, sw]) = (g.input, g.output, g.strides);
+    picked.clear();
+    picked.reserve(channels * g.out_size());
+    for plane in x.chunks_exact(g.in_size()).take(channels) {
+        for z in 0..od {
+            for y in 0..oh {
+                let row = &plane[((z * sd) * ih + y * sh) * iw..][..iw];
+                picked.extend(row.iter().step_by(sw).take(ow));
+            }
+        }
+    }
 }
 
 /// Whether a convolution is a plain 1x1 product over the input (kernel 1, stride 1, no
@@ -1545,6 +1582,10 @@ mod tests {
         check_against_naive([2, 8, 5, 5], [4, 8, 1, 1], 1, [1, 1], [0; 4], [1, 1], true);
         // Strided 1x1 is not pointwise.
         check_against_naive([1, 4, 5, 5], [3, 4, 1, 1], 1, [2, 2], [0; 4], [1, 1], false);
+        // Strided 1x1s: subsampled (no padding, per-axis strides, two batch items), and
+        // padded (border outputs read zeros).
+        check_against_naive([2, 6, 9, 11], [5, 6, 1, 1], 1, [2, 3], [0; 4], [1, 1], true);
+        check_against_naive([1, 6, 6, 6], [5, 6, 1, 1], 1, [2, 2], [1; 4], [1, 1], true);
         // Depthwise (multiplier 2) with strides and padding, many planes.
         check_against_naive(
             [2, 8, 9, 10],
