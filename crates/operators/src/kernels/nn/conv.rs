@@ -244,7 +244,7 @@ impl Conv {
         let g3 = geo.geo3()?;
         let pointwise = is_pointwise(&g3);
         let padded = (!pointwise)
-            .then(|| depthwise::tap_starts(&g3, 0))
+            .then(|| depthwise::tap_starts(&g3, 0, true))
             .flatten()
             .map(|taps| (taps, im2col_row_starts(&g3, &taps, c / g)));
         let channel_starts = match pointwise {
@@ -574,7 +574,7 @@ impl Conv {
                     };
                     let taps = simd::wide(
                         #[inline(always)]
-                        || depthwise::pad_planes(xg, geo, cg, 0, &mut scratch, 0.0),
+                        || depthwise::pad_planes(xg, geo, cg, 0, true, &mut scratch, 0.0),
                     )?;
                     if taps != *planned {
                         return None;
@@ -585,7 +585,7 @@ impl Conv {
                         offsets: starts,
                         rows: oh,
                         cols: ow,
-                        row_step: geo.strides[1] * taps.row_len,
+                        row_step: taps.output_row_step(geo.strides[1]),
                     };
                     Some(par_gemm_packed(
                         ctx,
@@ -792,7 +792,7 @@ fn im2col_row_starts(g: &Geo3, taps: &depthwise::TapStarts, channels: usize) -> 
     for channel in 0..channels {
         for kh in 0..kh_n {
             for &col in &taps.col_start[..kw_n] {
-                starts.push(channel * taps.plane_len + kh * g.dilations[1] * taps.row_len + col);
+                starts.push(channel * taps.plane_len + taps.row_start(kh * g.dilations[1]) + col);
             }
         }
     }
@@ -1688,16 +1688,19 @@ mod tests {
                 channels,
             };
             let mut scratch = depthwise::Scratch::default();
-            // Twice through one scratch: the second pass reuses the padding.
-            for _ in 0..2 {
-                let taps = depthwise::pad_planes(&x, &geo, channels, 0, &mut scratch, 0.0).unwrap();
+            // Twice through one scratch: the second pass reuses the padding; rows split by
+            // height phase (as convolutions pad) and not.
+            for split_rows in [true, true, false] {
+                let taps =
+                    depthwise::pad_planes(&x, &geo, channels, 0, split_rows, &mut scratch, 0.0)
+                        .unwrap();
                 let starts = im2col_row_starts(&geo, &taps, channels);
                 let padded = ShiftedB {
                     data: scratch.padded(),
                     offsets: &starts,
                     rows: geo.output[1],
                     cols: geo.output[2],
-                    row_step: geo.strides[1] * taps.row_len,
+                    row_step: taps.output_row_step(geo.strides[1]),
                 };
                 let (k, n) = plain.dims();
                 assert_eq!(padded.dims(), (k, n));

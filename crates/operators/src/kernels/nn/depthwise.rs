@@ -82,6 +82,8 @@ impl<F> Scratch<F> {
 struct Layout {
     padded_h: usize,
     row_len: usize,
+    row_phases: usize,
+    col_phase_len: usize,
     pt: usize,
     pl: usize,
     ih: usize,
@@ -146,9 +148,30 @@ pub(crate) struct TapStarts {
     pub(crate) col_start: [usize; MAX_TAPS],
     /// Width taps.
     pub(crate) kw_n: usize,
+    /// Row phases: 1, or the height stride when rows are split by phase too (padded row
+    /// `r` is then row `r / row_phases` of phase `r % row_phases`, and each column phase
+    /// is a sub-plane of its own, so consecutive rows of one phase are `row_len` apart).
+    pub(crate) row_phases: usize,
+    /// Distance between row phases (the plane's length when there is one).
+    pub(crate) row_phase_len: usize,
+    /// Distance between column phases: within a row, or whole sub-planes when rows are split.
+    pub(crate) col_phase_len: usize,
 }
 
 impl TapStarts {
+    /// Where padded row `r` starts in a plane.
+    pub(crate) fn row_start(&self, r: usize) -> usize {
+        (r % self.row_phases) * self.row_phase_len + (r / self.row_phases) * self.row_len
+    }
+
+    /// The distance between the rows that consecutive output rows read (height stride `sh`).
+    pub(crate) fn output_row_step(&self, sh: usize) -> usize {
+        match self.row_phases {
+            1 => sh * self.row_len,
+            _ => self.row_len,
+        }
+    }
+
     /// The padded plane `data` (of [`pad`]'s layout) seen through these tap starts.
     fn over<'a, T>(&'a self, data: &'a [T]) -> Padded<'a, T> {
         Padded {
@@ -163,20 +186,23 @@ impl TapStarts {
 /// `fill` on every side and split by column phase; `None` when the plane is empty.
 #[inline(always)]
 fn pad<F: Float>(x: &[F], g: &Geo3, scratch: &mut Scratch<F>, fill: F) -> Option<TapStarts> {
-    pad_planes(x, g, 1, SLACK, scratch, fill)
+    pad_planes(x, g, 1, SLACK, false, scratch, fill)
 }
 
 /// Copies `planes` consecutive 2-D planes of `x` (each `g.in_size()` values, at most
 /// [`MAX_TAPS`] taps per axis, see [`is_paddable`]) into `scratch`, each padded with `fill`
 /// on every side and every row split into `g.strides[2]` phase rows of the padded width's
 /// share plus `slack` columns: padded column `c` of a row lands in phase `c % sw` at `c / sw`.
-/// Planes are `plane_len` apart, rows `row_len`. `None` when the planes are empty.
+/// Planes are `plane_len` apart, rows `row_len`. With `split_rows`, padded rows are split by
+/// height phase as well ([`TapStarts::row_start`]), so the rows one tap reads for
+/// consecutive output rows are `row_len` apart. `None` when the planes are empty.
 #[inline(always)]
 pub(crate) fn pad_planes<F: Float>(
     x: &[F],
     g: &Geo3,
     planes: usize,
     slack: usize,
+    split_rows: bool,
     scratch: &mut Scratch<F>,
     fill: F,
 ) -> Option<TapStarts> {
@@ -186,12 +212,13 @@ pub(crate) fn pad_planes<F: Float>(
     if planes == 0 {
         return None;
     }
-    let taps = tap_starts(g, slack)?;
-    let (row_len, plane_len) = (taps.row_len, taps.plane_len);
-    let phase_len = row_len / sw;
+    let taps = tap_starts(g, slack, split_rows)?;
+    let (row_len, plane_len, col_phase_len) = (taps.row_len, taps.plane_len, taps.col_phase_len);
     let layout = Layout {
         padded_h: plane_len / row_len,
         row_len,
+        row_phases: taps.row_phases,
+        col_phase_len,
         pt,
         pl,
         ih,
@@ -210,22 +237,21 @@ pub(crate) fn pad_planes<F: Float>(
         .zip(scratch.data.chunks_exact_mut(plane_len))
         .take(planes)
     {
-        for (src, dst) in src_plane
-            .chunks_exact(iw)
-            .zip(dst_plane[pt * row_len..].chunks_exact_mut(row_len))
-        {
+        for (iy, src) in src_plane.chunks_exact(iw).enumerate() {
+            // The row's phase 0 (the others `col_phase_len` apart).
+            let dst = &mut dst_plane[taps.row_start(iy + pt)..];
             if sw == 1 {
                 dst[pl..pl + iw].copy_from_slice(src);
             } else if sw == 2 {
                 // Input column `ix` is padded column `ix + pl`: even `ix` land in phase
                 // `pl % 2` from `pl / 2`, odd ones in the other phase from `(pl + 1) / 2`.
-                let (p0, p1) = dst.split_at_mut(phase_len);
+                let (p0, p1) = dst.split_at_mut(col_phase_len);
                 let (a, b) = if pl % 2 == 0 { (p0, p1) } else { (p1, p0) };
                 deinterleave2(src, &mut a[pl / 2..], &mut b[pl.div_ceil(2)..]);
             } else {
                 let (mut phase, mut at) = (pl % sw, pl / sw);
                 for &v in src {
-                    dst[phase * phase_len + at] = v;
+                    dst[phase * col_phase_len + at] = v;
                     phase += 1;
                     if phase == sw {
                         phase = 0;
@@ -239,10 +265,11 @@ pub(crate) fn pad_planes<F: Float>(
 }
 
 /// The layout [`pad_planes`] gives a padded plane of `g`'s input with `slack` extra columns
-/// per phase row, and where each width tap starts in a row; `None` when the plane is empty
-/// or not paddable. (Called per plane: no divisions for stride 1.)
+/// per phase row (rows split by height phase with `split_rows`), and where each width tap
+/// starts in a row; `None` when the plane is empty or not paddable. (Called per plane: no
+/// divisions for stride 1.)
 #[inline]
-pub(crate) fn tap_starts(g: &Geo3, slack: usize) -> Option<TapStarts> {
+pub(crate) fn tap_starts(g: &Geo3, slack: usize, split_rows: bool) -> Option<TapStarts> {
     let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
     let ([_, kh_n, kw_n], [_, _, sw]) = (g.kernel, g.strides);
     let ([_, _, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
@@ -252,26 +279,41 @@ pub(crate) fn tap_starts(g: &Geo3, slack: usize) -> Option<TapStarts> {
     // The padded plane covers every input and every position a tap reads.
     let padded_w = ((ow - 1) * sw + (kw_n - 1) * dw + 1).max(pl + iw);
     let padded_h = ((oh - 1) * g.strides[1] + (kh_n - 1) * g.dilations[1] + 1).max(pt + ih);
-    let mut col_start = [0usize; MAX_TAPS];
-    let phase_len = if sw == 1 {
-        for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
-            *c = kw * dw;
-        }
-        padded_w + slack
-    } else {
-        let phase_len = padded_w.div_ceil(sw) + slack;
-        for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
-            let off = kw * dw;
-            *c = (off % sw) * phase_len + off / sw;
-        }
-        phase_len
+    let phase_len = match sw {
+        1 => padded_w + slack,
+        _ => padded_w.div_ceil(sw) + slack,
     };
-    let row_len = sw * phase_len;
+    // Split: every (column phase, row phase) its own sub-plane of `phase_len`-long rows;
+    // else rows of all column phases side by side.
+    let (row_len, row_phases) = match split_rows {
+        true => (phase_len, g.strides[1]),
+        false => (sw * phase_len, 1),
+    };
+    let row_phase_len = padded_h.div_ceil(row_phases) * row_len;
+    let col_phase_len = match split_rows {
+        true => row_phases * row_phase_len,
+        false => phase_len,
+    };
+    let mut col_start = [0usize; MAX_TAPS];
+    for (kw, c) in col_start.iter_mut().enumerate().take(kw_n) {
+        let off = kw * dw;
+        *c = match sw {
+            1 => off,
+            _ => (off % sw) * col_phase_len + off / sw,
+        };
+    }
     Some(TapStarts {
         row_len,
-        plane_len: padded_h * row_len,
+        plane_len: if split_rows {
+            sw * col_phase_len
+        } else {
+            row_phase_len
+        },
         col_start,
         kw_n,
+        row_phases,
+        row_phase_len,
+        col_phase_len,
     })
 }
 
