@@ -161,7 +161,11 @@ pub(crate) struct TapStarts {
 impl TapStarts {
     /// Where padded row `r` starts in a plane.
     pub(crate) fn row_start(&self, r: usize) -> usize {
-        (r % self.row_phases) * self.row_phase_len + (r / self.row_phases) * self.row_len
+        match self.row_phases {
+            // No division: this runs per row of every padded plane.
+            1 => r * self.row_len,
+            n => (r % n) * self.row_phase_len + (r / n) * self.row_len,
+        }
     }
 
     /// The distance between the rows that consecutive output rows read (height stride `sh`).
@@ -232,14 +236,17 @@ pub(crate) fn pad_planes<F: Float>(
         scratch.data.resize(planes * plane_len, fill);
         scratch.filled_for = Some(layout);
     }
+    // A padded row's phases: one after the other, or one per sub-plane when rows are split.
+    let phase_len = row_len / if split_rows { 1 } else { sw };
+    let row_span = (sw - 1) * col_phase_len + phase_len;
     for (src_plane, dst_plane) in x
         .chunks_exact(ih * iw)
         .zip(scratch.data.chunks_exact_mut(plane_len))
         .take(planes)
     {
         for (iy, src) in src_plane.chunks_exact(iw).enumerate() {
-            // The row's phase 0 (the others `col_phase_len` apart).
-            let dst = &mut dst_plane[taps.row_start(iy + pt)..];
+            // The row's phase 0 and the others, `col_phase_len` apart.
+            let dst = &mut dst_plane[taps.row_start(iy + pt)..][..row_span];
             if sw == 1 {
                 dst[pl..pl + iw].copy_from_slice(src);
             } else if sw == 2 {
@@ -289,7 +296,10 @@ pub(crate) fn tap_starts(g: &Geo3, slack: usize, split_rows: bool) -> Option<Tap
         true => (phase_len, g.strides[1]),
         false => (sw * phase_len, 1),
     };
-    let row_phase_len = padded_h.div_ceil(row_phases) * row_len;
+    let row_phase_len = match row_phases {
+        1 => padded_h * row_len,
+        n => padded_h.div_ceil(n) * row_len,
+    };
     let col_phase_len = match split_rows {
         true => row_phases * row_phase_len,
         false => phase_len,

@@ -8,10 +8,13 @@
 //! there (bias, then every tap) and transposed back into the 16 output planes, where the
 //! fused sum and clamp (Relu, Clip) are applied on the way out.
 //!
-//! The transposes cost about as much as the taps, so this pays where the plane-at-a-time
+//! Max pooling ([`run_max`]) takes the same path with the maximum for the weighted sum and
+//! -inf for padding.
+//!
+//! The transposes cost about as much as the taps, so this pays most where the plane-at-a-time
 //! kernel of [`super::depthwise`] wastes lanes and per-plane overhead: small planes (MobileNet's
-//! 28x28 and down) and strided convolutions. Only AVX-512F; [`run`] reports when it did not
-//! apply and the caller keeps its plane-at-a-time path.
+//! 28x28 and down, Inception's 13x13 and 7x7) and strided windows. Only AVX-512F; [`run`] and
+//! [`run_max`] report when they did not apply and the caller keeps its plane-at-a-time path.
 
 use super::Geo3;
 
@@ -40,7 +43,8 @@ pub(super) struct Block<'a> {
 #[derive(Debug, Default)]
 pub(super) struct Scratch {
     data: Vec<f32>,
-    cleared_for: Option<Geo3>,
+    /// The geometry and padding value whose padding `data` holds.
+    cleared_for: Option<(Geo3, bool)>,
 }
 
 thread_local! {
@@ -100,15 +104,7 @@ pub(super) fn run(
     if !fits {
         return false;
     }
-    let (ph, pw) = padded_dims(g);
-    let (t_len, w_len) = (ph * pw * BLOCK, ksz * BLOCK);
-    if scratch.cleared_for != Some(*g) || scratch.data.len() < t_len + w_len {
-        scratch.data.clear();
-        scratch.data.resize(t_len + w_len, 0.0);
-        scratch.cleared_for = Some(*g);
-    }
-    let (t, rest) = scratch.data.split_at_mut(t_len);
-    let wt = &mut rest[..w_len];
+    let (t, wt) = scratch.layout(g, false);
     // Weights transposed: tap `k`'s 16 channel weights side by side (zero past `ch`).
     for (k, taps) in wt.chunks_exact_mut(BLOCK).enumerate() {
         for (c, v) in taps.iter_mut().enumerate() {
@@ -122,18 +118,85 @@ pub(super) fn run(
     let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     #[cfg(target_arch = "x86_64")]
     {
-        let geo = Layout { pw, ch, g: *g };
+        let geo = Layout {
+            pw: padded_dims(g).1,
+            ch,
+            g: *g,
+        };
         // SAFETY: AVX-512F is present (`applies`); `t` and `wt` have the lengths the layout
-        // needs (`ph * pw` and `ksz` vectors), `x`, `out` and `sum` hold `ch` planes (checked
-        // in `fits`), and `padded_dims` covers every pixel a tap reads.
+        // needs (`ph * pw` and `ksz` vectors, `Scratch::layout`), `x`, `out` and `sum` hold
+        // `ch` planes (checked in `fits`), and `padded_dims` covers every pixel a tap reads.
         unsafe {
             avx512::transpose_in(block.x, &geo, t);
-            avx512::taps(t, wt, &bias, block.sum, (lo, hi), &geo, block.out);
+            avx512::taps::<false>(t, wt, &bias, block.sum, (lo, hi), &geo, block.out);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (t, wt, bias, lo, hi);
     true
+}
+
+/// Max pooling of `channels` (<= [`BLOCK`]) planes of `x` into `out`: every window's
+/// maximum, padding read as -inf and NaN inputs skipped (as the plane-at-a-time max
+/// pooling). Returns false, with `out` untouched, where it does not apply (see [`applies`])
+/// or the slices are too short for `g`.
+pub(super) fn run_max(
+    x: &[f32],
+    out: &mut [f32],
+    channels: usize,
+    g: &Geo3,
+    scratch: &mut Scratch,
+) -> bool {
+    let fits = applies(g)
+        && (1..=BLOCK).contains(&channels)
+        && x.len() >= channels * g.in_size()
+        && out.len() >= channels * g.out_size();
+    if !fits {
+        return false;
+    }
+    let (t, _) = scratch.layout(g, true);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let geo = Layout {
+            pw: padded_dims(g).1,
+            ch: channels,
+            g: *g,
+        };
+        let none = [f32::NEG_INFINITY; BLOCK];
+        // SAFETY: as in `run`; the max taps read no weights, bias or sum.
+        unsafe {
+            avx512::transpose_in(x, &geo, t);
+            avx512::taps::<true>(
+                t,
+                &[],
+                &none,
+                None,
+                (f32::NEG_INFINITY, f32::INFINITY),
+                &geo,
+                out,
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = t;
+    true
+}
+
+impl Scratch {
+    /// The padded transposed input (`ph * pw` vectors, its padding 0, or -inf for `max`) and
+    /// the transposed weights (`kernel_size` vectors) for `g`.
+    fn layout(&mut self, g: &Geo3, max: bool) -> (&mut [f32], &mut [f32]) {
+        let (ph, pw) = padded_dims(g);
+        let (t_len, w_len) = (ph * pw * BLOCK, g.kernel_size() * BLOCK);
+        if self.cleared_for != Some((*g, max)) || self.data.len() < t_len + w_len {
+            let fill = if max { f32::NEG_INFINITY } else { 0.0 };
+            self.data.clear();
+            self.data.resize(t_len + w_len, fill);
+            self.cleared_for = Some((*g, max));
+        }
+        let (t, rest) = self.data.split_at_mut(t_len);
+        (t, &mut rest[..w_len])
+    }
 }
 
 /// The block's layout as the kernels read it.
@@ -262,17 +325,18 @@ mod avx512 {
         }
     }
 
-    /// Every output: bias plus each tap's weights times the padded input it reads, summed
-    /// for 16 output pixels (in row-major order, so runs cross rows of narrow planes) in 16
-    /// accumulators, transposed in registers into 16 pixels of each channel, then the fused
-    /// sum added, clamped to `[lo, hi]` and stored into the block's `l.ch` output planes.
+    /// Every output: bias plus each tap's weights times the padded input it reads (with
+    /// `MAX`, the bias then the maximum of the taps), for 16 output pixels (in row-major
+    /// order, so runs cross rows of narrow planes) in 16 accumulators, transposed in
+    /// registers into 16 pixels of each channel, then the fused sum added, clamped to
+    /// `[lo, hi]` and stored into the block's `l.ch` output planes.
     ///
     /// # Safety
     /// AVX-512F; `t` holds the padded vectors (rows of `l.pw`) covering every pixel a tap
-    /// reads, `wt` `l.g.kernel_size()` weight vectors; `out` (and `sum` when given) hold
-    /// `l.ch` planes of `l.g.out_size()` values.
+    /// reads, `wt` `l.g.kernel_size()` weight vectors (unless `MAX`); `out` (and `sum` when
+    /// given) hold `l.ch` planes of `l.g.out_size()` values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn taps(
+    pub(super) unsafe fn taps<const MAX: bool>(
         t: &[f32],
         wt: &[f32],
         bias: &[f32; BLOCK],
@@ -285,10 +349,22 @@ mod avx512 {
         // addresses be constant offsets.
         unsafe {
             match l.g.strides[2] {
-                1 => taps_strided::<1>(t, wt, bias, sum, clamp, l, out),
-                2 => taps_strided::<2>(t, wt, bias, sum, clamp, l, out),
-                _ => taps_strided::<0>(t, wt, bias, sum, clamp, l, out),
+                1 => taps_strided::<1, MAX>(t, wt, bias, sum, clamp, l, out),
+                2 => taps_strided::<2, MAX>(t, wt, bias, sum, clamp, l, out),
+                _ => taps_strided::<0, MAX>(t, wt, bias, sum, clamp, l, out),
             }
+        }
+    }
+
+    /// One tap for an accumulator: `acc + w * v`, or with `MAX` the larger of `v` and `acc`
+    /// (`acc` when `v` is NaN, so NaN inputs are skipped).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn reduce<const MAX: bool>(w: __m512, v: __m512, acc: __m512) -> __m512 {
+        if MAX {
+            _mm512_max_ps(v, acc)
+        } else {
+            _mm512_fmadd_ps(w, v, acc)
         }
     }
 
@@ -298,7 +374,7 @@ mod avx512 {
     /// As for [`taps`].
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn taps_strided<const SW: usize>(
+    unsafe fn taps_strided<const SW: usize, const MAX: bool>(
         t: &[f32],
         wt: &[f32],
         bias: &[f32; BLOCK],
@@ -315,6 +391,15 @@ mod avx512 {
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         // SAFETY: `bias` holds 16 values.
         let b = unsafe { _mm512_loadu_ps(bias.as_ptr()) };
+        // Tap `k`'s weights (none for `MAX`).
+        let weight = |k: usize| {
+            if MAX {
+                _mm512_setzero_ps()
+            } else {
+                // SAFETY: `k` is a tap of the kernel: inside `wt` (the caller's contract).
+                unsafe { _mm512_loadu_ps(wp.add(k * 16)) }
+            }
+        };
         // Where the next run's first pixel is.
         let (mut y, mut x) = (0, 0);
         for p0 in (0..osz).step_by(16) {
@@ -330,11 +415,11 @@ mod avx512 {
                         // SAFETY: tap (kh, kw) is inside `wt`; output (y, x + i) reads padded
                         // pixel (y*sh + kh*dh, (x + i)*sw + kw*dw), inside `t` (the contract).
                         unsafe {
-                            let wv = _mm512_loadu_ps(wp.add((kh * kw_n + kw) * 16));
+                            let wv = weight(kh * kw_n + kw);
                             let at = tp.add(tap);
                             for (i, a) in acc.iter_mut().enumerate() {
                                 let v = _mm512_loadu_ps(at.add(i * sw * 16));
-                                *a = _mm512_fmadd_ps(wv, v, *a);
+                                *a = reduce::<MAX>(wv, v, *a);
                             }
                         }
                     }
@@ -359,9 +444,9 @@ mod avx512 {
                         let tap = (kh * dh * l.pw + kw * dw) * 16;
                         // SAFETY: as above, for pixel (py, px) of each lane.
                         unsafe {
-                            let wv = _mm512_loadu_ps(wp.add((kh * kw_n + kw) * 16));
+                            let wv = weight(kh * kw_n + kw);
                             for (a, at) in acc.iter_mut().zip(&base) {
-                                *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(tp.add(at + tap)), *a);
+                                *a = reduce::<MAX>(wv, _mm512_loadu_ps(tp.add(at + tap)), *a);
                             }
                         }
                     }
@@ -473,6 +558,42 @@ mod tests {
                             (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
                             "{g:?} channel {c} pixel {p}: {got} vs {want}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `run_max` against a naive max over each window, with NaN inputs (skipped) and
+    /// windows that read only padding (-inf).
+    #[test]
+    fn max_blocks_match_a_naive_reference_and_skip_nan() {
+        if !crate::kernels::simd::has_avx512() {
+            return;
+        }
+        let mut geos = geometries();
+        geos.push(geo([5, 5], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], true));
+        geos.push(geo([4, 6], [2, 2], [1, 1], [1, 1], [3, 0, 0, 0], false));
+        let mut scratch = Scratch::default();
+        for g in &geos {
+            for ch in [16, 3] {
+                let (isz, osz) = (g.in_size(), g.out_size());
+                let mut x = pattern(ch * isz, 5);
+                for v in x.iter_mut().step_by(7) {
+                    *v = f32::NAN;
+                }
+                let mut out = vec![0.0; ch * osz];
+                assert!(run_max(&x, &mut out, ch, g, &mut scratch), "{g:?}");
+                let ow = g.output[2];
+                for c in 0..ch {
+                    for (p, &got) in out[c * osz..][..osz].iter().enumerate() {
+                        let taps = window(&x[c * isz..][..isz], g, p / ow, p % ow);
+                        let want = taps
+                            .iter()
+                            .map(|&(_, v)| v)
+                            .filter(|v| !v.is_nan())
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        assert_eq!(got, want, "{g:?} channel {c} pixel {p}");
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! Pooling: `MaxPool` (with the optional `Indices` output), `AveragePool`, `LpPool` and their
 //! global forms, for 1-D to 3-D spatial inputs. Each (batch, channel) plane is one task.
 
-use super::{concrete, depthwise, flag, for_each_tap_row, Geo3, SpatialAttrs};
+use super::{concrete, depthwise, depthwise_blocked, flag, for_each_tap_row, Geo3, SpatialAttrs};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::kernels::simd;
 use crate::{
@@ -317,6 +317,9 @@ impl Pool {
             }
         };
         let o = out.as_slice_mut::<F>()?;
+        if kind == PoolKind::Max && !whole_plane && blocked_max_pool(ctx, xv, g, o) {
+            return Ok(vec![out.into()]);
+        }
         let planes = (o.len() / osz).div_ceil(ctx.threads() * 4).max(1);
         ctx.par_chunks_mut(o, planes * osz, |ci, chunk| {
             depthwise::Scratch::with_thread_local(|scratch| {
@@ -384,6 +387,43 @@ fn pool_plane_rows<F: Float>(x: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut 
             *o = if v > *o { v } else { *o };
         }
     });
+}
+
+/// Output plane size up to which max pooling runs channel-blocked. Measured in the models,
+/// 1 thread: 13x13 and 6x6 outputs 1.3-5x faster blocked (Inception v1's 3x3 pools on
+/// 13x13: 0.088 -> 0.065 ms; on 6x6: 0.090 -> 0.028); 27x27 and 55x55 outputs 5-30% slower.
+const BLOCKED_MAX_POOL_OUTPUT: usize = 256;
+
+/// Max pooling of f32 2-D planes 16 at a time in a channel-interleaved layout
+/// ([`depthwise_blocked::run_max`]) where the output planes are small (at most
+/// [`BLOCKED_MAX_POOL_OUTPUT`] pixels); false, with `out` untouched, elsewhere.
+fn blocked_max_pool<F: Float>(ctx: &EvalCtx<'_>, x: &[F], g: &Geo3, out: &mut [F]) -> bool {
+    use depthwise_blocked::BLOCK;
+    let (isz, osz) = (g.in_size(), g.out_size());
+    if !depthwise_blocked::applies(g)
+        || osz == 0
+        || osz > BLOCKED_MAX_POOL_OUTPUT
+        || x.len() / isz.max(1) != out.len() / osz
+    {
+        return false;
+    }
+    let (Some(x), Some(o)) = (F::as_f32s(x), F::as_f32s_mut(out)) else {
+        return false;
+    };
+    let blocks = (o.len() / osz).div_ceil(BLOCK);
+    let blocks_per = blocks.div_ceil(ctx.threads() * 2).max(1);
+    ctx.par_chunks_mut(o, blocks_per * BLOCK * osz, |ci, chunk| {
+        depthwise_blocked::with_scratch(|scratch| {
+            for (j, planes) in chunk.chunks_mut(BLOCK * osz).enumerate() {
+                let (first, channels) = ((ci * blocks_per + j) * BLOCK, planes.len() / osz);
+                let xs = &x[first * isz..][..channels * isz];
+                // Applies for every block once it applies for the geometry.
+                let ran = depthwise_blocked::run_max(xs, planes, channels, g, scratch);
+                debug_assert!(ran);
+            }
+        });
+    });
+    true
 }
 
 /// Whether a pool's only window is the whole plane: one output, no padding, a kernel the
