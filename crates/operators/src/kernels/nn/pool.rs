@@ -278,7 +278,6 @@ impl Pool {
         // (Up to a few units in the last place from a division of the sum.)
         let window = g.kernel_size();
         let mean_weights = vec![F::ONE / F::from_usize(window); window];
-        let whole_window = F::from_usize(window);
         let whole_plane = covers_whole_plane(g);
         let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut depthwise::Scratch<F>| {
             let xp = &xv[plane_idx * isz..][..isz];
@@ -304,20 +303,20 @@ impl Pool {
                     || {
                         o.fill(F::ZERO);
                         depthwise::plane(xp, &mean_weights, g, scratch, o, None);
-                        for &(i, count) in &plan.cut {
-                            o[i] *= if count == 0 {
-                                F::ZERO
-                            } else {
-                                whole_window / F::from_usize(count)
-                            };
-                        }
+                        rescale_cut(o, osz, &plan.cut, window);
                     },
                 ),
                 PoolKind::Lp => lp_plane(xp, g, t, p, o),
             }
         };
         let o = out.as_slice_mut::<F>()?;
-        if kind == PoolKind::Max && !whole_plane && blocked_max_pool(ctx, xv, g, o) {
+        let blocked = match kind {
+            _ if whole_plane => false,
+            PoolKind::Max => blocked_pool(ctx, xv, g, o, None),
+            PoolKind::Average => blocked_pool(ctx, xv, g, o, Some(&plan.cut)),
+            PoolKind::Lp => false,
+        };
+        if blocked {
             return Ok(vec![out.into()]);
         }
         let planes = (o.len() / osz).div_ceil(ctx.threads() * 4).max(1);
@@ -389,27 +388,37 @@ fn pool_plane_rows<F: Float>(x: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut 
     });
 }
 
-/// Output plane size up to which max pooling runs channel-blocked. Measured in the models,
-/// 1 thread: 13x13 and 6x6 outputs 1.3-5x faster blocked (Inception v1's 3x3 pools on
-/// 13x13: 0.088 -> 0.065 ms; on 6x6: 0.090 -> 0.028); 27x27 and 55x55 outputs 5-30% slower.
-const BLOCKED_MAX_POOL_OUTPUT: usize = 256;
+/// Output plane size up to which pooling runs channel-blocked. Measured in the models, 1
+/// thread: 13x13 and 6x6 max pool outputs 1.3-5x faster blocked (Inception v1's 3x3 pools
+/// on 13x13: 0.088 -> 0.065 ms; on 6x6: 0.090 -> 0.028), 7x7 average pools 2x (Inception
+/// v2's 1024x7x7 0.145 -> 0.082 ms), 14x14 ones even; 27x27 and larger outputs 5-40%
+/// slower.
+const BLOCKED_POOL_OUTPUT: usize = 256;
 
-/// Max pooling of f32 2-D planes 16 at a time in a channel-interleaved layout
-/// ([`depthwise_blocked::run_max`]) where the output planes are small (at most
-/// [`BLOCKED_MAX_POOL_OUTPUT`] pixels); false, with `out` untouched, elsewhere.
-fn blocked_max_pool<F: Float>(ctx: &EvalCtx<'_>, x: &[F], g: &Geo3, out: &mut [F]) -> bool {
+/// Max pooling (`cut` is `None`) or average pooling (`cut` lists the outputs whose window
+/// holds fewer inputs, as [`Pool::plan`] found them) of f32 2-D planes, 16 at a time in a
+/// channel-interleaved layout ([`depthwise_blocked`]): the maximum, or the window's sum
+/// times `1 / window size` rescaled where cut, for small output planes (at most
+/// [`BLOCKED_POOL_OUTPUT`] pixels). False, with `out` untouched, where it does not apply.
+fn blocked_pool<F: Float>(
+    ctx: &EvalCtx<'_>,
+    x: &[F],
+    g: &Geo3,
+    out: &mut [F],
+    cut: Option<&[(usize, usize)]>,
+) -> bool {
     use depthwise_blocked::BLOCK;
-    let (isz, osz) = (g.in_size(), g.out_size());
+    let (isz, osz, window) = (g.in_size(), g.out_size(), g.kernel_size());
     if !depthwise_blocked::applies(g)
-        || osz == 0
-        || osz > BLOCKED_MAX_POOL_OUTPUT
-        || x.len() / isz.max(1) != out.len() / osz
+        || osz > BLOCKED_POOL_OUTPUT
+        || x.len() / isz.max(1) != out.len() / osz.max(1)
     {
         return false;
     }
     let (Some(x), Some(o)) = (F::as_f32s(x), F::as_f32s_mut(out)) else {
         return false;
     };
+    let mean = vec![1.0 / window as f32; BLOCK * window];
     let blocks = (o.len() / osz).div_ceil(BLOCK);
     let blocks_per = blocks.div_ceil(ctx.threads() * 2).max(1);
     ctx.par_chunks_mut(o, blocks_per * BLOCK * osz, |ci, chunk| {
@@ -418,12 +427,42 @@ fn blocked_max_pool<F: Float>(ctx: &EvalCtx<'_>, x: &[F], g: &Geo3, out: &mut [F
                 let (first, channels) = ((ci * blocks_per + j) * BLOCK, planes.len() / osz);
                 let xs = &x[first * isz..][..channels * isz];
                 // Applies for every block once it applies for the geometry.
-                let ran = depthwise_blocked::run_max(xs, planes, channels, g, scratch);
+                let ran = match cut {
+                    None => depthwise_blocked::run_max(xs, planes, channels, g, scratch),
+                    Some(cut) => {
+                        let block = depthwise_blocked::Block {
+                            x: xs,
+                            w: &mean,
+                            bias: None,
+                            sum: None,
+                            out: planes,
+                            channels,
+                        };
+                        let ran = depthwise_blocked::run(block, g, None, scratch);
+                        rescale_cut(planes, osz, cut, window);
+                        ran
+                    }
+                };
                 debug_assert!(ran);
             }
         });
     });
     true
+}
+
+/// Rescales the cut outputs of each `osz`-long plane of mean pooled `planes` from a mean over
+/// the whole window to one over the `count` inputs it holds (0 for none).
+fn rescale_cut<F: Float>(planes: &mut [F], osz: usize, cut: &[(usize, usize)], window: usize) {
+    let whole_window = F::from_usize(window);
+    for plane in planes.chunks_mut(osz) {
+        for &(i, count) in cut {
+            plane[i] *= if count == 0 {
+                F::ZERO
+            } else {
+                whole_window / F::from_usize(count)
+            };
+        }
+    }
 }
 
 /// Whether a pool's only window is the whole plane: one output, no padding, a kernel the
@@ -882,9 +921,16 @@ mod tests {
     #[test]
     fn average_and_whole_plane_pools_match_references() {
         // Padded 3x3 means (the depthwise path plus the rescaled edge windows), on planes
-        // wider and narrower than a vector.
-        for [h, w] in [[14, 14], [7, 40], [5, 3]] {
-            let x = pat(3 * h * w, 5);
+        // wider and narrower than a vector; 20 channels: one full channel block and a
+        // partial one on small planes.
+        for ([h, w], c) in [
+            ([14, 14], 3),
+            ([7, 40], 3),
+            ([5, 3], 3),
+            ([14, 14], 20),
+            ([5, 3], 20),
+        ] {
+            let x = pat(c * h * w, 5);
             let op = build(
                 "AveragePool",
                 19,
@@ -895,8 +941,8 @@ mod tests {
                 1,
                 1,
             );
-            let got = eval(op.as_ref(), &[Some(t(&x, &[1, 3, h, w]))]);
-            let want: Vec<f64> = naive_average(&x, [3, h, w], 3, 1)
+            let got = eval(op.as_ref(), &[Some(t(&x, &[1, c, h, w]))]);
+            let want: Vec<f64> = naive_average(&x, [c, h, w], 3, 1)
                 .iter()
                 .map(|&v| f64::from(v))
                 .collect();
