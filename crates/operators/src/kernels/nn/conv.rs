@@ -3,10 +3,13 @@
 //! Conv picks one of four paths per call:
 //! - prepacked (f32 weights packed once by the graph's prepacking pass, [`PackedConvWeights`]):
 //!   one GEMM per (batch item, group) whose B panels are packed straight from the input
-//!   (implicit im2col, [`Im2colPanels`]; the input itself for a pointwise 1x1 conv), with
+//!   (implicit im2col, [`Im2colPanels`], or shifted windows of a padded copy; the input
+//!   itself for a pointwise 1x1 conv, its gathered pixels for a strided one), with
 //!   bias, fused sum and activation applied to each output tile while it is in cache, split
 //!   over the threads by output pixels;
-//! - direct depthwise (one input channel per group, [`depthwise`]);
+//! - direct depthwise (one input channel per group): 16 channels at a time
+//!   ([`depthwise_blocked`], f32 on AVX-512, one output channel per input channel), else
+//!   plane by plane ([`depthwise`]);
 //! - pointwise (1x1, stride 1, no padding: GEMM directly on the input) and
 //! - the general im2col + GEMM, for weights that are not constant or not f32. Work is split
 //!   over (batch, group) tasks, or over output channel blocks and im2col rows when there are

@@ -5,7 +5,12 @@
 //! then sum all their taps in registers and are stored once: with AVX-512 and f32 by a
 //! hand-written kernel that also applies a fused clamp (Relu, Clip) in its store, otherwise by
 //! fixed-size blocks the compiler vectorizes. 3-D planes and very wide kernels go tap by tap
-//! along output rows.
+//! along output rows. (f32 depthwise convolutions with one output per input channel, and
+//! pools with small outputs, run 16 channels at a time in [`super::depthwise_blocked`]
+//! where AVX-512 is present.)
+//!
+//! [`pad_planes`] also lays out the padded input that 2-D convolutions read as shifted
+//! windows, there split by row phase as well.
 
 use super::{deinterleave2, for_each_tap_row, Geo3};
 use crate::kernels::linalg::Float;
