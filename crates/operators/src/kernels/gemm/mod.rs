@@ -498,6 +498,16 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
     };
     for jc in (0..p.n).step_by(ncb) {
         let nc = ncb.min(p.n - jc);
+        // Shifted B: each column panel's real columns of C (virtual columns in between rows
+        // are masked off), found once per panel.
+        if let BSrc::Shifted(s) = p.b {
+            bufs.lanes.clear();
+            bufs.lanes.extend(
+                (0..nc)
+                    .step_by(nr)
+                    .map(|jr| s.lanes(p.col0 + jc + jr, nr.min(nc - jr))),
+            );
+        }
         let mut pc = 0;
         while pc < p.k {
             let kc = kcb.min(p.k - pc);
@@ -574,16 +584,6 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                 let small_b =
                     kc <= A_OUTER_MAX_KC && (shifted.is_some() || kc * nc <= A_OUTER_MAX_B_BLOCK);
                 let a_outer = col_panels <= A_OUTER_MAX_COL_PANELS || small_b;
-                // Shifted B: each column panel's real columns of C (virtual columns in
-                // between rows are masked off), found once per panel.
-                if let Some(s) = shifted {
-                    bufs.lanes.clear();
-                    bufs.lanes.extend(
-                        (0..nc)
-                            .step_by(nr)
-                            .map(|jr| s.lanes(p.col0 + jc + jr, nr.min(nc - jr))),
-                    );
-                }
                 for tile in 0..col_panels * row_panels {
                     let (jr, ir) = match a_outer {
                         true => (tile % col_panels * nr, tile / col_panels * mr),
@@ -594,91 +594,88 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                     if lanes.is_some_and(|l| l.real_count == 0) {
                         continue;
                     }
-                    {
-                        let rows = mr.min(mc - ir);
-                        let nv = usize::from(cols > nr / 2);
-                        let (a, f) = match (direct, direct_b.or(shifted.and(kern.shifted))) {
-                            // Direct kernels are picked with `R == rows`, so they read only
-                            // the `rows` valid rows of A.
-                            (Some(table), _) => {
-                                (ap.wrapping_offset(ir as isize * ars), table[rows - 1][nv])
-                            }
-                            (None, Some(table)) => {
-                                (ap.wrapping_add(ir / mr * a_panels), table[rows - 1][nv])
-                            }
-                            (None, None) => {
-                                (ap.wrapping_add(ir / mr * a_panels), kern.pick(rows, cols))
-                            }
+                    let rows = mr.min(mc - ir);
+                    let nv = usize::from(cols > nr / 2);
+                    let (a, f) = match (direct, direct_b.or(shifted.and(kern.shifted))) {
+                        // Direct kernels are picked with `R == rows`, so they read only
+                        // the `rows` valid rows of A.
+                        (Some(table), _) => {
+                            (ap.wrapping_offset(ir as isize * ars), table[rows - 1][nv])
+                        }
+                        (None, Some(table)) => {
+                            (ap.wrapping_add(ir / mr * a_panels), table[rows - 1][nv])
+                        }
+                        (None, None) => {
+                            (ap.wrapping_add(ir / mr * a_panels), kern.pick(rows, cols))
+                        }
+                    };
+                    // Direct and shifted B have unit column stride.
+                    let b = match (direct_b, shifted) {
+                        (None, None) => bp.wrapping_add(jr * kc),
+                        _ => bp.wrapping_add(jr),
+                    };
+                    // C's column: the real one for shifted B.
+                    let (row, col) = (
+                        p.row0 + ic + ir,
+                        lanes.map_or(p.col0 + jc + jr, |l| l.real_col),
+                    );
+                    let ShiftedLanes {
+                        mask: lane_mask,
+                        at: lane_at,
+                        real_count,
+                        ..
+                    } = lanes.unwrap_or_default();
+                    let c_cols = if lanes.is_some() { real_count } else { cols };
+                    let fused = match p.epilogue {
+                        Some(e) if last_k_block && e.has_fused() => {
+                            Some(e.fused_at(row, col, p.rsc))
+                        }
+                        _ => None,
+                    };
+                    // SAFETY: `a` addresses the valid rows `ic+ir..` of A in place (direct)
+                    // or a packed panel of `kc * mr` elements; `b` the valid columns
+                    // `jc+jr..` of B's rows `pc..` in place (direct B: the kernel masks
+                    // lanes past `cols`; shifted B: rows at `boffs`, lanes masked to real
+                    // columns, all inside the data as `ShiftedB::check` ensured) or a
+                    // packed panel of `kc * nr` elements; the C tile at row `ic + ir`,
+                    // column `jc + jr` (shifted: its real columns, `lane_at` apart) has
+                    // `rows x cols` (shifted: `rows x real_count`) elements inside C; the
+                    // CPU runs `kern`.
+                    unsafe {
+                        let t = Tile {
+                            kc,
+                            a,
+                            ars,
+                            aks,
+                            b,
+                            bks,
+                            boffs,
+                            lanes: lane_mask,
+                            lane_at,
+                            c: p.c.offset(row as isize * p.rsc + col as isize * p.csc),
+                            rsc: p.rsc,
+                            csc: p.csc,
+                            rows,
+                            cols,
+                            alpha: p.alpha,
+                            beta,
+                            fused,
                         };
-                        // Direct and shifted B have unit column stride.
-                        let b = match (direct_b, shifted) {
-                            (None, None) => bp.wrapping_add(jr * kc),
-                            _ => bp.wrapping_add(jr),
-                        };
-                        // C's column: the real one for shifted B.
-                        let (row, col) = (
-                            p.row0 + ic + ir,
-                            lanes.map_or(p.col0 + jc + jr, |l| l.real_col),
-                        );
-                        let ShiftedLanes {
-                            mask: lane_mask,
-                            at: lane_at,
-                            real_count,
-                            ..
-                        } = lanes.unwrap_or_default();
-                        let c_cols = if lanes.is_some() { real_count } else { cols };
-                        let fused = match p.epilogue {
-                            Some(e) if last_k_block && e.has_fused() => {
-                                Some(e.fused_at(row, col, p.rsc))
-                            }
-                            _ => None,
-                        };
-                        // SAFETY: `a` addresses the valid rows `ic+ir..` of A in place (direct)
-                        // or a packed panel of `kc * mr` elements; `b` the valid columns
-                        // `jc+jr..` of B's rows `pc..` in place (direct B: the kernel masks
-                        // lanes past `cols`; shifted B: rows at `boffs`, lanes masked to real
-                        // columns, all inside the data as `ShiftedB::check` ensured) or a
-                        // packed panel of `kc * nr` elements; the C tile at row `ic + ir`,
-                        // column `jc + jr` (shifted: its real columns, `lane_at` apart) has
-                        // `rows x cols` (shifted: `rows x real_count`) elements inside C; the
-                        // CPU runs `kern`.
-                        unsafe {
-                            let t = Tile {
-                                kc,
-                                a,
-                                ars,
-                                aks,
-                                b,
-                                bks,
-                                boffs,
-                                lanes: lane_mask,
-                                lane_at,
-                                c: p.c.offset(row as isize * p.rsc + col as isize * p.csc),
-                                rsc: p.rsc,
-                                csc: p.csc,
-                                rows,
-                                cols,
-                                alpha: p.alpha,
-                                beta,
-                                fused,
-                            };
-                            f(&t);
-                            if !kern.fused_store {
-                                apply_fused(&t);
-                            }
-                            if let (true, Some(epi)) =
-                                (last_k_block, p.epilogue.and_then(|e| e.custom))
-                            {
-                                for r in 0..rows {
-                                    // SAFETY: with an epilogue C has unit column stride, so
-                                    // the tile's row `r` is `cols` contiguous elements of C,
-                                    // which nothing else refers to during the call.
-                                    let out = std::slice::from_raw_parts_mut(
-                                        t.c.offset(r as isize * p.rsc),
-                                        c_cols,
-                                    );
-                                    epi.apply(row + r, col, out);
-                                }
+                        f(&t);
+                        if !kern.fused_store {
+                            apply_fused(&t);
+                        }
+                        if let (true, Some(epi)) = (last_k_block, p.epilogue.and_then(|e| e.custom))
+                        {
+                            for r in 0..rows {
+                                // SAFETY: with an epilogue C has unit column stride, so
+                                // the tile's row `r` is `cols` contiguous elements of C,
+                                // which nothing else refers to during the call.
+                                let out = std::slice::from_raw_parts_mut(
+                                    t.c.offset(r as isize * p.rsc),
+                                    c_cols,
+                                );
+                                epi.apply(row + r, col, out);
                             }
                         }
                     }

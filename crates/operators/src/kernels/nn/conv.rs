@@ -435,28 +435,21 @@ impl Conv {
         let bias = operands.bias.and_then(F::as_f32s);
         let sum = operands.sum.and_then(F::as_f32s);
         let clamp = self.activation.as_ref().and_then(clamp_of);
-        let blocks = (p.n * p.c).div_ceil(BLOCK);
-        let blocks_per = blocks.div_ceil(ctx.threads() * 2).max(1);
-        ctx.par_chunks_mut(o, blocks_per * BLOCK * osz, |ci, chunk| {
-            depthwise_blocked::with_scratch(|scratch| {
-                for (j, planes) in chunk.chunks_mut(BLOCK * osz).enumerate() {
-                    // The block's first plane (batch item and channel) and its channels.
-                    let first = (ci * blocks_per + j) * BLOCK;
-                    let channel = first % p.c;
-                    let channels = planes.len() / osz;
-                    let block = depthwise_blocked::Block {
-                        x: &x[first * isz..][..channels * isz],
-                        w: &w[channel * ksz..][..channels * ksz],
-                        bias: bias.map(|b| &b[channel..][..channels]),
-                        sum: sum.map(|s| &s[first * osz..][..channels * osz]),
-                        out: planes,
-                        channels,
-                    };
-                    // Applies for every block once it applies for the geometry.
-                    let ran = depthwise_blocked::run(block, geo, clamp, scratch);
-                    debug_assert!(ran);
-                }
-            });
+        depthwise_blocked::par_blocks(ctx, o, osz, |first, planes, scratch| {
+            // The block's first plane (batch item and channel) and its channels.
+            let channel = first % p.c;
+            let channels = planes.len() / osz;
+            let block = depthwise_blocked::Block {
+                x: &x[first * isz..][..channels * isz],
+                w: &w[channel * ksz..][..channels * ksz],
+                bias: bias.map(|b| &b[channel..][..channels]),
+                sum: sum.map(|s| &s[first * osz..][..channels * osz]),
+                out: planes,
+                channels,
+            };
+            // Applies for every block once it applies for the geometry.
+            let ran = depthwise_blocked::run(block, geo, clamp, scratch);
+            debug_assert!(ran);
         });
         true
     }

@@ -17,6 +17,7 @@
 //! [`run_max`] report when they did not apply and the caller keeps its plane-at-a-time path.
 
 use super::Geo3;
+use crate::EvalCtx;
 
 /// Channels per block (one AVX-512 vector of f32).
 pub(super) const BLOCK: usize = 16;
@@ -54,7 +55,7 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's scratch (a nested call gets a fresh one).
-pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     let mut scratch = SCRATCH.try_with(|cell| cell.take()).unwrap_or_default();
     let result = f(&mut scratch);
     let _ = SCRATCH.try_with(|cell| cell.replace(scratch));
@@ -92,48 +93,7 @@ pub(super) fn run(
     clamp: Option<(f32, f32)>,
     scratch: &mut Scratch,
 ) -> bool {
-    let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
-    let ch = block.channels;
-    let fits = applies(g)
-        && (1..=BLOCK).contains(&ch)
-        && block.x.len() >= ch * isz
-        && block.w.len() >= ch * ksz
-        && block.out.len() >= ch * osz
-        && block.bias.is_none_or(|b| b.len() >= ch)
-        && block.sum.is_none_or(|s| s.len() >= ch * osz);
-    if !fits {
-        return false;
-    }
-    let (t, wt) = scratch.layout(g, false);
-    // Weights transposed: tap `k`'s 16 channel weights side by side (zero past `ch`).
-    for (k, taps) in wt.chunks_exact_mut(BLOCK).enumerate() {
-        for (c, v) in taps.iter_mut().enumerate() {
-            *v = if c < ch { block.w[c * ksz + k] } else { 0.0 };
-        }
-    }
-    let mut bias = [0f32; BLOCK];
-    if let Some(b) = block.bias {
-        bias[..ch].copy_from_slice(&b[..ch]);
-    }
-    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    #[cfg(target_arch = "x86_64")]
-    {
-        let geo = Layout {
-            pw: padded_dims(g).1,
-            ch,
-            g: *g,
-        };
-        // SAFETY: AVX-512F is present (`applies`); `t` and `wt` have the lengths the layout
-        // needs (`ph * pw` and `ksz` vectors, `Scratch::layout`), `x`, `out` and `sum` hold
-        // `ch` planes (checked in `fits`), and `padded_dims` covers every pixel a tap reads.
-        unsafe {
-            avx512::transpose_in(block.x, &geo, t);
-            avx512::taps::<false>(t, wt, &bias, block.sum, (lo, hi), &geo, block.out);
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (t, wt, bias, lo, hi);
-    true
+    run_reduce::<false>(block, g, clamp, scratch)
 }
 
 /// Max pooling of `channels` (<= [`BLOCK`]) planes of `x` into `out`: every window's
@@ -147,39 +107,92 @@ pub(super) fn run_max(
     g: &Geo3,
     scratch: &mut Scratch,
 ) -> bool {
+    let block = Block {
+        x,
+        w: &[],
+        bias: None,
+        sum: None,
+        out,
+        channels,
+    };
+    run_reduce::<true>(block, g, None, scratch)
+}
+
+/// [`run`], or with `MAX` [`run_max`] (the block's weights, bias and sum unused).
+fn run_reduce<const MAX: bool>(
+    block: Block<'_>,
+    g: &Geo3,
+    clamp: Option<(f32, f32)>,
+    scratch: &mut Scratch,
+) -> bool {
+    let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
+    let ch = block.channels;
     let fits = applies(g)
-        && (1..=BLOCK).contains(&channels)
-        && x.len() >= channels * g.in_size()
-        && out.len() >= channels * g.out_size();
+        && (1..=BLOCK).contains(&ch)
+        && block.x.len() >= ch * isz
+        && (MAX || block.w.len() >= ch * ksz)
+        && block.out.len() >= ch * osz
+        && block.bias.is_none_or(|b| b.len() >= ch)
+        && block.sum.is_none_or(|s| s.len() >= ch * osz);
     if !fits {
         return false;
     }
-    let (t, _) = scratch.layout(g, true);
+    let (t, wt) = scratch.layout(g, MAX);
+    // Weights transposed: tap `k`'s 16 channel weights side by side (zero past `ch`). The
+    // accumulators start at the bias (-inf for the maximum).
+    let mut bias = [0f32; BLOCK];
+    if MAX {
+        bias.fill(f32::NEG_INFINITY);
+    } else {
+        for (k, taps) in wt.chunks_exact_mut(BLOCK).enumerate() {
+            for (c, v) in taps.iter_mut().enumerate() {
+                *v = if c < ch { block.w[c * ksz + k] } else { 0.0 };
+            }
+        }
+        if let Some(b) = block.bias {
+            bias[..ch].copy_from_slice(&b[..ch]);
+        }
+    }
+    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     #[cfg(target_arch = "x86_64")]
     {
         let geo = Layout {
             pw: padded_dims(g).1,
-            ch: channels,
+            ch,
             g: *g,
         };
-        let none = [f32::NEG_INFINITY; BLOCK];
-        // SAFETY: as in `run`; the max taps read no weights, bias or sum.
+        // SAFETY: AVX-512F is present (`applies`); `t` and `wt` have the lengths the layout
+        // needs (`ph * pw` and `ksz` vectors, `Scratch::layout`; the max taps read no
+        // weights), `x`, `out` and `sum` hold `ch` planes (checked in `fits`), and
+        // `padded_dims` covers every pixel a tap reads.
         unsafe {
-            avx512::transpose_in(x, &geo, t);
-            avx512::taps::<true>(
-                t,
-                &[],
-                &none,
-                None,
-                (f32::NEG_INFINITY, f32::INFINITY),
-                &geo,
-                out,
-            );
+            avx512::transpose_in(block.x, &geo, t);
+            avx512::taps::<MAX>(t, wt, &bias, block.sum, (lo, hi), &geo, block.out);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = t;
+    let _ = (t, wt, bias, lo, hi);
     true
+}
+
+/// Runs `f(first, planes, scratch)` for every block of up to [`BLOCK`] consecutive
+/// `osz`-long planes of `out` (`first`: the block's first plane index), the blocks spread
+/// over `ctx`'s threads, each thread with its own scratch.
+pub(super) fn par_blocks(
+    ctx: &EvalCtx<'_>,
+    out: &mut [f32],
+    osz: usize,
+    f: impl Fn(usize, &mut [f32], &mut Scratch) + Sync,
+) {
+    let blocks = (out.len() / osz.max(1)).div_ceil(BLOCK);
+    let blocks_per = blocks.div_ceil(ctx.threads() * 2).max(1);
+    ctx.par_chunks_mut(out, blocks_per * BLOCK * osz, |ci, chunk| {
+        with_scratch(|scratch| {
+            for (j, planes) in chunk.chunks_mut(BLOCK * osz).enumerate() {
+                f((ci * blocks_per + j) * BLOCK, planes, scratch);
+            }
+        });
+    });
 }
 
 impl Scratch {
@@ -516,6 +529,23 @@ mod tests {
             .collect()
     }
 
+    /// Calls `check(channel, pixel, output, taps)` for every output of `ch` planes, with the
+    /// window's taps inside the input as (tap index, input value).
+    fn for_each_output(
+        x: &[f32],
+        out: &[f32],
+        ch: usize,
+        g: &Geo3,
+        check: impl Fn(usize, usize, f32, &[(usize, f32)]),
+    ) {
+        let (isz, osz, ow) = (g.in_size(), g.out_size(), g.output[2]);
+        for c in 0..ch {
+            for (p, &got) in out[c * osz..][..osz].iter().enumerate() {
+                check(c, p, got, &window(&x[c * isz..][..isz], g, p / ow, p % ow));
+            }
+        }
+    }
+
     /// `run` against a naive depthwise convolution with bias, sum and clamp, for blocks of
     /// 1, 5 and 16 channels over the shared geometries (padding, strides, dilation, planes
     /// narrower than a run of 16 pixels, 1x1 outputs).
@@ -546,20 +576,16 @@ mod tests {
                     channels: ch,
                 };
                 assert!(run(block, g, clamp, &mut scratch), "{g:?}");
-                let ow = g.output[2];
-                for c in 0..ch {
-                    for (p, &got) in out[c * osz..][..osz].iter().enumerate() {
-                        let taps = window(&x[c * isz..][..isz], g, p / ow, p % ow);
-                        let mut want: f32 = taps.iter().map(|&(k, v)| w[c * ksz + k] * v).sum();
-                        if fused {
-                            want = (want + bias[c] + sum[c * osz + p]).clamp(-0.5, 0.75);
-                        }
-                        assert!(
-                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "{g:?} channel {c} pixel {p}: {got} vs {want}"
-                        );
+                for_each_output(&x, &out, ch, g, |c, p, got, taps| {
+                    let mut want: f32 = taps.iter().map(|&(k, v)| w[c * ksz + k] * v).sum();
+                    if fused {
+                        want = (want + bias[c] + sum[c * osz + p]).clamp(-0.5, 0.75);
                     }
-                }
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{g:?} channel {c} pixel {p}: {got} vs {want}"
+                    );
+                });
             }
         }
     }
@@ -584,18 +610,14 @@ mod tests {
                 }
                 let mut out = vec![0.0; ch * osz];
                 assert!(run_max(&x, &mut out, ch, g, &mut scratch), "{g:?}");
-                let ow = g.output[2];
-                for c in 0..ch {
-                    for (p, &got) in out[c * osz..][..osz].iter().enumerate() {
-                        let taps = window(&x[c * isz..][..isz], g, p / ow, p % ow);
-                        let want = taps
-                            .iter()
-                            .map(|&(_, v)| v)
-                            .filter(|v| !v.is_nan())
-                            .fold(f32::NEG_INFINITY, f32::max);
-                        assert_eq!(got, want, "{g:?} channel {c} pixel {p}");
-                    }
-                }
+                for_each_output(&x, &out, ch, g, |c, p, got, taps| {
+                    let want = taps
+                        .iter()
+                        .map(|&(_, v)| v)
+                        .filter(|v| !v.is_nan())
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(got, want, "{g:?} channel {c} pixel {p}");
+                });
             }
         }
     }

@@ -277,7 +277,9 @@ impl Pool {
         // convolution with that weight at every tap. Windows cut by the edges are rescaled.
         // (Up to a few units in the last place from a division of the sum.)
         let window = g.kernel_size();
-        let mean_weights = vec![F::ONE / F::from_usize(window); window];
+        // One weight per tap for each channel of a channel block (plane at a time reads the
+        // first channel's).
+        let mean_weights = vec![F::ONE / F::from_usize(window); depthwise_blocked::BLOCK * window];
         let whole_plane = covers_whole_plane(g);
         let kernel = |plane_idx: usize, o: &mut [F], scratch: &mut depthwise::Scratch<F>| {
             let xp = &xv[plane_idx * isz..][..isz];
@@ -302,7 +304,7 @@ impl Pool {
                     #[inline(always)]
                     || {
                         o.fill(F::ZERO);
-                        depthwise::plane(xp, &mean_weights, g, scratch, o, None);
+                        depthwise::plane(xp, &mean_weights[..window], g, scratch, o, None);
                         rescale_cut(o, osz, &plan.cut, window);
                     },
                 ),
@@ -313,7 +315,16 @@ impl Pool {
         let blocked = match kind {
             _ if whole_plane => false,
             PoolKind::Max => blocked_pool(ctx, xv, g, o, None),
-            PoolKind::Average => blocked_pool(ctx, xv, g, o, Some(&plan.cut)),
+            PoolKind::Average => blocked_pool(
+                ctx,
+                xv,
+                g,
+                o,
+                Some(Mean {
+                    cut: &plan.cut,
+                    weights: &mean_weights,
+                }),
+            ),
             PoolKind::Lp => false,
         };
         if blocked {
@@ -395,8 +406,15 @@ fn pool_plane_rows<F: Float>(x: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut 
 /// slower.
 const BLOCKED_POOL_OUTPUT: usize = 256;
 
-/// Max pooling (`cut` is `None`) or average pooling (`cut` lists the outputs whose window
-/// holds fewer inputs, as [`Pool::plan`] found them) of f32 2-D planes, 16 at a time in a
+/// What average pooling adds to the blocked path: the outputs whose window holds fewer
+/// inputs (as [`Pool::plan`] found them, with their counts) and `1 / window size` weights for
+/// at least [`depthwise_blocked::BLOCK`] channels.
+struct Mean<'a, F> {
+    cut: &'a [(usize, usize)],
+    weights: &'a [F],
+}
+
+/// Max pooling (`mean` is `None`) or average pooling ([`Mean`]) of f32 2-D planes, 16 at a time in a
 /// channel-interleaved layout ([`depthwise_blocked`]): the maximum, or the window's sum
 /// times `1 / window size` rescaled where cut, for small output planes (at most
 /// [`BLOCKED_POOL_OUTPUT`] pixels). False, with `out` untouched, where it does not apply.
@@ -405,9 +423,8 @@ fn blocked_pool<F: Float>(
     x: &[F],
     g: &Geo3,
     out: &mut [F],
-    cut: Option<&[(usize, usize)]>,
+    mean: Option<Mean<'_, F>>,
 ) -> bool {
-    use depthwise_blocked::BLOCK;
     let (isz, osz, window) = (g.in_size(), g.out_size(), g.kernel_size());
     if !depthwise_blocked::applies(g)
         || osz > BLOCKED_POOL_OUTPUT
@@ -418,34 +435,32 @@ fn blocked_pool<F: Float>(
     let (Some(x), Some(o)) = (F::as_f32s(x), F::as_f32s_mut(out)) else {
         return false;
     };
-    let mean = vec![1.0 / window as f32; BLOCK * window];
-    let blocks = (o.len() / osz).div_ceil(BLOCK);
-    let blocks_per = blocks.div_ceil(ctx.threads() * 2).max(1);
-    ctx.par_chunks_mut(o, blocks_per * BLOCK * osz, |ci, chunk| {
-        depthwise_blocked::with_scratch(|scratch| {
-            for (j, planes) in chunk.chunks_mut(BLOCK * osz).enumerate() {
-                let (first, channels) = ((ci * blocks_per + j) * BLOCK, planes.len() / osz);
-                let xs = &x[first * isz..][..channels * isz];
-                // Applies for every block once it applies for the geometry.
-                let ran = match cut {
-                    None => depthwise_blocked::run_max(xs, planes, channels, g, scratch),
-                    Some(cut) => {
-                        let block = depthwise_blocked::Block {
-                            x: xs,
-                            w: &mean,
-                            bias: None,
-                            sum: None,
-                            out: planes,
-                            channels,
-                        };
-                        let ran = depthwise_blocked::run(block, g, None, scratch);
-                        rescale_cut(planes, osz, cut, window);
-                        ran
-                    }
+    let mean = match mean.map(|m| (m.cut, F::as_f32s(m.weights))) {
+        None => None,
+        Some((cut, Some(w))) => Some((cut, w)),
+        Some((_, None)) => return false,
+    };
+    depthwise_blocked::par_blocks(ctx, o, osz, |first, planes, scratch| {
+        let channels = planes.len() / osz;
+        let xs = &x[first * isz..][..channels * isz];
+        // Applies for every block once it applies for the geometry.
+        let ran = match mean {
+            None => depthwise_blocked::run_max(xs, planes, channels, g, scratch),
+            Some((cut, mean)) => {
+                let block = depthwise_blocked::Block {
+                    x: xs,
+                    w: mean,
+                    bias: None,
+                    sum: None,
+                    out: planes,
+                    channels,
                 };
-                debug_assert!(ran);
+                let ran = depthwise_blocked::run(block, g, None, scratch);
+                rescale_cut(planes, osz, cut, window);
+                ran
             }
-        });
+        };
+        debug_assert!(ran);
     });
     true
 }
