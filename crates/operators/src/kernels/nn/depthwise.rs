@@ -25,7 +25,7 @@ const MAX_TAPS: usize = 16;
 /// may read a full vector (the columns past the output are computed and dropped).
 const SLACK: usize = 16;
 
-/// Working memory of [`plane`] and [`max_pool_plane`], kept across the planes of one
+/// Working memory of [`plane`], kept across the planes of one
 /// operator: the padded copy of the current plane, whose padding is filled only when the
 /// layout changes (each plane overwrites the same interior).
 #[derive(Debug)]
@@ -125,7 +125,7 @@ pub(super) fn plane<F: Float>(
         F::as_f32s(w),
         F::as_f32s_mut(out),
     ) {
-        if avx512::plane::<false>(&taps.over(data), wf, g, of, clamp) {
+        if avx512::plane(&taps.over(data), wf, g, of, clamp) {
             return clamp.is_some();
         }
         // Not taken: `out` is untouched.
@@ -342,30 +342,6 @@ pub(crate) fn is_paddable(g: &Geo3) -> bool {
         && g.kernel[2] <= MAX_TAPS
 }
 
-/// Max pooling of one f32 2-D plane with AVX-512 (the plane padded with -inf, every window
-/// reduced in registers); returns false, leaving `out` untouched, where it does not apply
-/// (other types, 3-D or very wide windows, no AVX-512): the caller then pools as usual.
-/// NaN inputs are skipped, as in the portable max pooling.
-#[inline(always)]
-pub(crate) fn max_pool_plane<F: Float>(
-    x: &[F],
-    g: &Geo3,
-    scratch: &mut Scratch<F>,
-    out: &mut [F],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if is_paddable(g) && F::as_f32s(x).is_some() && crate::kernels::simd::has_avx512() {
-        let Some(taps) = pad(x, g, scratch, F::NEG_INFINITY) else {
-            return false;
-        };
-        if let (Some(data), Some(of)) = (F::as_f32s(&scratch.data), F::as_f32s_mut(out)) {
-            return avx512::plane::<true>(&taps.over(data), &[], g, of, None);
-        }
-    }
-    let _ = (x, g, scratch, out);
-    false
-}
-
 /// The portable register-blocked loop: blocks of 64, then 16, outputs along each row.
 #[inline(always)]
 fn blocks<F: Float>(p: &Padded<'_, F>, w: &[F], g: &Geo3, out: &mut [F]) {
@@ -450,9 +426,9 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// Runs the plane when the CPU has AVX-512F and the padded plane holds every vector the
-    /// blocks read; returns whether it ran (if not, `out` is untouched). `MAX`: max pooling
-    /// (no weights, no initial values); else a depthwise convolution onto `out`'s values.
-    pub(super) fn plane<const MAX: bool>(
+    /// blocks read; returns whether it ran (if not, `out` is untouched): a depthwise
+    /// convolution onto `out`'s values.
+    pub(super) fn plane(
         p: &Padded<'_, f32>,
         w: &[f32],
         g: &Geo3,
@@ -464,7 +440,7 @@ mod avx512 {
         let last_row = (oh - 1) * sh + (kh_n - 1) * dh;
         let widest = p.col_start.iter().copied().max().unwrap_or(0) + ow.next_multiple_of(16);
         let fits = last_row * p.row_len + widest <= p.data.len()
-            && (MAX || w.len() >= kh_n * kw_n)
+            && w.len() >= kh_n * kw_n
             && out.len() == oh * ow
             && p.col_start.len() == kw_n;
         if !fits || !simd::has_avx512() {
@@ -476,9 +452,9 @@ mod avx512 {
         // `c + x0` (`c` a tap start, `x0 < ow` a multiple of 16) ends inside `p.data`.
         unsafe {
             match (kh_n, kw_n) {
-                (3, 3) => rows::<3, 3, MAX>(p, w, &geo, out, clamp),
-                (5, 5) => rows::<5, 5, MAX>(p, w, &geo, out, clamp),
-                _ => rows::<0, 0, MAX>(p, w, &geo, out, clamp),
+                (3, 3) => rows::<3, 3>(p, w, &geo, out, clamp),
+                (5, 5) => rows::<5, 5>(p, w, &geo, out, clamp),
+                _ => rows::<0, 0>(p, w, &geo, out, clamp),
             }
         }
         true
@@ -495,18 +471,18 @@ mod avx512 {
     /// Vectors summed side by side: independent FMA chains hide the FMA latency.
     const CHAINS: usize = 4;
 
-    /// `KH x KW` taps known at compile time (0: read them from `g.kh_n` and `p.col_start`);
-    /// `MAX`: the maximum of the taps (NaN skipped), else `out` plus the weighted taps.
+    /// `KH x KW` taps known at compile time (0: read them from `g.kh_n` and `p.col_start`):
+    /// `out` plus the weighted taps.
     /// The plane's vectors (16 outputs of a row, the last one masked) are taken `CHAINS` at a
     /// time in row-major order, so narrow planes still fill every chain.
     ///
     /// # Safety
-    /// AVX-512F is available; `out` holds whole rows of `g.ow`; unless `MAX`, `w` holds
-    /// `kh_n * kw_n` weights; for every output row `y`, tap row `kh` and tap start `c` in `p.col_start`,
+    /// AVX-512F is available; `out` holds whole rows of `g.ow`; `w` holds `kh_n * kw_n`
+    /// weights; for every output row `y`, tap row `kh` and tap start `c` in `p.col_start`,
     /// the 16 floats at `(y * g.sh + kh * g.dh) * p.row_len + c + x0` are inside `p.data`
     /// for every `x0 < g.ow` that is a multiple of 16.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const KH: usize, const KW: usize, const MAX: bool>(
+    unsafe fn rows<const KH: usize, const KW: usize>(
         p: &Padded<'_, f32>,
         w: &[f32],
         g: &Rows,
@@ -548,35 +524,24 @@ mod avx512 {
                     (y, x0) = (y + 1, 0);
                 }
             }
-            let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); CHAINS];
-            if !MAX {
-                for i in 0..CHAINS {
-                    // SAFETY: `dst[i]` is the start of a vector of a row inside `out` whose
-                    // mask enables only the row's lanes (or none).
-                    acc[i] = unsafe { _mm512_maskz_loadu_ps(mask[i], o.add(dst[i])) };
-                }
+            let mut acc = [_mm512_setzero_ps(); CHAINS];
+            for i in 0..CHAINS {
+                // SAFETY: `dst[i]` is the start of a vector of a row inside `out` whose mask
+                // enables only the row's lanes (or none).
+                acc[i] = unsafe { _mm512_maskz_loadu_ps(mask[i], o.add(dst[i])) };
             }
             for kh in 0..kh_n {
                 let row = kh * g.dh * p.row_len;
                 for kw in 0..kw_n {
-                    // SAFETY: `kh < kh_n`, `kw < kw_n`: inside `w` (unless `MAX`, which reads
-                    // no weights) and `p.col_start`; each
+                    // SAFETY: `kh < kh_n`, `kw < kw_n`: inside `w` and `p.col_start`; each
                     // vector at `src[i] + row + col_start[kw]` is inside `p.data` (the
                     // function's contract: `src[i]` is a row `y < oh` and column `x0 < ow`).
                     unsafe {
                         let at = row + *p.col_start.get_unchecked(kw);
-                        if MAX {
-                            for i in 0..CHAINS {
-                                // `max(v, acc)` returns `acc` when `v` is NaN.
-                                let v = _mm512_loadu_ps(data.add(src[i] + at));
-                                acc[i] = _mm512_max_ps(v, acc[i]);
-                            }
-                        } else {
-                            let wt = _mm512_set1_ps(*w.get_unchecked(kh * kw_n + kw));
-                            for i in 0..CHAINS {
-                                let v = _mm512_loadu_ps(data.add(src[i] + at));
-                                acc[i] = _mm512_fmadd_ps(wt, v, acc[i]);
-                            }
+                        let wt = _mm512_set1_ps(*w.get_unchecked(kh * kw_n + kw));
+                        for i in 0..CHAINS {
+                            let v = _mm512_loadu_ps(data.add(src[i] + at));
+                            acc[i] = _mm512_fmadd_ps(wt, v, acc[i]);
                         }
                     }
                 }
@@ -712,35 +677,5 @@ pub(super) mod tests {
             );
         }
         assert!(out[..36].iter().chain(&out[72..]).all(|&v| v == 0.0));
-    }
-
-    #[test]
-    fn max_pool_planes_match_a_naive_reference_and_skip_nan() {
-        let mut ran = false;
-        for (gi, g) in geometries().iter().enumerate() {
-            let mut x = input(g.in_size(), gi);
-            x[g.in_size() / 2] = f32::NAN;
-            let mut out = vec![0.0; g.out_size()];
-            let mut scratch = Scratch::default();
-            if !max_pool_plane(&x, g, &mut scratch, &mut out) {
-                // No AVX-512 here: the pool falls back to its portable loop.
-                assert!(out.iter().all(|&v| v == 0.0));
-                continue;
-            }
-            ran = true;
-            for (i, &got) in out.iter().enumerate() {
-                let (y, xo) = (i / g.output[2], i % g.output[2]);
-                let want = window(&x, g, y, xo)
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |m, &(_, v)| if v > m { v } else { m });
-                assert_eq!(got, want, "geometry {gi} output {i}");
-            }
-        }
-        assert_eq!(ran, simd::has_avx512());
-        // f64 planes are left to the portable loop.
-        let g = &geometries()[0];
-        let x = vec![1.0f64; g.in_size()];
-        let mut out = vec![0.0f64; g.out_size()];
-        assert!(!max_pool_plane(&x, g, &mut Scratch::default(), &mut out));
     }
 }

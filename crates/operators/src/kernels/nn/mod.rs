@@ -7,6 +7,7 @@ pub mod conv;
 pub mod deform_conv;
 mod depthwise;
 mod depthwise_blocked;
+mod max_pool;
 pub mod norm;
 pub mod pool;
 pub mod softmax;

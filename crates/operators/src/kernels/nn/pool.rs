@@ -1,7 +1,9 @@
 //! Pooling: `MaxPool` (with the optional `Indices` output), `AveragePool`, `LpPool` and their
 //! global forms, for 1-D to 3-D spatial inputs. Each (batch, channel) plane is one task.
 
-use super::{concrete, depthwise, depthwise_blocked, flag, for_each_tap_row, Geo3, SpatialAttrs};
+use super::{
+    concrete, depthwise, depthwise_blocked, flag, for_each_tap_row, max_pool, Geo3, SpatialAttrs,
+};
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::kernels::simd;
 use crate::{
@@ -291,11 +293,7 @@ impl Pool {
                 return;
             }
             match kind {
-                PoolKind::Max
-                    if simd::wide(
-                        #[inline(always)]
-                        || depthwise::max_pool_plane(xp, g, scratch, o),
-                    ) => {}
+                PoolKind::Max if max_pool::plane(xp, g, scratch.vec(), o) => {}
                 PoolKind::Max => simd::wide(
                     #[inline(always)]
                     || pool_plane_rows(xp, g, scratch.vec(), o),

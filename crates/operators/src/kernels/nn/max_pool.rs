@@ -1,0 +1,263 @@
+//! Max pooling of f32 2-D planes with AVX-512, output row by output row, reading the input in
+//! place (no padded copy of the plane).
+//!
+//! For each output row the input rows its windows cover are first reduced vertically into a
+//! row buffer that holds -inf in the padding on both sides. Each output then takes the
+//! maximum of its width taps from that buffer: with width stride 1 as shifted loads; with
+//! stride 2 as shifted loads over twice the lanes whose even lanes one permute keeps; with
+//! wider strides as the row's maximum at every column, every stride-th one kept. NaN inputs
+//! are skipped, as in the portable max pooling, and a window with no input keeps -inf.
+
+use super::Geo3;
+use crate::kernels::linalg::Float;
+
+/// Pools one 2-D plane `x` (`g.input` of depth 1) into `out` (`g.output`), using `row` as
+/// working memory. Returns false, leaving `out` untouched, where this does not apply (not
+/// f32, 3-D windows, no AVX-512, or sizes that do not match `g`): the caller then pools
+/// another way.
+pub(crate) fn plane<F: Float>(x: &[F], g: &Geo3, row: &mut Vec<F>, out: &mut [F]) -> bool {
+    let fits = g.input[0] == 1
+        && g.kernel[0] == 1
+        && g.output[0] == 1
+        && x.len() == g.in_size()
+        && out.len() == g.out_size()
+        && g.strides[1..].iter().all(|&s| s > 0)
+        && g.kernel[1..].iter().all(|&k| k > 0);
+    if !fits || out.is_empty() || !crate::kernels::simd::has_avx512() {
+        return false;
+    }
+    let layout = RowLayout::new(g);
+    row.clear();
+    row.resize(layout.len, F::NEG_INFINITY);
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(x), Some(row), Some(out)) =
+        (F::as_f32s(x), F::as_f32s_mut(row), F::as_f32s_mut(out))
+    {
+        // SAFETY: the CPU has AVX-512F (checked above); `x` and `out` hold the plane's input
+        // and output (checked in `fits`), and `row` holds `layout.len` values, -inf outside
+        // the input's columns, as `rows` requires.
+        unsafe { avx512::rows(x, g, &layout, row, out) };
+        return true;
+    }
+    false
+}
+
+/// Where things live in the row buffer: padded column `c` of the current window row is
+/// `row[c]` (input column `c - pad_left`), followed for strides above 2 by the maximum of
+/// the width taps at every padded column.
+#[derive(Debug, Clone, Copy)]
+struct RowLayout {
+    /// Where the full-resolution maxima start (strides above 2): after the padded columns
+    /// the vector loads of the width taps may read.
+    full_at: usize,
+    /// Vectors of full-resolution maxima.
+    full_vectors: usize,
+    /// Length of the whole buffer.
+    len: usize,
+}
+
+impl RowLayout {
+    fn new(g: &Geo3) -> Self {
+        let ([_, _, iw], [_, _, ow]) = (g.input, g.output);
+        let ([_, _, kw_n], [_, _, sw], [_, _, dw]) = (g.kernel, g.strides, g.dilations);
+        let reach = (kw_n - 1) * dw;
+        let vectors = ow.div_ceil(16);
+        // The first columns of the last loads: stride 1 reads 16 columns per 16 outputs,
+        // stride 2 reads 32, wider strides the full-resolution columns `(ow - 1) * sw + 1`.
+        let (loaded, full_vectors) = match sw {
+            1 => (vectors * 16, 0),
+            2 => (vectors * 32, 0),
+            _ => {
+                let full = ((ow - 1) * sw + 1).div_ceil(16);
+                (full * 16, full)
+            }
+        };
+        let padded = (loaded + reach).max(g.pad_begin[2] + iw);
+        Self {
+            full_at: padded,
+            full_vectors,
+            len: padded + full_vectors * 16,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The kernel: 16 columns per vector, the row tails masked.
+
+    use super::RowLayout;
+    use crate::kernels::nn::Geo3;
+    use std::arch::x86_64::*;
+
+    /// The mask of the first `n` (at most 16) lanes.
+    fn first_lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            !0
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// The maximum of `kw_n` width taps `dw` apart over the 16 columns from `p`.
+    ///
+    /// # Safety
+    /// AVX-512F is available, and `p + (kw_n - 1) * dw + 16` floats are readable from `p`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn taps(p: *const f32, kw_n: usize, dw: usize) -> __m512 {
+        let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+        for kw in 0..kw_n {
+            // SAFETY: tap `kw < kw_n` reads inside the caller's readable range.
+            let v = unsafe { _mm512_loadu_ps(p.add(kw * dw)) };
+            // `max(v, acc)` returns `acc` where `v` is NaN (the buffer holds none).
+            acc = _mm512_max_ps(v, acc);
+        }
+        acc
+    }
+
+    /// Pools the plane row by row (see the module docs).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `x` holds `g.in_size()` values and `out`
+    /// `g.out_size()` (2-D: depths of 1); `row` holds `layout.len` values of
+    /// [`RowLayout::new`]`(g)`, -inf everywhere but the input's columns.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows(
+        x: &[f32],
+        g: &Geo3,
+        layout: &RowLayout,
+        row: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
+        let ([_, kh_n, kw_n], [_, sh, sw]) = (g.kernel, g.strides);
+        let ([_, dh, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
+        let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        // Output `j` of a stride-2 vector is lane `2j` of the pair (lo, hi).
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let (xp, rp) = (x.as_ptr(), row.as_mut_ptr());
+        let full = rp.wrapping_add(layout.full_at);
+        for y in 0..oh {
+            // Vertical: the window rows inside the input, reduced into the buffer.
+            for i0 in (0..iw).step_by(16) {
+                let m = first_lanes(iw - i0);
+                let mut acc = neg_inf;
+                for kh in 0..kh_n {
+                    let iy = (y * sh + kh * dh).wrapping_sub(pt);
+                    if iy < ih {
+                        // SAFETY: row `iy < ih` of the plane, columns `i0..iw` masked to the
+                        // row (`x` holds `ih * iw` values; masked lanes are not read).
+                        let v = unsafe { _mm512_maskz_loadu_ps(m, xp.add(iy * iw + i0)) };
+                        // `max(v, acc)` returns `acc` where `v` is NaN.
+                        acc = _mm512_max_ps(v, acc);
+                    }
+                }
+                // SAFETY: padded columns `pl + i0..pl + iw` (masked) lie inside the buffer
+                // (`layout.full_at >= pl + iw`).
+                unsafe { _mm512_mask_storeu_ps(rp.add(pl + i0), m, acc) };
+            }
+            // Horizontal: the width taps of each output.
+            let o = out.as_mut_ptr().wrapping_add(y * ow);
+            // `RowLayout::new` sized the buffer so that every `taps` call below reads inside it:
+            // `c + (kw_n - 1) * dw + 16 <= layout.full_at` for the columns `c` each stride loads.
+            match sw {
+                1 => {
+                    for x0 in (0..ow).step_by(16) {
+                        // SAFETY: columns `x0 < 16 * ow.div_ceil(16)` are within the layout's
+                        // loads; outputs `x0..ow` (masked) of row `y < oh` are inside `out`.
+                        unsafe {
+                            let v = taps(rp.add(x0), kw_n, dw);
+                            _mm512_mask_storeu_ps(o.add(x0), first_lanes(ow - x0), v);
+                        }
+                    }
+                }
+                2 => {
+                    for x0 in (0..ow).step_by(16) {
+                        // SAFETY: columns `2 * x0 + 16 < 32 * ow.div_ceil(16)` are within the
+                        // layout's loads; the outputs as for stride 1.
+                        unsafe {
+                            let lo = taps(rp.add(2 * x0), kw_n, dw);
+                            let hi = taps(rp.add(2 * x0 + 16), kw_n, dw);
+                            let v = _mm512_permutex2var_ps(lo, even, hi);
+                            _mm512_mask_storeu_ps(o.add(x0), first_lanes(ow - x0), v);
+                        }
+                    }
+                }
+                _ => {
+                    for f in 0..layout.full_vectors {
+                        // SAFETY: the layout's loads cover `full_vectors` vectors of columns,
+                        // and the full-resolution maxima hold as many after them.
+                        unsafe {
+                            let v = taps(rp.add(16 * f), kw_n, dw);
+                            _mm512_storeu_ps(full.add(16 * f), v);
+                        }
+                    }
+                    for xo in 0..ow {
+                        // SAFETY: `xo * sw <= (ow - 1) * sw < 16 * full_vectors`, and output
+                        // `xo` of row `y` is inside `out`.
+                        unsafe { *o.add(xo) = *full.add(xo * sw) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::nn::depthwise::tests::{geo, geometries, window};
+    use crate::kernels::simd;
+
+    fn input(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 500.0)
+            .collect()
+    }
+
+    #[test]
+    fn planes_match_a_naive_reference_and_skip_nan() {
+        let mut shapes = geometries();
+        // SqueezeNet's and ResNet's pools, a stride of 3, a window that reads only padding,
+        // and a 1-wide output.
+        shapes.extend([
+            geo([111, 111], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
+            geo([112, 112], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+            geo([23, 50], [3, 4], [3, 3], [1, 2], [1, 2, 1, 2], true),
+            geo([5, 5], [2, 2], [1, 1], [1, 1], [0, 0, 3, 3], false),
+            geo([9, 1], [3, 1], [2, 1], [1, 1], [1, 0, 1, 0], false),
+            geo([6, 40], [1, 20], [1, 5], [1, 1], [0, 0, 0, 0], false),
+        ]);
+        let mut row = Vec::new();
+        for (gi, g) in shapes.iter().enumerate() {
+            let mut x = input(g.in_size(), gi);
+            x[g.in_size() / 2] = f32::NAN;
+            let mut out = vec![0.0; g.out_size()];
+            if !plane(&x, g, &mut row, &mut out) {
+                // No AVX-512 here: the pool falls back to its portable loop.
+                assert!(!simd::has_avx512());
+                assert!(out.iter().all(|&v| v == 0.0));
+                continue;
+            }
+            for (i, &got) in out.iter().enumerate() {
+                let (y, xo) = (i / g.output[2], i % g.output[2]);
+                let want = window(&x, g, y, xo)
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &(_, v)| if v > m { v } else { m });
+                assert_eq!(got, want, "geometry {gi} output {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_types_and_shapes_are_declined() {
+        let g = &geometries()[0];
+        let x = vec![1.0f64; g.in_size()];
+        let mut out = vec![0.0f64; g.out_size()];
+        assert!(!plane(&x, g, &mut Vec::new(), &mut out));
+        let x = vec![1.0f32; g.in_size() - 1];
+        let mut out = vec![0.0f32; g.out_size()];
+        assert!(!plane(&x, g, &mut Vec::new(), &mut out));
+        assert!(out.iter().all(|&v| v == 0.0));
+    }
+}
