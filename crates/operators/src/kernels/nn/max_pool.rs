@@ -11,19 +11,23 @@
 use super::Geo3;
 use crate::kernels::linalg::Float;
 
-/// Pools one 2-D plane `x` (`g.input` of depth 1) into `out` (`g.output`), using `row` as
-/// working memory. Returns false, leaving `out` untouched, where this does not apply (not
-/// f32, 3-D windows, no AVX-512, or sizes that do not match `g`): the caller then pools
-/// another way.
-pub(crate) fn plane<F: Float>(x: &[F], g: &Geo3, row: &mut Vec<F>, out: &mut [F]) -> bool {
+/// Pools the 2-D planes `x` (each `g.input`, of depth 1) into `out` (each `g.output`), using
+/// `row` as working memory. Returns false, leaving `out` untouched, where this does not apply
+/// (not f32, 3-D windows, no AVX-512, or sizes that do not match `g`): the caller then pools
+/// another way. (Many planes per call: small planes cost little more than their outputs.)
+pub(crate) fn planes<F: Float>(x: &[F], g: &Geo3, row: &mut Vec<F>, out: &mut [F]) -> bool {
+    let (isz, osz) = (g.in_size(), g.out_size());
     let fits = g.input[0] == 1
         && g.kernel[0] == 1
         && g.output[0] == 1
-        && x.len() == g.in_size()
-        && out.len() == g.out_size()
+        && isz > 0
+        && osz > 0
+        && x.len() % isz == 0
+        && x.len() / isz == out.len() / osz
+        && out.len() % osz == 0
         && g.strides[1..].iter().all(|&s| s > 0)
         && g.kernel[1..].iter().all(|&k| k > 0);
-    if !fits || out.is_empty() || !crate::kernels::simd::has_avx512() {
+    if !fits || !crate::kernels::simd::has_avx512() {
         return false;
     }
     let layout = RowLayout::new(g);
@@ -33,10 +37,12 @@ pub(crate) fn plane<F: Float>(x: &[F], g: &Geo3, row: &mut Vec<F>, out: &mut [F]
     if let (Some(x), Some(row), Some(out)) =
         (F::as_f32s(x), F::as_f32s_mut(row), F::as_f32s_mut(out))
     {
-        // SAFETY: the CPU has AVX-512F (checked above); `x` and `out` hold the plane's input
-        // and output (checked in `fits`), and `row` holds `layout.len` values, -inf outside
-        // the input's columns, as `rows` requires.
-        unsafe { avx512::rows(x, g, &layout, row, out) };
+        for (x, out) in x.chunks_exact(isz).zip(out.chunks_exact_mut(osz)) {
+            // SAFETY: the CPU has AVX-512F (checked above); `x` and `out` hold one plane's
+            // input and output (checked in `fits`), and `row` holds `layout.len` values, -inf
+            // outside the input's columns (each plane writes only those), as `rows` requires.
+            unsafe { avx512::rows(x, g, &layout, row, out) };
+        }
         return true;
     }
     false
@@ -230,21 +236,24 @@ mod tests {
         ]);
         let mut row = Vec::new();
         for (gi, g) in shapes.iter().enumerate() {
-            let mut x = input(g.in_size(), gi);
-            x[g.in_size() / 2] = f32::NAN;
-            let mut out = vec![0.0; g.out_size()];
-            if !plane(&x, g, &mut row, &mut out) {
+            // Two planes per call: the second reuses the row buffer's padding.
+            let (isz, osz) = (g.in_size(), g.out_size());
+            let mut x = input(2 * isz, gi);
+            x[isz / 2] = f32::NAN;
+            x[isz + isz / 3] = f32::NAN;
+            let mut out = vec![0.0; 2 * osz];
+            if !planes(&x, g, &mut row, &mut out) {
                 // No AVX-512 here: the pool falls back to its portable loop.
                 assert!(!simd::has_avx512());
                 assert!(out.iter().all(|&v| v == 0.0));
                 continue;
             }
             for (i, &got) in out.iter().enumerate() {
-                let (y, xo) = (i / g.output[2], i % g.output[2]);
-                let want = window(&x, g, y, xo)
+                let (p, y, xo) = (i / osz, i % osz / g.output[2], i % g.output[2]);
+                let want = window(&x[p * isz..][..isz], g, y, xo)
                     .iter()
                     .fold(f32::NEG_INFINITY, |m, &(_, v)| if v > m { v } else { m });
-                assert_eq!(got, want, "geometry {gi} output {i}");
+                assert_eq!(got, want, "geometry {gi} plane {p} output {i}");
             }
         }
     }
@@ -254,10 +263,10 @@ mod tests {
         let g = &geometries()[0];
         let x = vec![1.0f64; g.in_size()];
         let mut out = vec![0.0f64; g.out_size()];
-        assert!(!plane(&x, g, &mut Vec::new(), &mut out));
+        assert!(!planes(&x, g, &mut Vec::new(), &mut out));
         let x = vec![1.0f32; g.in_size() - 1];
         let mut out = vec![0.0f32; g.out_size()];
-        assert!(!plane(&x, g, &mut Vec::new(), &mut out));
+        assert!(!planes(&x, g, &mut Vec::new(), &mut out));
         assert!(out.iter().all(|&v| v == 0.0));
     }
 }

@@ -293,7 +293,6 @@ impl Pool {
                 return;
             }
             match kind {
-                PoolKind::Max if max_pool::plane(xp, g, scratch.vec(), o) => {}
                 PoolKind::Max => simd::wide(
                     #[inline(always)]
                     || pool_plane_rows(xp, g, scratch.vec(), o),
@@ -331,6 +330,14 @@ impl Pool {
         let planes = (o.len() / osz).div_ceil(ctx.threads() * 4).max(1);
         ctx.par_chunks_mut(o, planes * osz, |ci, chunk| {
             depthwise::Scratch::with_thread_local(|scratch| {
+                let first = ci * planes;
+                let xs = &xv[first * isz..][..chunk.len() / osz * isz];
+                if kind == PoolKind::Max
+                    && !whole_plane
+                    && max_pool::planes(xs, g, scratch.vec(), chunk)
+                {
+                    return;
+                }
                 for (j, plane) in chunk.chunks_mut(osz).enumerate() {
                     kernel(ci * planes + j, plane, scratch);
                 }
