@@ -22,9 +22,9 @@ pub(crate) fn planes<F: Float>(x: &[F], g: &Geo3, row: &mut Vec<F>, out: &mut [F
         && g.output[0] == 1
         && isz > 0
         && osz > 0
-        && x.len() % isz == 0
+        && x.len().is_multiple_of(isz)
         && x.len() / isz == out.len() / osz
-        && out.len() % osz == 0
+        && out.len().is_multiple_of(osz)
         && g.strides[1..].iter().all(|&s| s > 0)
         && g.kernel[1..].iter().all(|&k| k > 0);
     if !fits || !crate::kernels::simd::has_avx512() {
