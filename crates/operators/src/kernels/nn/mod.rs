@@ -7,9 +7,9 @@ pub mod conv;
 pub mod deform_conv;
 mod depthwise;
 mod depthwise_blocked;
-mod max_pool;
 pub mod norm;
 pub mod pool;
+mod row_pool;
 pub mod softmax;
 pub mod unpool;
 

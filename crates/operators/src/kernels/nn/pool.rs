@@ -2,7 +2,7 @@
 //! global forms, for 1-D to 3-D spatial inputs. Each (batch, channel) plane is one task.
 
 use super::{
-    concrete, depthwise, depthwise_blocked, flag, for_each_tap_row, max_pool, Geo3, SpatialAttrs,
+    concrete, depthwise, depthwise_blocked, flag, for_each_tap_row, row_pool, Geo3, SpatialAttrs,
 };
 use crate::kernels::linalg::{eval_via_f32, Float};
 use crate::kernels::simd;
@@ -332,11 +332,18 @@ impl Pool {
             depthwise::Scratch::with_thread_local(|scratch| {
                 let first = ci * planes;
                 let xs = &xv[first * isz..][..chunk.len() / osz * isz];
-                if kind == PoolKind::Max
-                    && !whole_plane
-                    && max_pool::planes(xs, g, scratch.vec(), chunk)
-                {
-                    return;
+                let reduce = match kind {
+                    PoolKind::Max => Some(row_pool::Reduce::Max),
+                    PoolKind::Average => Some(row_pool::Reduce::Mean),
+                    PoolKind::Lp => None,
+                };
+                if let Some(reduce) = reduce.filter(|_| !whole_plane) {
+                    if row_pool::planes(xs, g, reduce, scratch.vec(), chunk) {
+                        if kind == PoolKind::Average {
+                            rescale_cut(chunk, osz, &plan.cut, window);
+                        }
+                        return;
+                    }
                 }
                 for (j, plane) in chunk.chunks_mut(osz).enumerate() {
                     kernel(ci * planes + j, plane, scratch);
@@ -474,13 +481,27 @@ fn blocked_pool<F: Float>(
 /// the whole window to one over the `count` inputs it holds (0 for none).
 fn rescale_cut<F: Float>(planes: &mut [F], osz: usize, cut: &[(usize, usize)], window: usize) {
     let whole_window = F::from_usize(window);
+    let factor = |count: usize| {
+        if count == 0 {
+            F::ZERO
+        } else {
+            whole_window / F::from_usize(count)
+        }
+    };
+    // Runs of cut outputs share a count (along each edge): one division per run, not per
+    // output (a quarter of the time of Inception v2's 28x28 average pools went to them).
+    let mut last = cut.first().map(|&(_, count)| (count, factor(count)));
     for plane in planes.chunks_mut(osz) {
         for &(i, count) in cut {
-            plane[i] *= if count == 0 {
-                F::ZERO
-            } else {
-                whole_window / F::from_usize(count)
+            let f = match last {
+                Some((c, f)) if c == count => f,
+                _ => {
+                    let f = factor(count);
+                    last = Some((count, f));
+                    f
+                }
             };
+            plane[i] *= f;
         }
     }
 }

@@ -1,21 +1,37 @@
-//! Max pooling of f32 2-D planes with AVX-512, output row by output row, reading the input in
-//! place (no padded copy of the plane).
+//! Max and average pooling of f32 2-D planes with AVX-512, output row by output row, reading
+//! the input in place (no padded copy of the plane).
 //!
-//! For each output row the input rows its windows cover are first reduced vertically into a
-//! row buffer that holds -inf in the padding on both sides. Each output then takes the
-//! maximum of its width taps from that buffer: with width stride 1 as shifted loads; with
-//! stride 2 as shifted loads over twice the lanes whose even lanes one permute keeps; with
-//! wider strides as the row's maximum at every column, every stride-th one kept. NaN inputs
-//! are skipped, as in the portable max pooling, and a window with no input keeps -inf.
+//! For each output row the input rows its windows cover are first reduced vertically (their
+//! maximum, or sum) into a row buffer that holds the padding value (-inf, or 0) on both sides.
+//! Each output then reduces its width taps from that buffer: with width stride 1 as shifted
+//! loads; with stride 2 as shifted loads over twice the lanes whose even lanes one permute
+//! keeps; with wider strides as the row's reduction at every column, every stride-th one
+//! kept. Max pooling skips NaN inputs, as the portable max pooling, and a window with no
+//! input keeps -inf. Average pooling gives every window's sum times `1 / window size`; the
+//! caller rescales the windows the edges cut, as for its other paths.
 
 use super::Geo3;
 use crate::kernels::linalg::Float;
+
+/// The reduction [`planes`] applies over each window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reduce {
+    Max,
+    /// The sum times `1 / window size` (padding counts as zeros).
+    Mean,
+}
 
 /// Pools the 2-D planes `x` (each `g.input`, of depth 1) into `out` (each `g.output`), using
 /// `row` as working memory. Returns false, leaving `out` untouched, where this does not apply
 /// (not f32, 3-D windows, no AVX-512, or sizes that do not match `g`): the caller then pools
 /// another way. (Many planes per call: small planes cost little more than their outputs.)
-pub(crate) fn planes<F: Float>(x: &[F], g: &Geo3, row: &mut Vec<F>, out: &mut [F]) -> bool {
+pub(crate) fn planes<F: Float>(
+    x: &[F],
+    g: &Geo3,
+    reduce: Reduce,
+    row: &mut Vec<F>,
+    out: &mut [F],
+) -> bool {
     let (isz, osz) = (g.in_size(), g.out_size());
     let fits = g.input[0] == 1
         && g.kernel[0] == 1
@@ -31,17 +47,31 @@ pub(crate) fn planes<F: Float>(x: &[F], g: &Geo3, row: &mut Vec<F>, out: &mut [F
         return false;
     }
     let layout = RowLayout::new(g);
+    // The common 3x3 window, its loops unrolled.
+    let square3 = g.kernel[1..] == [3, 3];
     row.clear();
-    row.resize(layout.len, F::NEG_INFINITY);
+    let fill = match reduce {
+        Reduce::Max => F::NEG_INFINITY,
+        Reduce::Mean => F::ZERO,
+    };
+    row.resize(layout.len, fill);
     #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(row), Some(out)) =
         (F::as_f32s(x), F::as_f32s_mut(row), F::as_f32s_mut(out))
     {
         for (x, out) in x.chunks_exact(isz).zip(out.chunks_exact_mut(osz)) {
             // SAFETY: the CPU has AVX-512F (checked above); `x` and `out` hold one plane's
-            // input and output (checked in `fits`), and `row` holds `layout.len` values, -inf
-            // outside the input's columns (each plane writes only those), as `rows` requires.
-            unsafe { avx512::rows(x, g, &layout, row, out) };
+            // input and output (checked in `fits`), and `row` holds `layout.len` values, the
+            // reduction's padding outside the input's columns (each plane writes only those),
+            // as `rows` requires; `K = 3` only for a 3x3 window.
+            unsafe {
+                match reduce {
+                    Reduce::Max if square3 => avx512::rows::<false, 3>(x, g, &layout, row, out),
+                    Reduce::Max => avx512::rows::<false, 0>(x, g, &layout, row, out),
+                    Reduce::Mean if square3 => avx512::rows::<true, 3>(x, g, &layout, row, out),
+                    Reduce::Mean => avx512::rows::<true, 0>(x, g, &layout, row, out),
+                }
+            };
         }
         return true;
     }
@@ -104,31 +134,51 @@ mod avx512 {
         }
     }
 
-    /// The maximum of `kw_n` width taps `dw` apart over the 16 columns from `p`.
+    /// The start of a reduction: 0 for a sum (`MEAN`), else -inf.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn identity<const MEAN: bool>() -> __m512 {
+        _mm512_set1_ps(if MEAN { 0.0 } else { f32::NEG_INFINITY })
+    }
+
+    /// `acc` plus `v` (`MEAN`), else their maximum (`acc` where `v` is NaN).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn combine<const MEAN: bool>(v: __m512, acc: __m512) -> __m512 {
+        if MEAN {
+            _mm512_add_ps(acc, v)
+        } else {
+            _mm512_max_ps(v, acc)
+        }
+    }
+
+    /// The reduction of `kw_n` width taps `dw` apart over the 16 columns from `p`.
     ///
     /// # Safety
     /// AVX-512F is available, and `p + (kw_n - 1) * dw + 16` floats are readable from `p`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn taps(p: *const f32, kw_n: usize, dw: usize) -> __m512 {
-        let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+    unsafe fn taps<const MEAN: bool>(p: *const f32, kw_n: usize, dw: usize) -> __m512 {
+        let mut acc = identity::<MEAN>();
         for kw in 0..kw_n {
             // SAFETY: tap `kw < kw_n` reads inside the caller's readable range.
             let v = unsafe { _mm512_loadu_ps(p.add(kw * dw)) };
-            // `max(v, acc)` returns `acc` where `v` is NaN (the buffer holds none).
-            acc = _mm512_max_ps(v, acc);
+            acc = combine::<MEAN>(v, acc);
         }
         acc
     }
 
-    /// Pools the plane row by row (see the module docs).
+    /// Pools the plane row by row (see the module docs): window sums times `1 / window
+    /// size` with `MEAN`, else maxima; a `K x K` window when `K` is not 0 (it must then be
+    /// `g`'s), else `g`'s.
     ///
     /// # Safety
     /// The CPU supports AVX-512F; `x` holds `g.in_size()` values and `out`
     /// `g.out_size()` (2-D: depths of 1); `row` holds `layout.len` values of
-    /// [`RowLayout::new`]`(g)`, -inf everywhere but the input's columns.
+    /// [`RowLayout::new`]`(g)`, the padding (0 with `MEAN`, else -inf) everywhere but the
+    /// input's columns.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows(
+    pub(super) unsafe fn rows<const MEAN: bool, const K: usize>(
         x: &[f32],
         g: &Geo3,
         layout: &RowLayout,
@@ -137,8 +187,15 @@ mod avx512 {
     ) {
         let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
         let ([_, kh_n, kw_n], [_, sh, sw]) = (g.kernel, g.strides);
+        let (kh_n, kw_n) = if K == 0 { (kh_n, kw_n) } else { (K, K) };
         let ([_, dh, dw], [_, pt, pl]) = (g.dilations, g.pad_begin);
-        let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let scale = _mm512_set1_ps(if MEAN {
+            1.0 / (kh_n * kw_n) as f32
+        } else {
+            1.0
+        });
+        // The window's result from its reduced taps.
+        let finish = |v: __m512| if MEAN { _mm512_mul_ps(v, scale) } else { v };
         // Output `j` of a stride-2 vector is lane `2j` of the pair (lo, hi).
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let (xp, rp) = (x.as_ptr(), row.as_mut_ptr());
@@ -147,15 +204,14 @@ mod avx512 {
             // Vertical: the window rows inside the input, reduced into the buffer.
             for i0 in (0..iw).step_by(16) {
                 let m = first_lanes(iw - i0);
-                let mut acc = neg_inf;
+                let mut acc = identity::<MEAN>();
                 for kh in 0..kh_n {
                     let iy = (y * sh + kh * dh).wrapping_sub(pt);
                     if iy < ih {
                         // SAFETY: row `iy < ih` of the plane, columns `i0..iw` masked to the
                         // row (`x` holds `ih * iw` values; masked lanes are not read).
                         let v = unsafe { _mm512_maskz_loadu_ps(m, xp.add(iy * iw + i0)) };
-                        // `max(v, acc)` returns `acc` where `v` is NaN.
-                        acc = _mm512_max_ps(v, acc);
+                        acc = combine::<MEAN>(v, acc);
                     }
                 }
                 // SAFETY: padded columns `pl + i0..pl + iw` (masked) lie inside the buffer
@@ -172,7 +228,7 @@ mod avx512 {
                         // SAFETY: columns `x0 < 16 * ow.div_ceil(16)` are within the layout's
                         // loads; outputs `x0..ow` (masked) of row `y < oh` are inside `out`.
                         unsafe {
-                            let v = taps(rp.add(x0), kw_n, dw);
+                            let v = finish(taps::<MEAN>(rp.add(x0), kw_n, dw));
                             _mm512_mask_storeu_ps(o.add(x0), first_lanes(ow - x0), v);
                         }
                     }
@@ -182,9 +238,9 @@ mod avx512 {
                         // SAFETY: columns `2 * x0 + 16 < 32 * ow.div_ceil(16)` are within the
                         // layout's loads; the outputs as for stride 1.
                         unsafe {
-                            let lo = taps(rp.add(2 * x0), kw_n, dw);
-                            let hi = taps(rp.add(2 * x0 + 16), kw_n, dw);
-                            let v = _mm512_permutex2var_ps(lo, even, hi);
+                            let lo = taps::<MEAN>(rp.add(2 * x0), kw_n, dw);
+                            let hi = taps::<MEAN>(rp.add(2 * x0 + 16), kw_n, dw);
+                            let v = finish(_mm512_permutex2var_ps(lo, even, hi));
                             _mm512_mask_storeu_ps(o.add(x0), first_lanes(ow - x0), v);
                         }
                     }
@@ -194,7 +250,7 @@ mod avx512 {
                         // SAFETY: the layout's loads cover `full_vectors` vectors of columns,
                         // and the full-resolution maxima hold as many after them.
                         unsafe {
-                            let v = taps(rp.add(16 * f), kw_n, dw);
+                            let v = finish(taps::<MEAN>(rp.add(16 * f), kw_n, dw));
                             _mm512_storeu_ps(full.add(16 * f), v);
                         }
                     }
@@ -236,24 +292,42 @@ mod tests {
         ]);
         let mut row = Vec::new();
         for (gi, g) in shapes.iter().enumerate() {
-            // Two planes per call: the second reuses the row buffer's padding.
+            // Two planes per call: the second reuses the row buffer's padding. Max pooling
+            // sees NaNs (skipped); average pooling does not.
             let (isz, osz) = (g.in_size(), g.out_size());
-            let mut x = input(2 * isz, gi);
-            x[isz / 2] = f32::NAN;
-            x[isz + isz / 3] = f32::NAN;
-            let mut out = vec![0.0; 2 * osz];
-            if !planes(&x, g, &mut row, &mut out) {
-                // No AVX-512 here: the pool falls back to its portable loop.
-                assert!(!simd::has_avx512());
-                assert!(out.iter().all(|&v| v == 0.0));
-                continue;
-            }
-            for (i, &got) in out.iter().enumerate() {
-                let (p, y, xo) = (i / osz, i % osz / g.output[2], i % g.output[2]);
-                let want = window(&x[p * isz..][..isz], g, y, xo)
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |m, &(_, v)| if v > m { v } else { m });
-                assert_eq!(got, want, "geometry {gi} plane {p} output {i}");
+            for reduce in [Reduce::Max, Reduce::Mean, Reduce::Max] {
+                let mut x = input(2 * isz, gi);
+                if reduce == Reduce::Max {
+                    x[isz / 2] = f32::NAN;
+                    x[isz + isz / 3] = f32::NAN;
+                }
+                let mut out = vec![0.0; 2 * osz];
+                if !planes(&x, g, reduce, &mut row, &mut out) {
+                    // No AVX-512 here: the pool falls back to its portable loop.
+                    assert!(!simd::has_avx512());
+                    assert!(out.iter().all(|&v| v == 0.0));
+                    continue;
+                }
+                for (i, &got) in out.iter().enumerate() {
+                    let (p, y, xo) = (i / osz, i % osz / g.output[2], i % g.output[2]);
+                    let taps = window(&x[p * isz..][..isz], g, y, xo);
+                    let msg = format!("geometry {gi} {reduce:?} plane {p} output {i}");
+                    match reduce {
+                        Reduce::Max => {
+                            let want =
+                                taps.iter().fold(
+                                    f32::NEG_INFINITY,
+                                    |m, &(_, v)| if v > m { v } else { m },
+                                );
+                            assert_eq!(got, want, "{msg}");
+                        }
+                        Reduce::Mean => {
+                            let sum: f32 = taps.iter().map(|&(_, v)| v).sum();
+                            let want = sum / g.kernel_size() as f32;
+                            assert!((got - want).abs() <= 1e-5 * (1.0 + sum.abs()), "{msg}");
+                        }
+                    }
+                }
             }
         }
     }
@@ -263,10 +337,10 @@ mod tests {
         let g = &geometries()[0];
         let x = vec![1.0f64; g.in_size()];
         let mut out = vec![0.0f64; g.out_size()];
-        assert!(!planes(&x, g, &mut Vec::new(), &mut out));
+        assert!(!planes(&x, g, Reduce::Max, &mut Vec::new(), &mut out));
         let x = vec![1.0f32; g.in_size() - 1];
         let mut out = vec![0.0f32; g.out_size()];
-        assert!(!planes(&x, g, &mut Vec::new(), &mut out));
+        assert!(!planes(&x, g, Reduce::Max, &mut Vec::new(), &mut out));
         assert!(out.iter().all(|&v| v == 0.0));
     }
 }
