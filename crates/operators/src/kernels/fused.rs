@@ -103,8 +103,9 @@ impl Activation {
         )
     }
 
+    /// [`Activation::apply`] for callers already inside [`simd::wide`].
     #[inline(always)]
-    fn apply_inline<F: ActFloat>(&self, data: &mut [F]) {
+    pub(crate) fn apply_inline<F: ActFloat>(&self, data: &mut [F]) {
         let half = F::from_f32(0.5);
         let sigmoid = |v: F| F::ONE / (F::ONE + (-v).exp_vectorizable());
         let clamp01 = |v: F| v.max(F::ZERO).minimum(F::ONE);

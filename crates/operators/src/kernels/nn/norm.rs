@@ -6,6 +6,7 @@
 use super::{concrete, flag};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::linalg::{eval_via_f32, Float};
+use crate::kernels::simd;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
 };
@@ -203,11 +204,12 @@ impl BatchNorm {
             let a = scale[i] / (var[i] + eps).sqrt();
             (a, bias[i] - mean[i] * a)
         };
-        let mut out = ctx.alloc(F::DTYPE, &shape)?;
+        // Every element is written below (an empty plane means an empty output).
+        let mut out = ctx.alloc_for_overwrite(F::DTYPE, &shape)?;
         let o = out.as_slice_mut::<F>()?;
         if plane > 0 && !o.is_empty() {
             let per = (n * c).div_ceil(ctx.threads() * 4).max(1);
-            ctx.par_chunks_mut(o, per * plane, |ci, chunk| {
+            let normalize = |ci: usize, chunk: &mut [F]| {
                 for (j, op) in chunk.chunks_mut(plane).enumerate() {
                     let idx = ci * per + j;
                     let ch = idx % c;
@@ -224,9 +226,17 @@ impl BatchNorm {
                         }
                     }
                     if let Some(act) = &self.activation {
-                        act.apply(op);
+                        act.apply_inline(op);
                     }
                 }
+            };
+            // With wide vectors: DenseNet's 256x56x56 BatchNormalization+Relu took 0.21 ms
+            // with baseline ones (and a zeroed output).
+            ctx.par_chunks_mut(o, per * plane, |ci, chunk| {
+                simd::wide(
+                    #[inline(always)]
+                    || normalize(ci, chunk),
+                )
             });
         }
         let mut outs = vec![Value::from(out)];
