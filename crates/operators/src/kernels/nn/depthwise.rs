@@ -618,7 +618,8 @@ pub(super) mod tests {
         ]
     }
 
-    fn input(len: usize, seed: usize) -> Vec<f32> {
+    /// Deterministic test values in [-2, 2].
+    pub(crate) fn input(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 500.0)
             .collect()

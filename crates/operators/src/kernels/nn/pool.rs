@@ -489,7 +489,7 @@ fn rescale_cut<F: Float>(planes: &mut [F], osz: usize, cut: &[(usize, usize)], w
         }
     };
     // Runs of cut outputs share a count (along each edge): one division per run, not per
-    // output (a quarter of the time of Inception v2's 28x28 average pools went to them).
+    // output.
     let mut last = cut.first().map(|&(_, count)| (count, factor(count)));
     for plane in planes.chunks_mut(osz) {
         for &(i, count) in cut {

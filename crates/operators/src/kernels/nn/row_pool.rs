@@ -268,14 +268,8 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::nn::depthwise::tests::{geo, geometries, window};
+    use crate::kernels::nn::depthwise::tests::{geo, geometries, input, window};
     use crate::kernels::simd;
-
-    fn input(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 500.0)
-            .collect()
-    }
 
     #[test]
     fn planes_match_a_naive_reference_and_skip_nan() {
