@@ -7,9 +7,10 @@
 //!   itself for a pointwise 1x1 conv, its gathered pixels for a strided one), with
 //!   bias, fused sum and activation applied to each output tile while it is in cache, split
 //!   over the threads by output pixels;
-//! - direct depthwise (one input channel per group): 16 channels at a time
-//!   ([`depthwise_blocked`], f32 on AVX-512, one output channel per input channel), else
-//!   plane by plane ([`depthwise`]);
+//! - direct depthwise (one input channel per group): f32 on AVX-512 with one output channel
+//!   per input channel row by row through a ring of padded input rows ([`row_depthwise`],
+//!   large planes) or 16 channels at a time ([`depthwise_blocked`], small planes and the
+//!   geometries the row kernel does not take), else plane by plane ([`depthwise`]);
 //! - pointwise (1x1, stride 1, no padding: GEMM directly on the input) and
 //! - the general im2col + GEMM, for weights that are not constant or not f32. Work is split
 //!   over (batch, group) tasks, or over output channel blocks and im2col rows when there are
@@ -17,7 +18,7 @@
 //!
 //! ConvTranspose is GEMM + col2im.
 
-use super::{concrete, depthwise, depthwise_blocked, AutoPad, Geo3, SpatialAttrs};
+use super::{concrete, depthwise, depthwise_blocked, row_depthwise, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::gemm::{
     par_gemm_packed, BOperand, Epilogue, PackPanels, PackedA, ShiftedB, TileEpilogue,
@@ -324,7 +325,11 @@ impl Conv {
             bias: bv,
             sum: sv,
         };
-        if cg == 1 && mg == 1 && self.run_blocked_depthwise(ctx, &p, &operands, o) {
+        if cg == 1
+            && mg == 1
+            && (self.run_row_depthwise(ctx, &p, &operands, o)
+                || self.run_blocked_depthwise(ctx, &p, &operands, o))
+        {
             // Activations other than a clamp go over the whole output after the kernel.
             if self
                 .activation
@@ -403,6 +408,55 @@ impl Conv {
         };
         run_group_tasks(ctx, o, mg * osz, group_task)?;
         Ok(out)
+    }
+
+    /// A depthwise convolution (one input channel per output channel) of f32 planes of at
+    /// least [`ROW_DEPTHWISE_MIN_INPUT`] values through [`row_depthwise`], a chunk of planes
+    /// per task; returns false, with `o` untouched,
+    /// where that does not apply. A fused clamp is applied; any other activation is the
+    /// caller's.
+    fn run_row_depthwise<F: Float>(
+        &self,
+        ctx: &EvalCtx<'_>,
+        p: &ConvPlan,
+        operands: &Operands<'_, F>,
+        o: &mut [F],
+    ) -> bool {
+        let geo = &p.g3;
+        let (isz, osz) = (geo.in_size(), geo.out_size());
+        // Small planes run faster channel-blocked (measured: MobileNetV2's 28x28 and smaller
+        // planes; its 56x56 input of a stride-2 layer already gains here).
+        if isz < ROW_DEPTHWISE_MIN_INPUT || p.c != p.m || !row_depthwise::applies(geo) {
+            return false;
+        }
+        let (Some(x), Some(w), Some(o)) = (
+            F::as_f32s(operands.x),
+            F::as_f32s(operands.w),
+            F::as_f32s_mut(o),
+        ) else {
+            return false;
+        };
+        let bias = operands.bias.and_then(F::as_f32s);
+        let sum = operands.sum.and_then(F::as_f32s);
+        let clamp = self.activation.as_ref().and_then(clamp_of);
+        let planes_per = (p.n * p.m).div_ceil(ctx.threads() * 4).max(1);
+        ctx.par_chunks_mut(o, planes_per * osz, |ci, out| {
+            let first = ci * planes_per;
+            let n = out.len() / osz;
+            let planes = row_depthwise::Planes {
+                x: &x[first * isz..][..n * isz],
+                w,
+                bias,
+                sum: sum.map(|s| &s[first * osz..][..n * osz]),
+                out,
+                first_channel: first % p.c,
+                channels: p.c,
+            };
+            // Applies for every chunk once it applies for the geometry.
+            let ran = row_depthwise::planes(planes, geo, clamp);
+            debug_assert!(ran);
+        });
+        true
     }
 
     /// A depthwise convolution (one input channel per output channel) of f32 planes through
@@ -656,6 +710,10 @@ struct TapRow {
     /// Output positions along each axis that read inside the input.
     valid: [(usize, usize); 3],
 }
+
+/// Input plane size (values) from which f32 depthwise convolutions run row by row
+/// ([`row_depthwise`]) rather than channel-blocked ([`depthwise_blocked`]).
+const ROW_DEPTHWISE_MIN_INPUT: usize = 2048;
 
 /// im2col rows described at once by [`Im2colPanels::pack`] (kernel K blocks are smaller).
 const TAP_ROWS: usize = 256;
@@ -1485,9 +1543,16 @@ mod tests {
 
     #[test]
     fn depthwise_conv_applies_bias_sum_and_activation() {
-        // Channel-blocked (a partial block of 4; two batch items of two blocks) and
-        // plane-at-a-time (channels not a multiple of 16 over a batch).
-        for (xs, stride) in [([1, 20, 9, 10], 2), ([2, 32, 7, 7], 1), ([2, 20, 5, 5], 1)] {
+        // Channel-blocked (a partial block of 4; two batch items of two blocks),
+        // plane-at-a-time (channels not a multiple of 16 over a batch) and, on AVX-512, row
+        // by row (planes of at least `ROW_DEPTHWISE_MIN_INPUT` values, over a batch).
+        for (xs, stride) in [
+            ([1, 20, 9, 10], 2),
+            ([2, 32, 7, 7], 1),
+            ([2, 20, 5, 5], 1),
+            ([2, 3, 48, 50], 1),
+            ([1, 5, 57, 45], 2),
+        ] {
             let ws = [xs[1], 1, 3, 3];
             let (x, w, b) = (
                 pat(xs.iter().product(), 1),

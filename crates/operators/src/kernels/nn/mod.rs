@@ -9,6 +9,7 @@ mod depthwise;
 mod depthwise_blocked;
 pub mod norm;
 pub mod pool;
+mod row_depthwise;
 mod row_pool;
 pub mod softmax;
 pub mod unpool;
