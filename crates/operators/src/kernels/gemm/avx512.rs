@@ -209,6 +209,76 @@ unsafe fn tile<
     }
 }
 
+/// The last `COLS` (1 to 4) columns of a tile, the tile's rows in the lanes of one vector per
+/// column: a column past the last whole 16-lane vector then costs one FMA per k step, not a
+/// vector of 12 (7x7 convolutions have 49 columns: 48 + 1). A packed A; B packed, or in
+/// place with `DIRECT_B`. Each column sums its k steps in four chains, so the FMA latency is
+/// hidden; the few stores go through the scalar epilogue.
+///
+/// # Safety
+/// As [`tile`] (not direct A, not shifted B), with `t.cols == COLS`.
+#[target_feature(enable = "avx512f")]
+unsafe fn narrow<const COLS: usize, const DIRECT_B: bool>(t: &Tile) {
+    const CHAINS: usize = 4;
+    let bks = if DIRECT_B { t.bks } else { NR as isize };
+    // The packed A panel holds MR rows per k step.
+    let a_lanes = ((1u32 << MR) - 1) as __mmask16;
+    let mut acc = [[_mm512_setzero_ps(); CHAINS]; COLS];
+    let (mut a, mut b) = (t.a, t.b);
+    for k in 0..t.kc {
+        // SAFETY: k step `k < t.kc` of the packed A panel (MR elements) and of B (`COLS`
+        // columns of its row: the caller's contract).
+        unsafe {
+            let av = _mm512_maskz_loadu_ps(a_lanes, a);
+            for (j, chains) in acc.iter_mut().enumerate() {
+                let x = &mut chains[k % CHAINS];
+                *x = _mm512_fmadd_ps(av, _mm512_set1_ps(*b.add(j)), *x);
+            }
+        }
+        a = a.wrapping_add(MR);
+        b = b.wrapping_offset(bks);
+    }
+    let mut sums = [[0f32; 16]; COLS];
+    for (chains, out) in acc.iter().zip(sums.iter_mut()) {
+        let sum = _mm512_add_ps(
+            _mm512_add_ps(chains[0], chains[1]),
+            _mm512_add_ps(chains[2], chains[3]),
+        );
+        // SAFETY: `out` holds 16 floats.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sum) };
+    }
+    for r in 0..t.rows.min(MR) {
+        for (j, col) in sums.iter().enumerate() {
+            // SAFETY: `r < t.rows`, `j < t.cols`: inside the C tile and the fused operands.
+            unsafe {
+                let p = t.c.offset(r as isize * t.rsc + j as isize * t.csc);
+                let mut v = t.alpha * col[r];
+                if t.beta != 0.0 {
+                    v += t.beta * *p;
+                }
+                if let Some(f) = &t.fused {
+                    v = f.apply(r, j, v);
+                }
+                *p = v;
+            }
+        }
+    }
+}
+
+/// [`narrow`] kernels by `[columns - 1]`, for packed B and for B in place.
+pub(super) static NARROW: [KernelFn; 4] = [
+    narrow::<1, false>,
+    narrow::<2, false>,
+    narrow::<3, false>,
+    narrow::<4, false>,
+];
+pub(super) static NARROW_DIRECT_B: [KernelFn; 4] = [
+    narrow::<1, true>,
+    narrow::<2, true>,
+    narrow::<3, true>,
+    narrow::<4, true>,
+];
+
 macro_rules! rows {
     ($d:literal, $db:literal, $sh:literal; $($r:literal)*) => {
         [$([tile::<$r, 1, $d, $db, $sh> as KernelFn, tile::<$r, 2, $d, $db, $sh> as KernelFn]),*]

@@ -186,6 +186,12 @@ struct Kernel {
     direct_b: Option<&'static [[KernelFn; 2]]>,
     /// Micro-kernels reading a [`ShiftedB`] in place, A packed; `None` where absent.
     shifted: Option<&'static [[KernelFn; 2]]>,
+    /// Kernels for a tile's last 1 to [`NARROW_MAX`] columns past its whole vectors, A
+    /// packed, by `[columns - 1]`: with B packed and with B in place; `None` where absent.
+    narrow: Option<(
+        &'static [KernelFn; NARROW_MAX],
+        &'static [KernelFn; NARROW_MAX],
+    )>,
     gemv: GemvFn,
     /// Whether the micro-kernels apply `Tile::fused` themselves.
     fused_store: bool,
@@ -209,6 +215,7 @@ static AVX512: Kernel = Kernel {
     direct: Some(&avx512::DIRECT),
     direct_b: Some(&avx512::DIRECT_B),
     shifted: Some(&avx512::SHIFTED),
+    narrow: Some((&avx512::NARROW, &avx512::NARROW_DIRECT_B)),
     gemv: gemv::gemv_avx512,
     fused_store: true,
 };
@@ -225,6 +232,7 @@ static AVX2: Kernel = Kernel {
     direct: Some(&avx2::DIRECT),
     direct_b: None,
     shifted: None,
+    narrow: None,
     gemv: gemv::gemv_avx2,
     fused_store: false,
 };
@@ -240,6 +248,7 @@ static GENERIC: Kernel = Kernel {
     direct: None,
     direct_b: None,
     shifted: None,
+    narrow: None,
     gemv: gemv::gemv_generic,
     fused_store: false,
 };
@@ -445,6 +454,9 @@ const A_OUTER_MAX_COL_PANELS: usize = 4;
 const A_OUTER_MAX_KC: usize = 160;
 const A_OUTER_MAX_B_BLOCK: usize = 256 * 1024;
 
+/// Most columns past a tile's whole vectors that [`Kernel::narrow`] kernels take.
+const NARROW_MAX: usize = 4;
+
 /// Column panels up to which A is read in place rather than packed.
 const DIRECT_MAX_PANELS: usize = 2;
 
@@ -595,7 +607,24 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                         continue;
                     }
                     let rows = mr.min(mc - ir);
-                    let nv = usize::from(cols > nr / 2);
+                    // A few columns past the whole vectors go to a narrow kernel (A packed).
+                    let narrow = match kern.narrow {
+                        Some((packed_b, in_place_b))
+                            if direct.is_none()
+                                && shifted.is_none()
+                                && (1..=NARROW_MAX).contains(&(cols % 16)) =>
+                        {
+                            let table = if direct_b.is_some() {
+                                in_place_b
+                            } else {
+                                packed_b
+                            };
+                            Some((cols / 16 * 16, table[cols % 16 - 1]))
+                        }
+                        _ => None,
+                    };
+                    let tile_cols = narrow.map_or(cols, |(whole, _)| whole);
+                    let nv = usize::from(tile_cols > nr / 2);
                     let (a, f) = match (direct, direct_b.or(shifted.and(kern.shifted))) {
                         // Direct kernels are picked with `R == rows`, so they read only
                         // the `rows` valid rows of A.
@@ -605,9 +634,10 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                         (None, Some(table)) => {
                             (ap.wrapping_add(ir / mr * a_panels), table[rows - 1][nv])
                         }
-                        (None, None) => {
-                            (ap.wrapping_add(ir / mr * a_panels), kern.pick(rows, cols))
-                        }
+                        (None, None) => (
+                            ap.wrapping_add(ir / mr * a_panels),
+                            kern.pick(rows, tile_cols.max(1)),
+                        ),
                     };
                     // Direct and shifted B have unit column stride.
                     let b = match (direct_b, shifted) {
@@ -656,14 +686,33 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                             rsc: p.rsc,
                             csc: p.csc,
                             rows,
-                            cols,
+                            cols: tile_cols,
                             alpha: p.alpha,
                             beta,
                             fused,
                         };
-                        f(&t);
-                        if !kern.fused_store {
-                            apply_fused(&t);
+                        if tile_cols > 0 {
+                            f(&t);
+                            if !kern.fused_store {
+                                apply_fused(&t);
+                            }
+                        }
+                        if let Some((whole, narrow_f)) = narrow {
+                            // The columns from `whole`: B's and C's, and the fused sum's.
+                            let fused = match p.epilogue {
+                                Some(e) if last_k_block && e.has_fused() => {
+                                    Some(e.fused_at(row, col + whole, p.rsc))
+                                }
+                                _ => None,
+                            };
+                            let t = Tile {
+                                b: b.wrapping_add(whole),
+                                c: t.c.wrapping_offset(whole as isize * p.csc),
+                                cols: cols - whole,
+                                fused,
+                                ..t
+                            };
+                            narrow_f(&t);
                         }
                         if let (true, Some(epi)) = (last_k_block, p.epilogue.and_then(|e| e.custom))
                         {
@@ -1796,8 +1845,18 @@ mod tests {
             ..Default::default()
         };
         let serial = crate::ctx::EvalCtx::default();
-        // Small (one task), wide (split by columns), narrow (split by rows), K = 0.
-        for (m, k, n) in [(5, 3, 7), (13, 37, 250), (70, 40, 30), (4, 0, 9)] {
+        // Small (one task), wide (split by columns), narrow (split by rows), K = 0; columns
+        // past the whole vectors for the narrow kernels (49 = 48 + 1, 3, 36 = 32 + 4) over
+        // two K blocks.
+        for (m, k, n) in [
+            (5, 3, 7),
+            (13, 37, 250),
+            (70, 40, 30),
+            (4, 0, 9),
+            (30, 300, 49),
+            (13, 270, 3),
+            (25, 20, 36),
+        ] {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let (bias, sum) = (values(m, 3), values(m * n, 4));
             for kern in available() {
