@@ -10,9 +10,14 @@
 //! every tap is a plain vector load). Each output vector then starts at the bias (plus the
 //! fused sum), takes one FMA per tap, is clamped by a fused Relu or Clip and is stored once.
 //!
-//! Width strides 1 and 2 with width dilation 1 (MobileNet's and ShuffleNet's depthwise
-//! layers); [`applies`] says which geometries, and the caller keeps its other paths for the
-//! rest.
+//! The common 3x3 window with one column of left padding (MobileNet's and ShuffleNet's
+//! depthwise layers) skips the ring: its taps are built in registers from the input rows
+//! (aligned-in-effect shifts with `valignd`; with stride 2 two permutes split even and odd
+//! columns). Copying rows into the ring and reading them back right away cost more than that
+//! (stride 2 on MobileNetV2's 96x112x112 layer: 0.264 -> 0.197 ms).
+//!
+//! Width strides 1 and 2 with width dilation 1; [`applies`] says which geometries, and the
+//! caller keeps its other paths for the rest.
 
 use super::Geo3;
 use std::cell::RefCell;
@@ -256,6 +261,11 @@ mod avx512 {
                 *v = _mm512_set1_ps(w);
             }
         }
+        if (KH, KW) == (3, 3) && l.pl == 1 && l.dh == 1 {
+            // SAFETY: as this function's contract; the geometry is the callee's.
+            unsafe { in_place3(p, l, &c) };
+            return;
+        }
         // Which input row each slot holds (none yet for this plane); slots past the
         // tracking array are refilled for every output row, still correct.
         let mut held = [usize::MAX; 4 * MAX_TAPS];
@@ -288,6 +298,148 @@ mod avx512 {
             // each `slot_len` long, covering every column a tap loads: `Layout::new`).
             unsafe { output_row::<KH, KW>(p, l, &rows, &c, y) };
             y += 1;
+        }
+    }
+
+    /// A 3x3 kernel with height dilation 1 and one column of left padding, straight from the
+    /// input rows, no ring: with width stride 1 the taps of an output vector at column `x0`
+    /// are the input's vectors at `x0 - 16`, `x0`, `x0 + 16` (zero outside the row, masked
+    /// loads) shifted by a lane (`valignd`); with stride 2 the even and odd lanes of the 32
+    /// columns from `2 * x0` (two permutes), the left tap the odd ones shifted by a lane.
+    /// No copy and no store a tap must wait for (measured faster than the ring).
+    ///
+    /// # Safety
+    /// As [`plane`], with that geometry.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn in_place3(p: &mut Plane<'_>, l: &Layout, c: &Consts) {
+        let vectors = l.ow.div_ceil(16);
+        for y in 0..l.oh {
+            // The window's rows inside the input (the others read zero padding).
+            let mut rows = [std::ptr::null::<f32>(); 3];
+            let mut taps = [0usize; 3];
+            let mut n = 0;
+            for kh in 0..3 {
+                let iy = (y * l.sh + kh).wrapping_sub(l.pt);
+                if iy < l.ih {
+                    rows[n] = p.x.as_ptr().wrapping_add(iy * l.iw);
+                    taps[n] = kh;
+                    n += 1;
+                }
+            }
+            let (rows, taps) = (&rows[..n], &taps[..n]);
+            let mut v = 0;
+            // SAFETY: each call takes vectors `v..v + N <= vectors` of row `y` and the window
+            // rows inside the input; stride 1 or 2 (`applies`).
+            unsafe {
+                while v + 4 <= vectors {
+                    match l.sw {
+                        1 => in_place3_vectors::<4, 1>(p, l, c, rows, taps, y, 16 * v),
+                        _ => in_place3_vectors::<4, 2>(p, l, c, rows, taps, y, 16 * v),
+                    }
+                    v += 4;
+                }
+                match (vectors - v, l.sw) {
+                    (3, 1) => in_place3_vectors::<3, 1>(p, l, c, rows, taps, y, 16 * v),
+                    (2, 1) => in_place3_vectors::<2, 1>(p, l, c, rows, taps, y, 16 * v),
+                    (1, 1) => in_place3_vectors::<1, 1>(p, l, c, rows, taps, y, 16 * v),
+                    (3, _) => in_place3_vectors::<3, 2>(p, l, c, rows, taps, y, 16 * v),
+                    (2, _) => in_place3_vectors::<2, 2>(p, l, c, rows, taps, y, 16 * v),
+                    (1, _) => in_place3_vectors::<1, 2>(p, l, c, rows, taps, y, 16 * v),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// `N` (at most 4) output vectors of row `y` from column `x0` for [`in_place3`], width
+    /// stride `SW`: `rows` are the input rows of the window's tap rows `taps` that lie
+    /// inside the input.
+    ///
+    /// # Safety
+    /// As [`in_place3`]; `x0 + 16 * (N - 1) < l.ow`; each row holds `l.iw` readable values.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn in_place3_vectors<const N: usize, const SW: usize>(
+        p: &mut Plane<'_>,
+        l: &Layout,
+        c: &Consts,
+        rows: &[*const f32],
+        taps: &[usize],
+        y: usize,
+        x0: usize,
+    ) {
+        let row_out = y * l.ow + x0;
+        let mut mask = [!0 as __mmask16; N];
+        mask[N - 1] = first_lanes(l.ow - x0 - 16 * (N - 1));
+        let mut acc = [c.bias; N];
+        if let Some(sum) = p.sum {
+            for i in 0..N {
+                // SAFETY: outputs `row_out + 16 i..` masked to the row, inside the plane.
+                let s =
+                    unsafe { _mm512_maskz_loadu_ps(mask[i], sum.as_ptr().add(row_out + 16 * i)) };
+                acc[i] = _mm512_add_ps(acc[i], s);
+            }
+        }
+        let shift = |next: __m512, cur: __m512, by15: bool| {
+            let (next, cur) = (_mm512_castps_si512(next), _mm512_castps_si512(cur));
+            _mm512_castsi512_ps(if by15 {
+                _mm512_alignr_epi32::<15>(next, cur)
+            } else {
+                _mm512_alignr_epi32::<1>(next, cur)
+            })
+        };
+        // The input vector at column `col` of `row`, zero outside the row.
+        let load = |row: *const f32, col: usize| {
+            if col < l.iw {
+                // SAFETY: columns `col..iw` (masked) of a row of `iw` values.
+                unsafe { _mm512_maskz_loadu_ps(first_lanes(l.iw - col), row.wrapping_add(col)) }
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for (&row, &kh) in rows.iter().zip(taps) {
+            let [w0, w1, w2] = [c.w3[3 * kh], c.w3[3 * kh + 1], c.w3[3 * kh + 2]];
+            if SW == 1 {
+                // Input vectors at `x0 - 16 + 16 i`: `v[0]` the one before `x0`.
+                let mut v = [_mm512_setzero_ps(); 6];
+                for (i, x) in v.iter_mut().enumerate().take(N + 2) {
+                    *x = load(row, (x0 + 16 * i).wrapping_sub(16));
+                }
+                for i in 0..N {
+                    let (prev, cur, next) = (v[i], v[i + 1], v[i + 2]);
+                    acc[i] = _mm512_fmadd_ps(w0, shift(cur, prev, true), acc[i]);
+                    acc[i] = _mm512_fmadd_ps(w1, cur, acc[i]);
+                    acc[i] = _mm512_fmadd_ps(w2, shift(next, cur, false), acc[i]);
+                }
+            } else {
+                // Lane 15 of `prev_odd` is input column `2 * x0 - 1` (zero where padding).
+                let left = (2 * x0).wrapping_sub(1);
+                let mut prev_odd = if left < l.iw {
+                    // SAFETY: column `left < iw` of the row.
+                    _mm512_set1_ps(unsafe { *row.add(left) })
+                } else {
+                    _mm512_setzero_ps()
+                };
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let col = 2 * (x0 + 16 * i);
+                    let (lo_v, hi_v) = (load(row, col), load(row, col + 16));
+                    let e = _mm512_permutex2var_ps(lo_v, even, hi_v);
+                    let o = _mm512_permutex2var_ps(lo_v, odd, hi_v);
+                    *a = _mm512_fmadd_ps(w0, shift(o, prev_odd, true), *a);
+                    *a = _mm512_fmadd_ps(w1, e, *a);
+                    *a = _mm512_fmadd_ps(w2, o, *a);
+                    prev_odd = o;
+                }
+            }
+        }
+        let o = p.out.as_mut_ptr();
+        for i in 0..N {
+            let v = _mm512_min_ps(c.hi, _mm512_max_ps(c.lo, acc[i]));
+            // SAFETY: as for the sum's loads.
+            unsafe { _mm512_mask_storeu_ps(o.add(row_out + 16 * i), mask[i], v) };
         }
     }
 
