@@ -225,18 +225,31 @@ unsafe fn narrow<const COLS: usize, const DIRECT_B: bool>(t: &Tile) {
     let a_lanes = ((1u32 << MR) - 1) as __mmask16;
     let mut acc = [[_mm512_setzero_ps(); CHAINS]; COLS];
     let (mut a, mut b) = (t.a, t.b);
-    for k in 0..t.kc {
-        // SAFETY: k step `k < t.kc` of the packed A panel (MR elements) and of B (`COLS`
+    // One k step into chain `c` (a constant after unrolling, so `acc` stays in registers).
+    let step = |acc: &mut [[__m512; CHAINS]; COLS], c: usize, a: *const f32, b: *const f32| {
+        // SAFETY: a k step `< t.kc` of the packed A panel (MR elements) and of B (`COLS`
         // columns of its row: the caller's contract).
         unsafe {
             let av = _mm512_maskz_loadu_ps(a_lanes, a);
             for (j, chains) in acc.iter_mut().enumerate() {
-                let x = &mut chains[k % CHAINS];
-                *x = _mm512_fmadd_ps(av, _mm512_set1_ps(*b.add(j)), *x);
+                chains[c] = _mm512_fmadd_ps(av, _mm512_set1_ps(*b.add(j)), chains[c]);
             }
         }
+    };
+    let mut k = 0;
+    while k + CHAINS <= t.kc {
+        for c in 0..CHAINS {
+            step(&mut acc, c, a, b);
+            a = a.wrapping_add(MR);
+            b = b.wrapping_offset(bks);
+        }
+        k += CHAINS;
+    }
+    while k < t.kc {
+        step(&mut acc, 0, a, b);
         a = a.wrapping_add(MR);
         b = b.wrapping_offset(bks);
+        k += 1;
     }
     let mut sums = [[0f32; 16]; COLS];
     for (chains, out) in acc.iter().zip(sums.iter_mut()) {
