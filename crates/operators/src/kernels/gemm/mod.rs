@@ -1329,9 +1329,23 @@ unsafe impl Sync for SharedProblem<'_> {}
 /// tasks start at multiples of `nr` and row tasks at multiples of `mr`, as packed operands
 /// require. (Measured at 2 threads against a fixed 4 column tasks per thread: ResNet-50
 /// 63.9 -> 61.8 ms, SqueezeNet 4.88 -> 4.75; its 1000x169 classifier conv, 169 columns
-/// split 96/73 by columns, goes by rows.)
-fn par_split(m: usize, n: usize, threads: usize, mr: usize, nr: usize) -> (usize, usize, usize) {
-    let vectors = |cols: usize| cols.div_ceil(16);
+/// split 96/73 by columns, goes by rows.) With `narrow` kernels ([`Kernel::narrow`]) up to
+/// [`NARROW_MAX`] columns past a task's whole vectors cost a quarter of a vector each, so a
+/// 7x7 convolution's 49 columns no longer split 32/17 (each thread then streamed all of A
+/// for half the work), but by rows.
+fn par_split(
+    m: usize,
+    n: usize,
+    threads: usize,
+    (mr, nr): (usize, usize),
+    narrow: bool,
+) -> (usize, usize, usize) {
+    // A task's work per row, in quarters of a 16-column vector.
+    let vectors = |cols: usize| match cols % 16 {
+        0 => cols / 16 * 4,
+        r if narrow && r <= NARROW_MAX => cols / 16 * 4 + r,
+        _ => cols.div_ceil(16) * 4,
+    };
     // The time the last thread finishes, tasks taken in order by the first free thread.
     let makespan = |costs: &mut dyn Iterator<Item = usize>| {
         let mut free_at = vec![0usize; threads];
@@ -1375,7 +1389,7 @@ unsafe fn par_drive(ctx: &crate::ctx::EvalCtx<'_>, kern: &Kernel, whole: Problem
     let (tasks, cols, rows) = if threads == 1 || small {
         (1, n, m)
     } else {
-        par_split(m, n, threads, kern.mr, kern.nr)
+        par_split(m, n, threads, (kern.mr, kern.nr), kern.narrow.is_some())
     };
     let shared = &SharedProblem(whole, asrc);
     let task = |i: usize| {
@@ -1511,21 +1525,34 @@ mod tests {
         use super::par_split;
         // Wide: two column tasks per thread, multiples of NR, where they balance as well as
         // one; one where that balances better (3135 columns: 1568/1567 against 800 x 3 + 735).
-        assert_eq!(par_split(64, 3200, 2, 12, 32), (4, 800, 64));
-        assert_eq!(par_split(64, 3135, 2, 12, 32), (2, 1568, 64));
+        let tile = (12, 32);
+        assert_eq!(par_split(64, 3200, 2, tile, false), (4, 800, 64));
+        assert_eq!(par_split(64, 3135, 2, tile, false), (2, 1568, 64));
         // SqueezeNet's classifier, 1000 x 169: columns would split 96/73, rows 504/496.
-        assert_eq!(par_split(1000, 169, 2, 12, 32), (2, 169, 504));
+        assert_eq!(par_split(1000, 169, 2, tile, false), (2, 169, 504));
+        // A 7x7 conv's 49 columns: 32/17 ties with rows without narrow kernels; with them
+        // the 17th column is cheap, so rows balance better.
+        assert_eq!(par_split(512, 49, 2, tile, false), (2, 32, 512));
+        assert_eq!(par_split(512, 49, 2, tile, true), (2, 49, 264));
         // Narrow and short: by rows, in multiples of MR.
-        assert_eq!(par_split(100, 20, 2, 12, 32), (2, 20, 60));
+        assert_eq!(par_split(100, 20, 2, tile, false), (2, 20, 60));
         // One row tile and one column panel: nothing to split.
-        assert_eq!(par_split(5, 20, 2, 12, 32).0, 1);
+        assert_eq!(par_split(5, 20, 2, tile, true).0, 1);
         // Every split covers the product.
-        for (m, n, t) in [(7, 1000, 2), (1000, 7, 3), (96, 96, 4), (1, 1, 2)] {
-            let (tasks, cols, rows) = par_split(m, n, t, 12, 32);
-            if cols < n {
-                assert!(tasks * cols >= n && (tasks - 1) * cols < n && cols % 32 == 0);
-            } else {
-                assert!(tasks * rows >= m && (tasks - 1) * rows < m && rows % 12 == 0);
+        for (m, n, t) in [
+            (7, 1000, 2),
+            (1000, 7, 3),
+            (96, 96, 4),
+            (1, 1, 2),
+            (300, 49, 2),
+        ] {
+            for narrow in [false, true] {
+                let (tasks, cols, rows) = par_split(m, n, t, tile, narrow);
+                if cols < n {
+                    assert!(tasks * cols >= n && (tasks - 1) * cols < n && cols % 32 == 0);
+                } else {
+                    assert!(tasks * rows >= m && (tasks - 1) * rows < m && rows % 12 == 0);
+                }
             }
         }
     }
