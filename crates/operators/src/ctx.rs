@@ -183,3 +183,22 @@ mod tests {
         assert_eq!(t.as_slice::<f32>().unwrap(), &[0.0; 6]);
     }
 }
+
+/// Runs tasks on three scoped threads, so tests cross chunk and task boundaries.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct ThreeThreads;
+
+#[cfg(test)]
+impl ParallelFor for ThreeThreads {
+    fn threads(&self) -> usize {
+        3
+    }
+    fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                s.spawn(move || (t..tasks).step_by(3).for_each(task));
+            }
+        });
+    }
+}

@@ -427,23 +427,8 @@ pub fn broadcast_fact_shapes(facts: &[&Fact]) -> OpResult<Option<Vec<Dim>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{HeapTensorAlloc, ParallelFor};
-
-    /// Runs tasks on three threads, to exercise chunk boundaries.
-    #[derive(Debug)]
-    struct ThreeThreads;
-    impl ParallelFor for ThreeThreads {
-        fn threads(&self) -> usize {
-            3
-        }
-        fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
-            std::thread::scope(|s| {
-                for t in 0..3 {
-                    s.spawn(move || (t..tasks).step_by(3).for_each(task));
-                }
-            });
-        }
-    }
+    use crate::ctx::ThreeThreads;
+    use crate::HeapTensorAlloc;
 
     fn naive(a: &[i64], ash: &[usize], b: &[i64], bsh: &[usize], out: &[usize]) -> Vec<i64> {
         let rank = out.len();

@@ -1782,21 +1782,7 @@ mod tests {
         }
     }
 
-    /// Runs tasks on three scoped threads.
-    #[derive(Debug)]
-    struct ThreeThreads;
-    impl crate::ctx::ParallelFor for ThreeThreads {
-        fn threads(&self) -> usize {
-            3
-        }
-        fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
-            std::thread::scope(|s| {
-                for t in 0..3 {
-                    s.spawn(move || (t..tasks).step_by(3).for_each(task));
-                }
-            });
-        }
-    }
+    use crate::ctx::ThreeThreads;
 
     /// A row-major matrix handed to the driver as a panel source.
     #[derive(Debug)]

@@ -174,14 +174,53 @@ fn gather_typed<T: Clone>(dst: &mut [T], at: usize, src: &[T], idx: &[usize]) ->
     Ok(())
 }
 
-/// Copies the elements of a view, in row-major order, into `dst`.
-fn copy_strided<T: Clone>(src: &[T], t: &Tensor, dst: &mut [T]) -> OpResult<()> {
-    let shape = t.shape();
-    let strides = t.strides();
-    let rank = shape.len();
-    let base = t.offset() as isize;
+/// `shape` and `strides` with axes of size 1 dropped and each axis merged into the one before
+/// it where that one steps over it exactly (together they are one longer run), so a copy
+/// moves the longest contiguous runs it can (a channel shuffle's `h x w` planes rather than
+/// its rows). At least one axis.
+fn merged_axes(shape: &[usize], strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
+    let (mut merged_shape, mut merged_strides): (Vec<usize>, Vec<isize>) = (Vec::new(), Vec::new());
+    for (&n, &stride) in shape.iter().zip(strides) {
+        if n == 1 {
+            continue;
+        }
+        if let (Some(last_n), Some(last_stride)) =
+            (merged_shape.last_mut(), merged_strides.last_mut())
+        {
+            if *last_stride == stride * n as isize {
+                *last_n *= n;
+                *last_stride = stride;
+                continue;
+            }
+        }
+        merged_shape.push(n);
+        merged_strides.push(stride);
+    }
+    if merged_shape.is_empty() {
+        (merged_shape, merged_strides) = (vec![1], vec![1]);
+    }
+    (merged_shape, merged_strides)
+}
+
+/// Elements from which [`materialize`] copies on several threads, in chunks of whole runs.
+const PAR_COPY_MIN: usize = 1 << 15;
+
+/// Copies the elements of a view, in row-major order from element `first` on, into `dst`
+/// (`first` a multiple of the merged innermost run, as [`materialize`]'s chunks are).
+fn copy_strided<T: Clone>(src: &[T], t: &Tensor, first: usize, dst: &mut [T]) -> OpResult<()> {
+    let (shape, strides) = merged_axes(t.shape(), t.strides());
+    let rank = if t.shape().is_empty() { 0 } else { shape.len() };
     if t.is_empty() {
         return Ok(());
+    }
+    // The multi-index of element `first` and where it is in `src`.
+    let mut base = t.offset() as isize;
+    let mut rest = first;
+    let mut first_index = vec![0usize; shape.len()];
+    for axis in (0..shape.len()).rev() {
+        first_index[axis] = rest % shape[axis];
+        base += first_index[axis] as isize * strides[axis];
+        rest /= shape[axis];
     }
     let get = |o: isize| {
         usize::try_from(o)
@@ -197,7 +236,7 @@ fn copy_strided<T: Clone>(src: &[T], t: &Tensor, dst: &mut [T]) -> OpResult<()> 
     }
     let inner = shape[rank - 1];
     let inner_stride = strides[rank - 1];
-    let mut index = vec![0usize; rank - 1];
+    let mut index = first_index[..rank - 1].to_vec();
     let mut pos = base;
     for row in dst.chunks_mut(inner) {
         if inner_stride == 1 && pos >= 0 {
@@ -230,9 +269,22 @@ pub(crate) fn materialize(ctx: &EvalCtx<'_>, t: &Tensor) -> OpResult<Tensor> {
     let src = Elems::storage(t)?;
     match (ElemsMut::of(&mut out)?, src) {
         (ElemsMut::Bytes(d, s), Elems::Bytes(x, _)) => by_size!(s, N => {
-            copy_strided(x.as_chunks::<N>().0, t, d.as_chunks_mut::<N>().0)?
+            let (x, d) = (x.as_chunks::<N>().0, d.as_chunks_mut::<N>().0);
+            // Large copies in chunks of whole runs over the threads (at 2 threads a copy
+            // on one core read what the other core's caches hold).
+            let run = merged_axes(t.shape(), t.strides()).0.last().copied().unwrap_or(1);
+            if d.len() >= PAR_COPY_MIN && ctx.threads() > 1 && run > 0 {
+                let chunk = d.len().div_ceil(2 * ctx.threads()).div_ceil(run) * run;
+                let errors = crate::kernels::linalg::ErrorSlot::default();
+                ctx.par_chunks_mut(d, chunk, |ci, part| {
+                    errors.record(copy_strided(x, t, ci * chunk, part));
+                });
+                errors.finish()?
+            } else {
+                copy_strided(x, t, 0, d)?
+            }
         }, return Err(kind_mismatch())),
-        (ElemsMut::Strings(d), Elems::Strings(x)) => copy_strided(x, t, d)?,
+        (ElemsMut::Strings(d), Elems::Strings(x)) => copy_strided(x, t, 0, d)?,
         _ => return Err(kind_mismatch()),
     }
     Ok(out)
@@ -324,5 +376,58 @@ pub(crate) fn fact(dtype: Option<DType>, shape: &[usize]) -> crate::Fact {
         dtype,
         shape: Some(shape.iter().map(|&d| crate::Dim::Known(d)).collect()),
         value: None,
+    }
+}
+
+#[cfg(test)]
+mod merged_axes_tests {
+    use super::merged_axes;
+
+    #[test]
+    fn runs_merge_and_unit_axes_drop() {
+        // A channel shuffle's transposed view of [1, 3, 4, 5, 6]: the 5x6 planes merge.
+        let (shape, strides) = merged_axes(&[1, 4, 3, 5, 6], &[360, 30, 120, 6, 1]);
+        assert_eq!((shape, strides), (vec![4, 3, 30], vec![30, 120, 1]));
+        // Contiguous: one run; broadcast axes merge only with each other.
+        assert_eq!(merged_axes(&[2, 3, 4], &[12, 4, 1]), (vec![24], vec![1]));
+        assert_eq!(
+            merged_axes(&[2, 3, 4], &[0, 0, 1]),
+            (vec![6, 4], vec![0, 1])
+        );
+        // Reversed and scalar-like views.
+        assert_eq!(merged_axes(&[3, 2], &[-2, -1]), (vec![6], vec![-1]));
+        assert_eq!(merged_axes(&[1, 1], &[5, 7]), (vec![1], vec![1]));
+    }
+
+    #[test]
+    fn large_copies_split_over_threads_match_the_view() {
+        use crate::ctx::{EvalCtx, ThreeThreads};
+        // A channel shuffle of [1, 4, 60, 9, 17] (36720 elements) and a plain 2-D transpose.
+        for (shape, perm) in [
+            (vec![1, 4, 60, 9, 17], vec![0, 2, 1, 3, 4]),
+            (vec![181, 199], vec![1, 0]),
+        ] {
+            let n: usize = shape.iter().product();
+            let x = strata_tensor::Tensor::from_vec((0..n).map(|i| i as f32).collect(), &shape)
+                .unwrap();
+            let view = x.permute(&perm).unwrap();
+            let serial = super::materialize(&EvalCtx::default(), &view).unwrap();
+            let threads = EvalCtx {
+                parallel: &ThreeThreads,
+                ..Default::default()
+            };
+            let split = super::materialize(&threads, &view).unwrap();
+            assert_eq!(split.shape(), serial.shape());
+            assert_eq!(
+                split.as_slice::<f32>().unwrap(),
+                serial.as_slice::<f32>().unwrap()
+            );
+            // Element (i, j, ...) of the view is the source's at the permuted index.
+            let out = serial.as_slice::<f32>().unwrap();
+            assert_eq!(
+                out[1],
+                x.as_slice::<f32>().unwrap()[view.strides()[view.rank() - 1] as usize]
+            );
+        }
     }
 }
