@@ -25,7 +25,7 @@ use std::cell::RefCell;
 /// Widest kernel (taps per axis) the ring layout takes.
 const MAX_TAPS: usize = 16;
 
-/// Whether [`plane`] handles `g`: a 2-D plane with some output, width stride 1 or 2, width
+/// Whether [`planes`] handles `g`: a 2-D plane with some output, width stride 1 or 2, width
 /// dilation 1, at most [`MAX_TAPS`] taps per axis, on a CPU with AVX-512.
 pub(super) fn applies(g: &Geo3) -> bool {
     g.input[0] == 1

@@ -178,8 +178,8 @@ fn gather_typed<T: Clone>(dst: &mut [T], at: usize, src: &[T], idx: &[usize]) ->
 /// it where that one steps over it exactly (together they are one longer run), so a copy
 /// moves the longest contiguous runs it can (a channel shuffle's `h x w` planes rather than
 /// its rows). At least one axis.
-fn merged_axes(shape: &[usize], strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
-    let (mut merged_shape, mut merged_strides): (Vec<usize>, Vec<isize>) = (Vec::new(), Vec::new());
+fn merged_axes(shape: &[usize], strides: &[isize]) -> (Axes<usize>, Axes<isize>) {
+    let (mut merged_shape, mut merged_strides) = (Axes::new(), Axes::new());
     for (&n, &stride) in shape.iter().zip(strides) {
         if n == 1 {
             continue;
@@ -197,10 +197,14 @@ fn merged_axes(shape: &[usize], strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
         merged_strides.push(stride);
     }
     if merged_shape.is_empty() {
-        (merged_shape, merged_strides) = (vec![1], vec![1]);
+        merged_shape.push(1);
+        merged_strides.push(1);
     }
     (merged_shape, merged_strides)
 }
+
+/// Per-axis values of a view, inline up to rank 8 (steady-state runs allocate nothing).
+type Axes<T> = smallvec::SmallVec<[T; 8]>;
 
 /// Elements from which [`materialize`] copies on several threads, in chunks of whole runs.
 const PAR_COPY_MIN: usize = 1 << 15;
@@ -216,7 +220,7 @@ fn copy_strided<T: Clone>(src: &[T], t: &Tensor, first: usize, dst: &mut [T]) ->
     // The multi-index of element `first` and where it is in `src`.
     let mut base = t.offset() as isize;
     let mut rest = first;
-    let mut first_index = vec![0usize; shape.len()];
+    let mut first_index: Axes<usize> = smallvec::smallvec![0; shape.len()];
     for axis in (0..shape.len()).rev() {
         first_index[axis] = rest % shape[axis];
         base += first_index[axis] as isize * strides[axis];
@@ -236,7 +240,7 @@ fn copy_strided<T: Clone>(src: &[T], t: &Tensor, first: usize, dst: &mut [T]) ->
     }
     let inner = shape[rank - 1];
     let inner_stride = strides[rank - 1];
-    let mut index = first_index[..rank - 1].to_vec();
+    let mut index: Axes<usize> = first_index[..rank - 1].iter().copied().collect();
     let mut pos = base;
     for row in dst.chunks_mut(inner) {
         if inner_stride == 1 && pos >= 0 {
@@ -383,20 +387,23 @@ pub(crate) fn fact(dtype: Option<DType>, shape: &[usize]) -> crate::Fact {
 mod merged_axes_tests {
     use super::merged_axes;
 
+    /// [`merged_axes`] as plain vectors.
+    fn merged(shape: &[usize], strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
+        let (shape, strides) = merged_axes(shape, strides);
+        (shape.to_vec(), strides.to_vec())
+    }
+
     #[test]
     fn runs_merge_and_unit_axes_drop() {
         // A channel shuffle's transposed view of [1, 3, 4, 5, 6]: the 5x6 planes merge.
-        let (shape, strides) = merged_axes(&[1, 4, 3, 5, 6], &[360, 30, 120, 6, 1]);
-        assert_eq!((shape, strides), (vec![4, 3, 30], vec![30, 120, 1]));
+        let got = merged(&[1, 4, 3, 5, 6], &[360, 30, 120, 6, 1]);
+        assert_eq!(got, (vec![4, 3, 30], vec![30, 120, 1]));
         // Contiguous: one run; broadcast axes merge only with each other.
-        assert_eq!(merged_axes(&[2, 3, 4], &[12, 4, 1]), (vec![24], vec![1]));
-        assert_eq!(
-            merged_axes(&[2, 3, 4], &[0, 0, 1]),
-            (vec![6, 4], vec![0, 1])
-        );
+        assert_eq!(merged(&[2, 3, 4], &[12, 4, 1]), (vec![24], vec![1]));
+        assert_eq!(merged(&[2, 3, 4], &[0, 0, 1]), (vec![6, 4], vec![0, 1]));
         // Reversed and scalar-like views.
-        assert_eq!(merged_axes(&[3, 2], &[-2, -1]), (vec![6], vec![-1]));
-        assert_eq!(merged_axes(&[1, 1], &[5, 7]), (vec![1], vec![1]));
+        assert_eq!(merged(&[3, 2], &[-2, -1]), (vec![6], vec![-1]));
+        assert_eq!(merged(&[1, 1], &[5, 7]), (vec![1], vec![1]));
     }
 
     #[test]
