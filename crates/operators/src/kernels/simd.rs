@@ -47,6 +47,16 @@ fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The AVX-512 mask of the first `n` lanes of 16 (all of them for `n >= 16`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn first_lanes(n: usize) -> std::arch::x86_64::__mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        ((1u32 << n) - 1) as std::arch::x86_64::__mmask16
+    }
+}
+
 /// Whether this CPU has AVX-512F, BW and VL (hand-written AVX-512 kernels check this).
 pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]

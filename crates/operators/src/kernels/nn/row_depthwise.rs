@@ -222,14 +222,7 @@ mod avx512 {
     use super::{Layout, Plane, MAX_TAPS};
     use std::arch::x86_64::*;
 
-    /// The mask of the first `n` (at most 16) lanes.
-    fn first_lanes(n: usize) -> __mmask16 {
-        if n >= 16 {
-            !0
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
+    use crate::kernels::simd::first_lanes;
 
     /// Convolves the plane row by row (see the module docs); a `KH x KW` kernel when they
     /// are not 0 (they must then be the layout's), else the layout's.
@@ -369,18 +362,8 @@ mod avx512 {
         y: usize,
         x0: usize,
     ) {
-        let row_out = y * l.ow + x0;
-        let mut mask = [!0 as __mmask16; N];
-        mask[N - 1] = first_lanes(l.ow - x0 - 16 * (N - 1));
-        let mut acc = [c.bias; N];
-        if let Some(sum) = p.sum {
-            for i in 0..N {
-                // SAFETY: outputs `row_out + 16 i..` masked to the row, inside the plane.
-                let s =
-                    unsafe { _mm512_maskz_loadu_ps(mask[i], sum.as_ptr().add(row_out + 16 * i)) };
-                acc[i] = _mm512_add_ps(acc[i], s);
-            }
-        }
+        // SAFETY: the callers' contract: vectors `x0..` of row `y` lie in the plane.
+        let (row_out, mask, mut acc) = unsafe { start::<N>(p, l, c, y, x0) };
         let shift = |next: __m512, cur: __m512, by15: bool| {
             let (next, cur) = (_mm512_castps_si512(next), _mm512_castps_si512(cur));
             _mm512_castsi512_ps(if by15 {
@@ -435,10 +418,58 @@ mod avx512 {
                 }
             }
         }
+        // SAFETY: as for `start`.
+        unsafe { finish(p, c, row_out, &mask, &acc) };
+    }
+
+    /// The start of `N` output vectors of row `y` from column `x0`: where they are in the
+    /// plane, their lane masks (the row's last vector masked) and the bias plus fused sum.
+    ///
+    /// # Safety
+    /// AVX-512F is available; `x0 + 16 * (N - 1) < l.ow`, `y < l.oh`, and `p.sum` (if any)
+    /// holds the plane's outputs.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn start<const N: usize>(
+        p: &Plane<'_>,
+        l: &Layout,
+        c: &Consts,
+        y: usize,
+        x0: usize,
+    ) -> (usize, [__mmask16; N], [__m512; N]) {
+        let row_out = y * l.ow + x0;
+        let mut mask = [!0 as __mmask16; N];
+        mask[N - 1] = first_lanes(l.ow - x0 - 16 * (N - 1));
+        let mut acc = [c.bias; N];
+        if let Some(sum) = p.sum {
+            for i in 0..N {
+                // SAFETY: outputs `row_out + 16 i..` masked to the row, inside the plane.
+                let s =
+                    unsafe { _mm512_maskz_loadu_ps(mask[i], sum.as_ptr().add(row_out + 16 * i)) };
+                acc[i] = _mm512_add_ps(acc[i], s);
+            }
+        }
+        (row_out, mask, acc)
+    }
+
+    /// Clamps `acc` and stores it at `row_out` with `mask`, as [`start`] gave them.
+    ///
+    /// # Safety
+    /// As [`start`], with its results.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish<const N: usize>(
+        p: &mut Plane<'_>,
+        c: &Consts,
+        row_out: usize,
+        mask: &[__mmask16; N],
+        acc: &[__m512; N],
+    ) {
         let o = p.out.as_mut_ptr();
         for i in 0..N {
+            // `max(lo, v)`/`min(hi, v)` return `v` when it is NaN, as the Clip kernel.
             let v = _mm512_min_ps(c.hi, _mm512_max_ps(c.lo, acc[i]));
-            // SAFETY: as for the sum's loads.
+            // SAFETY: outputs `row_out + 16 i..` masked to the row, inside the plane.
             unsafe { _mm512_mask_storeu_ps(o.add(row_out + 16 * i), mask[i], v) };
         }
     }
@@ -567,18 +598,8 @@ mod avx512 {
         y: usize,
         x0: usize,
     ) {
-        let row_out = y * l.ow + x0;
-        let mut mask = [!0 as __mmask16; N];
-        mask[N - 1] = first_lanes(l.ow - x0 - 16 * (N - 1));
-        let mut acc = [c.bias; N];
-        if let Some(sum) = p.sum {
-            for i in 0..N {
-                // SAFETY: outputs `row_out + 16 i..` masked to the row, inside the plane.
-                let s =
-                    unsafe { _mm512_maskz_loadu_ps(mask[i], sum.as_ptr().add(row_out + 16 * i)) };
-                acc[i] = _mm512_add_ps(acc[i], s);
-            }
-        }
+        // SAFETY: the callers' contract: vectors `x0..` of row `y` lie in the plane.
+        let (row_out, mask, mut acc) = unsafe { start::<N>(p, l, c, y, x0) };
         // SAFETY: the callee's contract is this function's.
         unsafe {
             match (KH, KW, l.sw) {
@@ -587,13 +608,8 @@ mod avx512 {
                 _ => taps::<KH, KW, N>(&mut acc, p, l, rows, c, x0),
             }
         }
-        let o = p.out.as_mut_ptr();
-        for i in 0..N {
-            // `max(lo, v)`/`min(hi, v)` return `v` when it is NaN, as the Clip kernel.
-            let v = _mm512_min_ps(c.hi, _mm512_max_ps(c.lo, acc[i]));
-            // SAFETY: as for the sum's loads.
-            unsafe { _mm512_mask_storeu_ps(o.add(row_out + 16 * i), mask[i], v) };
-        }
+        // SAFETY: as for `start`.
+        unsafe { finish(p, c, row_out, &mask, &acc) };
     }
 
     /// Adds every tap of a `KH x KW` kernel (the layout's when 0) to `acc`, one unaligned

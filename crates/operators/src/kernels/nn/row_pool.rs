@@ -125,14 +125,7 @@ mod avx512 {
     use crate::kernels::nn::Geo3;
     use std::arch::x86_64::*;
 
-    /// The mask of the first `n` (at most 16) lanes.
-    fn first_lanes(n: usize) -> __mmask16 {
-        if n >= 16 {
-            !0
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
+    use crate::kernels::simd::first_lanes;
 
     /// The start of a reduction: 0 for a sum (`MEAN`), else -inf.
     #[inline]
