@@ -490,6 +490,9 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
         _ => None,
     };
     // Likewise a B block with few row panels and contiguous rows is read in place (A packed).
+    // (Tried and dropped: packing each column panel of B just before its tiles, prefetching
+    // the next panel's rows. A 1x1 256 -> 128 on 56x56 with its input cold in memory gained
+    // 11%, in ResNet-50, whose inputs are warm, nothing.)
     let direct_b = match (p.b, kern.direct_b) {
         (BSrc::Strided { csb: 1, .. }, Some(table))
             if direct.is_none() && p.m <= DIRECT_MAX_PANELS * mr =>
@@ -1377,7 +1380,11 @@ fn par_split(
 }
 
 /// Runs `whole` (the full `m x n` product into a row-major C) spread over `ctx`'s threads as
-/// [`par_split`] splits it.
+/// [`par_split`] splits it. (Tried and dropped: packing B once for all the tasks of a split
+/// by rows, a parallel pack and then the row tasks. SqueezeNet's 13x13 3x3s, whose row
+/// tasks each pack all of B, ran 4% slower at 2 threads: the second fork-join and each
+/// core reading the half of B the other packed outweighed the halved packing; 40% slower
+/// while the host was contended.)
 ///
 /// # Safety
 /// `whole` and `asrc` satisfy [`drive`]'s contract for `kern` over all of C, C is an

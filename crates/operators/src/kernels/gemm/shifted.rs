@@ -65,6 +65,15 @@ impl ShiftedB<'_> {
     /// thread): 3x3 ones gained 8-28% in place with up to 7 row panels on 56x56 and larger
     /// images, broke even at 8 panels on 56x56, and lost 2-12% with 8 panels on 28x28 and
     /// with 11 panels at any size; a 1x1 with K = 16 and 8 panels lost 15%.
+    ///
+    /// Tried and dropped: windows of image-wide rows (no columns between rows, so nothing
+    /// computed and thrown away, no compressed stores), the left and right padding read as
+    /// zero through per-width-tap load masks. Masks that change every k step cost the
+    /// kernel ~5% (the same kernel with fixed masks ran 7-8% faster than packing on 3x3s on
+    /// 27x27 and 28x28), so it gained only 1-3.5% on 13x13 to 28x28 3x3s, lost 3.5% to these
+    /// windows on 55x55 and 4-20% on 14x14 and 7x7 (a few columns past the last vector,
+    /// which packing gives to the narrow kernel); one pass per tap with fixed masks lost
+    /// its gain to reloading C between passes.
     pub(super) fn in_place_for(&self, kern: &Kernel, m: usize) -> bool {
         let panels = m.div_ceil(kern.mr);
         kern.shifted.is_some()

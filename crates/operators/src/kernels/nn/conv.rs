@@ -429,15 +429,10 @@ impl Conv {
         if isz < ROW_DEPTHWISE_MIN_INPUT || p.c != p.m || !row_depthwise::applies(geo) {
             return false;
         }
-        let (Some(x), Some(w), Some(o)) = (
-            F::as_f32s(operands.x),
-            F::as_f32s(operands.w),
-            F::as_f32s_mut(o),
-        ) else {
+        let (Some(Operands { x, w, bias, sum }), Some(o)) = (operands.as_f32(), F::as_f32s_mut(o))
+        else {
             return false;
         };
-        let bias = operands.bias.and_then(F::as_f32s);
-        let sum = operands.sum.and_then(F::as_f32s);
         let clamp = self.activation.as_ref().and_then(clamp_of);
         let planes_per = (p.n * p.m).div_ceil(ctx.threads() * 4).max(1);
         ctx.par_chunks_mut(o, planes_per * osz, |ci, out| {
@@ -479,15 +474,10 @@ impl Conv {
         {
             return false;
         }
-        let (Some(x), Some(w), Some(o)) = (
-            F::as_f32s(operands.x),
-            F::as_f32s(operands.w),
-            F::as_f32s_mut(o),
-        ) else {
+        let (Some(Operands { x, w, bias, sum }), Some(o)) = (operands.as_f32(), F::as_f32s_mut(o))
+        else {
             return false;
         };
-        let bias = operands.bias.and_then(F::as_f32s);
-        let sum = operands.sum.and_then(F::as_f32s);
         let clamp = self.activation.as_ref().and_then(clamp_of);
         depthwise_blocked::par_blocks(ctx, o, osz, |first, planes, scratch| {
             // The block's first plane (batch item and channel) and its channels.
@@ -668,6 +658,18 @@ struct Operands<'a, F> {
     w: &'a [F],
     bias: Option<&'a [F]>,
     sum: Option<&'a [F]>,
+}
+
+impl<'a, F: Float> Operands<'a, F> {
+    /// The same operands as f32, when `F` is f32 (the direct depthwise kernels' type).
+    fn as_f32(&self) -> Option<Operands<'a, f32>> {
+        Some(Operands {
+            x: F::as_f32s(self.x)?,
+            w: F::as_f32s(self.w)?,
+            bias: self.bias.and_then(F::as_f32s),
+            sum: self.sum.and_then(F::as_f32s),
+        })
+    }
 }
 
 /// The clamp bounds computing `act`, when it is one (Relu, Clip).
