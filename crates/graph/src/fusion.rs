@@ -870,7 +870,8 @@ impl ConvWeightPrepacking {
             return None;
         }
         // Weights that do not fit the op are left for the op to report when it runs.
-        PackedConvWeights::new(weights, op.group).ok()
+        let input = graph.values[*x].fact.concrete_shape();
+        PackedConvWeights::for_conv(op, weights, input.as_deref()).ok()
     }
 }
 

@@ -23,8 +23,11 @@ pub(super) const NR: usize = 32;
 /// starts at `t.b + t.boffs[k]` (`t.kc` offsets readable) and the lanes `t.lanes[v]` of
 /// vector `v` are readable there; C has unit column stride and the tile's real columns: row
 /// `r`'s vector `v` stores `t.lanes[v].count_ones()` values at `t.c + r*rsc + t.lane_at[v]`.
-/// With `t.fused`, `t.csc == 1` and its bias and sum cover the tile's rows and (real)
-/// columns.
+/// With `EDGES` (shifted B with edge taps, [`super::EdgeTaps`]), row `k` of the block (row
+/// `t.edge_k0 + k` of B) is width tap `(t.edge_k0 + k) / t.edge_segment` (below
+/// `EDGE_TAPS`), whose loaded lanes outside `t.edge_masks[tap]` (vector 0 in the low 16
+/// bits) count as zero. With `t.fused`, `t.csc == 1` and its bias and sum cover the tile's
+/// rows and (real) columns.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<
     const R: usize,
@@ -32,6 +35,7 @@ unsafe fn tile<
     const DIRECT: bool,
     const DIRECT_B: bool,
     const SHIFTED: bool,
+    const EDGES: bool,
 >(
     t: &Tile,
 ) {
@@ -45,6 +49,8 @@ unsafe fn tile<
     // to the tile's columns.
     let bks = if DIRECT_B { t.bks } else { NR as isize };
     let mut bmask = [!0 as __mmask16; NV];
+    // The loads' lanes (direct and shifted B: the tile's columns).
+    let mut load_mask = [!0 as __mmask16; NV];
     if DIRECT_B {
         for (v, m) in bmask.iter_mut().enumerate() {
             let left = t.cols.saturating_sub(v * 16).min(16);
@@ -53,6 +59,30 @@ unsafe fn tile<
     }
     if SHIFTED {
         bmask.copy_from_slice(&t.lanes[..NV]);
+    }
+    if DIRECT_B || SHIFTED {
+        load_mask = bmask;
+    }
+    // Edge taps: the tap of the block's first row, the row where the next tap starts, and the
+    // tap's lanes as vectors of all-ones and zero lanes, ANDed into the loaded B vectors (as
+    // load masks, which must change inside the loop, they were moved into mask registers
+    // from general ones every k step, which cost ~5%). Past the last tap, none: no row reads
+    // it.
+    let edge_vectors = |tap: usize| {
+        let lanes = t.edge_masks.get(tap).copied().unwrap_or(0);
+        let mut m = [_mm512_setzero_si512(); NV];
+        m[0] = _mm512_maskz_set1_epi32(lanes as __mmask16, -1);
+        if NV > 1 {
+            m[NV - 1] = _mm512_maskz_set1_epi32((lanes >> 16) as __mmask16, -1);
+        }
+        m
+    };
+    let (mut tap, mut next_tap_at) = (0, usize::MAX);
+    let mut edge_vec = [_mm512_setzero_si512(); NV];
+    if EDGES {
+        tap = t.edge_k0 / t.edge_segment;
+        next_tap_at = (tap + 1) * t.edge_segment - t.edge_k0;
+        edge_vec = edge_vectors(tap);
     }
     // Where vector `v` of a row starts in C.
     let c_at = |v: usize| if SHIFTED { t.lane_at[v] } else { v * 16 };
@@ -70,6 +100,12 @@ unsafe fn tile<
     let mut acc = [[_mm512_setzero_ps(); NV]; R];
     let (mut a, mut b) = (t.a, t.b);
     for k in 0..t.kc {
+        if EDGES && k == next_tap_at {
+            // The next width tap's rows (rows are grouped by tap, so at most twice).
+            tap += 1;
+            next_tap_at += t.edge_segment;
+            edge_vec = edge_vectors(tap);
+        }
         if SHIFTED {
             // SAFETY: `k < t.kc` offsets are readable (the caller's contract).
             b = t.b.wrapping_add(unsafe { *t.boffs.add(k) });
@@ -92,11 +128,18 @@ unsafe fn tile<
             // SAFETY: packed: `v * 16 + 15 < NR` elements of this k-row of the B panel are
             // readable (the caller's contract: `kc * NR` elements at `t.b`); direct: the mask
             // enables only lanes `< t.cols` of this row of B; shifted: only the readable
-            // lanes `t.lanes[v]` of the row at `t.boffs[k]`; masked-off lanes are not
-            // accessed (no faults).
+            // lanes `t.lanes[v]` of the row at `t.boffs[k]` (with edge taps, the lanes past
+            // the image's edges are then zeroed); masked-off lanes are not accessed (no
+            // faults).
             *x = unsafe {
                 if DIRECT_B || SHIFTED {
-                    _mm512_maskz_loadu_ps(bmask[v], b.wrapping_add(16 * v))
+                    let x = _mm512_maskz_loadu_ps(load_mask[v], b.wrapping_add(16 * v));
+                    if EDGES {
+                        let x = _mm512_and_si512(_mm512_castps_si512(x), edge_vec[v]);
+                        _mm512_castsi512_ps(x)
+                    } else {
+                        x
+                    }
                 } else {
                     _mm512_loadu_ps(b.add(16 * v))
                 }
@@ -293,26 +336,33 @@ pub(super) static NARROW_DIRECT_B: [KernelFn; 4] = [
 ];
 
 macro_rules! rows {
-    ($d:literal, $db:literal, $sh:literal; $($r:literal)*) => {
-        [$([tile::<$r, 1, $d, $db, $sh> as KernelFn, tile::<$r, 2, $d, $db, $sh> as KernelFn]),*]
+    ($d:literal, $db:literal, $sh:literal, $e:literal; $($r:literal)*) => {
+        [$([tile::<$r, 1, $d, $db, $sh, $e> as KernelFn,
+            tile::<$r, 2, $d, $db, $sh, $e> as KernelFn]),*]
     };
 }
 
 /// Kernels by `[rows - 1][column vectors - 1]`.
 pub(super) static TABLE: [[KernelFn; 2]; MR] =
-    rows!(false, false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+    rows!(false, false, false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
 
 /// Kernels reading A in place (strides `t.ars`, `t.aks`), by `[rows - 1][column vectors - 1]`;
 /// only called with `R == t.rows`.
 pub(super) static DIRECT: [[KernelFn; 2]; MR] =
-    rows!(true, false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+    rows!(true, false, false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
 
 /// Kernels reading B in place (k stride `t.bks`, unit column stride, masked edges) with A
 /// packed, by `[rows - 1][column vectors - 1]`.
 pub(super) static DIRECT_B: [[KernelFn; 2]; MR] =
-    rows!(false, true, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+    rows!(false, true, false, false; 1 2 3 4 5 6 7 8 9 10 11 12);
 
 /// Kernels reading a shifted B in place (row offsets `t.boffs`, lanes `t.lanes`) with A
 /// packed, by `[rows - 1][column vectors - 1]`.
 pub(super) static SHIFTED: [[KernelFn; 2]; MR] =
-    rows!(false, false, true; 1 2 3 4 5 6 7 8 9 10 11 12);
+    rows!(false, false, true, false; 1 2 3 4 5 6 7 8 9 10 11 12);
+
+/// Kernels reading a shifted B with edge taps in place (row offsets `t.boffs`, lanes
+/// `t.lanes` zeroed past the image's edges per tap, `t.edge_masks`) with A packed, by
+/// `[rows - 1][column vectors - 1]`.
+pub(super) static SHIFTED_EDGES: [[KernelFn; 2]; MR] =
+    rows!(false, false, true, true; 1 2 3 4 5 6 7 8 9 10 11 12);

@@ -54,8 +54,8 @@ mod avx512;
 
 use crate::kernels::linalg::{MatMut, MatRef};
 use crate::OpError;
-pub use shifted::ShiftedB;
 use shifted::ShiftedLanes;
+pub use shifted::{edge_windows_pay, EdgeTaps, ShiftedB, EDGE_TAPS};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -92,6 +92,12 @@ struct Tile {
     /// first real column is in C relative to `c` ([`ShiftedB::lanes`]).
     lanes: [u16; 2],
     lane_at: [usize; 2],
+    /// Shifted-B kernels with edge taps only: per width tap, the lanes its rows load (vector
+    /// 0 in the low 16 bits); B's rows per tap ([`EdgeTaps::segment`]), and the block's
+    /// first row of B.
+    edge_masks: [u32; EDGE_TAPS],
+    edge_segment: usize,
+    edge_k0: usize,
     /// Top-left of the C tile.
     c: *mut f32,
     rsc: isize,
@@ -186,6 +192,8 @@ struct Kernel {
     direct_b: Option<&'static [[KernelFn; 2]]>,
     /// Micro-kernels reading a [`ShiftedB`] in place, A packed; `None` where absent.
     shifted: Option<&'static [[KernelFn; 2]]>,
+    /// The same for a [`ShiftedB`] with [`EdgeTaps`]; `None` where absent.
+    shifted_edges: Option<&'static [[KernelFn; 2]]>,
     /// Kernels for a tile's last 1 to [`NARROW_MAX`] columns past its whole vectors, A
     /// packed, by `[columns - 1]`: with B packed and with B in place; `None` where absent.
     narrow: Option<(
@@ -215,6 +223,7 @@ static AVX512: Kernel = Kernel {
     direct: Some(&avx512::DIRECT),
     direct_b: Some(&avx512::DIRECT_B),
     shifted: Some(&avx512::SHIFTED),
+    shifted_edges: Some(&avx512::SHIFTED_EDGES),
     narrow: Some((&avx512::NARROW, &avx512::NARROW_DIRECT_B)),
     gemv: gemv::gemv_avx512,
     fused_store: true,
@@ -232,6 +241,7 @@ static AVX2: Kernel = Kernel {
     direct: Some(&avx2::DIRECT),
     direct_b: None,
     shifted: None,
+    shifted_edges: None,
     narrow: None,
     gemv: gemv::gemv_avx2,
     fused_store: false,
@@ -248,6 +258,7 @@ static GENERIC: Kernel = Kernel {
     direct: None,
     direct_b: None,
     shifted: None,
+    shifted_edges: None,
     narrow: None,
     gemv: gemv::gemv_generic,
     fused_store: false,
@@ -628,7 +639,12 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                     };
                     let tile_cols = narrow.map_or(cols, |(whole, _)| whole);
                     let nv = usize::from(tile_cols > nr / 2);
-                    let (a, f) = match (direct, direct_b.or(shifted.and(kern.shifted))) {
+                    let shifted_table = match shifted {
+                        Some(s) if s.edges.is_some() => kern.shifted_edges,
+                        Some(_) => kern.shifted,
+                        None => None,
+                    };
+                    let (a, f) = match (direct, direct_b.or(shifted_table)) {
                         // Direct kernels are picked with `R == rows`, so they read only
                         // the `rows` valid rows of A.
                         (Some(table), _) => {
@@ -656,6 +672,7 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                         mask: lane_mask,
                         at: lane_at,
                         real_count,
+                        edge_masks,
                         ..
                     } = lanes.unwrap_or_default();
                     let c_cols = if lanes.is_some() { real_count } else { cols };
@@ -685,6 +702,11 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                             boffs,
                             lanes: lane_mask,
                             lane_at,
+                            edge_masks,
+                            edge_segment: shifted
+                                .and_then(|s| s.edges)
+                                .map_or(usize::MAX, |e| e.segment),
+                            edge_k0: pc,
                             c: p.c.offset(row as isize * p.rsc + col as isize * p.csc),
                             rsc: p.rsc,
                             csc: p.csc,
@@ -1940,6 +1962,7 @@ mod tests {
                 rows,
                 cols,
                 row_step: step,
+                edges: None,
             };
             let n = rows * cols;
             let b_at = |p: usize, j: usize| data[offsets[p] + j / cols * step + j % cols];
@@ -1991,12 +2014,103 @@ mod tests {
                 rows,
                 cols,
                 row_step: step,
+                edges: None,
             };
             let mut c = vec![0.0; 2 * rows * cols];
             let operand = BOperand::Shifted(windows);
             assert!(
                 par_gemm_packed(&serial, &packed, operand, &mut c, &Epilogue::default()).is_err()
             );
+        }
+    }
+
+    #[test]
+    fn edge_tap_products_match_naive() {
+        let threads = crate::ctx::EvalCtx {
+            parallel: &ThreeThreads,
+            ..Default::default()
+        };
+        let serial = crate::ctx::EvalCtx::default();
+        // (m, segment, rows, cols, shifts, in place where the kernel can): a 3x3 with
+        // padding 1 on 13-wide rows (vectors straddle rows); a dilated one (shifts -2, 0, 2)
+        // on 20-wide rows with two K blocks; 3 columns past the last vector (packed); one
+        // tap shifted past a 1-wide image; too shallow (packed).
+        for (m, segment, rows, cols, shift, in_place) in [
+            (30, 40, 6, 13, [-1, 0, 1], true),
+            (13, 400, 4, 20, [-2, 0, 2], true),
+            (20, 30, 3, 17, [-1, 0, 1], false),
+            (12, 25, 9, 1, [-1, 0, 1], true),
+            (7, 10, 4, 9, [-1, 0, 1], false),
+        ] {
+            let (k, n) = (3 * segment, rows * cols);
+            // Each row a window at its own offset inside the data.
+            let data = values(n + 150, 12);
+            let offsets: Vec<usize> = (0..k).map(|p| p * 7 % 150).collect();
+            let windows = ShiftedB {
+                data: &data,
+                offsets: &offsets,
+                rows,
+                cols,
+                row_step: cols,
+                edges: Some(EdgeTaps { shift, segment }),
+            };
+            let b_at = |p: usize, j: usize| {
+                let x = (j % cols) as isize + shift[p / segment];
+                match (0..cols as isize).contains(&x) {
+                    true => data[offsets[p] + j],
+                    false => 0.0,
+                }
+            };
+            let a = values(m * k, 13);
+            let (bias, sum) = (values(m, 14), values(m * n, 15));
+            for kern in available() {
+                assert_eq!(
+                    windows.in_place_for(kern, m),
+                    in_place && kern.shifted_edges.is_some(),
+                    "{m}x{k} over {rows}x{cols}"
+                );
+                let packed = PackedA::with_kernel(kern, MatRef::row_major(&a, m, k)).unwrap();
+                for (use_bias, use_sum, clamp) in
+                    [(false, false, None), (true, true, Some((-0.3, 0.4)))]
+                {
+                    let epilogue = Epilogue {
+                        bias: use_bias.then_some(&bias[..]),
+                        sum: use_sum.then_some(&sum[..]),
+                        clamp,
+                        custom: None,
+                    };
+                    let dot = |i, j| (0..k).map(|p| a[i * k + p] * b_at(p, j)).sum();
+                    let want = with_epilogue(m, n, dot, &epilogue);
+                    for ctx in [&serial, &threads] {
+                        let mut c = vec![f32::NAN; m * n];
+                        let operand = BOperand::Shifted(windows);
+                        par_gemm_packed(ctx, &packed, operand, &mut c, &epilogue).unwrap();
+                        let case = format!("{:?} {m}x{k} over {rows}x{cols}", kern.isa);
+                        assert_matches(&c, &want, &case);
+                    }
+                }
+            }
+        }
+        // Edge taps over rows with a step, or a row count that is not three segments, are
+        // refused.
+        let (data, a) = (values(64, 1), values(2 * 6, 2));
+        let packed = PackedA::new(MatRef::row_major(&a, 2, 6)).unwrap();
+        for (offsets, step, segment) in [([0; 6], 5, 2), ([0; 6], 4, 3)] {
+            let windows = ShiftedB {
+                data: &data,
+                offsets: &offsets,
+                rows: 2,
+                cols: 4,
+                row_step: step,
+                edges: Some(EdgeTaps {
+                    shift: [-1, 0, 1],
+                    segment,
+                }),
+            };
+            let mut c = vec![0.0; 2 * 8];
+            let operand = BOperand::Shifted(windows);
+            let done = par_gemm_packed(&serial, &packed, operand, &mut c, &Epilogue::default());
+            assert!(done.is_err(), "step {step}, segment {segment}");
         }
     }
 

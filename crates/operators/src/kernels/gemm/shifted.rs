@@ -5,8 +5,29 @@
 //! `y * row_step + x` (including the `row_step - cols` columns between two rows, which are
 //! masked off), so a whole micro-panel of B is one unaligned load per k, and each stored
 //! vector of C is compressed to the real pixels it holds.
+//!
+//! With [`EdgeTaps`] the windows' rows are as wide as the image (no columns between rows,
+//! so no virtual columns and no compressed stores): a row of B is the image shifted by its
+//! width tap, and the lanes that fall past the image's left or right edge count as zero
+//! (in-place kernels zero them after the load; packing writes zeros).
 
-use super::{GemmError, Kernel, PackPanels};
+use super::{GemmError, Kernel, PackPanels, NARROW_MAX};
+
+/// Width taps of [`EdgeTaps`] (3-wide windows).
+pub const EDGE_TAPS: usize = 3;
+
+/// The width taps of a [`ShiftedB`] whose rows are unpadded image rows: rows are grouped by
+/// width tap, `segment` each (a convolution's im2col rows ordered by kernel column, then
+/// input channel, then kernel row), and tap `t`'s pixel `x` reads image column
+/// `x + shift[t]`, zero where that is outside `0..cols` (the edge padding). Kernels then
+/// change their load masks only twice per product.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeTaps {
+    /// Each tap's column shift.
+    pub shift: [isize; EDGE_TAPS],
+    /// Rows per tap (B has `EDGE_TAPS * segment` rows).
+    pub segment: usize,
+}
 
 /// A B operand of `offsets.len()` rows and `rows * cols` columns: element `(k, j)`, for
 /// `j = y * cols + x`, is `data[offsets[k] + y * row_step + x]`.
@@ -22,6 +43,8 @@ pub struct ShiftedB<'a> {
     pub cols: usize,
     /// Distance in `data` between two rows of a window.
     pub row_step: usize,
+    /// Width taps whose edge lanes read zero (then `row_step == cols`), or none.
+    pub edges: Option<EdgeTaps>,
 }
 
 impl ShiftedB<'_> {
@@ -34,6 +57,13 @@ impl ShiftedB<'_> {
     pub(super) fn check(&self) -> Result<(), GemmError> {
         if self.cols > self.row_step {
             return Err(GemmError::View("B (shifted rows longer than their step)"));
+        }
+        if let Some(e) = self.edges {
+            if Some(self.offsets.len()) != e.segment.checked_mul(EDGE_TAPS)
+                || self.row_step != self.cols
+            {
+                return Err(GemmError::View("B (shifted edge taps)"));
+            }
         }
         if self.rows == 0 || self.cols == 0 {
             return Ok(());
@@ -66,20 +96,13 @@ impl ShiftedB<'_> {
     /// images, broke even at 8 panels on 56x56, and lost 2-12% with 8 panels on 28x28 and
     /// with 11 panels at any size; a 1x1 with K = 16 and 8 panels lost 15%.
     ///
-    /// Tried and dropped: windows of image-wide rows (no columns between rows, so nothing
-    /// computed and thrown away, no compressed stores), the left and right padding read as
-    /// zero through per-width-tap load masks. Masks that change every k step cost the
-    /// kernel ~5% (the same kernel with fixed masks ran 7-8% faster than packing on 3x3s on
-    /// 27x27 and 28x28), so it gained only 1-3.5% on 13x13 to 28x28 3x3s, lost 3.5% to these
-    /// windows on 55x55 and 4-20% on 14x14 and 7x7 (a few columns past the last vector,
-    /// which packing gives to the narrow kernel); one pass per tap with fixed masks lost
-    /// its gain to reloading C between passes.
+    /// With edge taps see [`edge_windows_in_place`].
     pub(super) fn in_place_for(&self, kern: &Kernel, m: usize) -> bool {
-        let panels = m.div_ceil(kern.mr);
-        kern.shifted.is_some()
-            && panels <= 8
-            && self.offsets.len() >= 64
-            && (self.row_step - self.cols) * panels * 10 <= self.row_step * 3
+        let k = self.offsets.len();
+        match self.edges {
+            Some(_) => edge_windows_in_place(kern, k, self.rows * self.cols),
+            None => padded_windows_in_place(kern, m, k, self.cols, self.row_step),
+        }
     }
 
     /// The lanes (per 16-column vector) of virtual columns `col..col + count` that are real
@@ -93,7 +116,20 @@ impl ShiftedB<'_> {
             at: [0; 2],
             real_col: first,
             real_count: 0,
+            edge_masks: [0; EDGE_TAPS],
         };
+        if let Some(e) = self.edges {
+            // Rows are as wide as the image: column `col + i` is pixel `(col + i) % cols`.
+            let mut x = col % self.cols;
+            for i in 0..count.min(32) {
+                for (m, &shift) in out.edge_masks.iter_mut().zip(&e.shift) {
+                    if (0..self.cols as isize).contains(&(x as isize + shift)) {
+                        *m |= 1 << i;
+                    }
+                }
+                x = if x + 1 == self.cols { 0 } else { x + 1 };
+            }
+        }
         let mut x = col % self.row_step;
         for v in 0..2 {
             out.at[v] = real(col + 16 * v).saturating_sub(first);
@@ -112,6 +148,51 @@ impl ShiftedB<'_> {
     }
 }
 
+/// [`ShiftedB::in_place_for`] without edge taps, for `m` rows, `k` deep, over windows of
+/// `cols`-wide rows `row_step` apart.
+fn padded_windows_in_place(
+    kern: &Kernel,
+    m: usize,
+    k: usize,
+    cols: usize,
+    row_step: usize,
+) -> bool {
+    let panels = m.div_ceil(kern.mr);
+    kern.shifted.is_some()
+        && panels <= 8
+        && k >= 64
+        && (row_step - cols) * panels * 10 <= row_step * 3
+}
+
+/// [`ShiftedB::in_place_for`] with edge taps, `k` deep over `n` pixels. There are no
+/// masked-off columns, and reading in place beats packing at any number of row panels
+/// (measured on 3x3 convolutions, 1 thread: 4-7% faster on 27x27, 28x28 and 13x13 images
+/// with 11 to 22 row panels), except where a few columns past the last whole vector run
+/// faster packed, through the narrow kernel: where the rest of their vector is more than
+/// 5% of the columns (a 512 -> 512 3x3 on 7x7 was 17% slower in place).
+fn edge_windows_in_place(kern: &Kernel, k: usize, n: usize) -> bool {
+    let past_vectors = n % 16;
+    let narrow_pays = (1..=NARROW_MAX).contains(&past_vectors) && (16 - past_vectors) * 20 > n;
+    kern.shifted_edges.is_some() && k >= 64 && !narrow_pays
+}
+
+/// Whether a convolution `m` rows by `k` deep over an image `width` wide, `n` pixels, with
+/// padding `pad` across, should read its input as windows with edge taps (its weights packed
+/// by width tap): where this CPU's kernel reads those in place, for at most
+/// [`EDGE_WINDOWS_MAX_ROWS`] rows, and would not read the padded copy's windows in place
+/// (those ran 1-2% faster on 55x55).
+pub fn edge_windows_pay(m: usize, k: usize, width: usize, n: usize, pad: usize) -> bool {
+    let kern = super::selected();
+    m <= EDGE_WINDOWS_MAX_ROWS
+        && edge_windows_in_place(kern, k, n)
+        && !padded_windows_in_place(kern, m, k, width, width + pad)
+}
+
+/// Rows up to which edge windows pay: with more, packing B is spread over enough row
+/// panels (measured, 3x3s at 1 thread: 128 rows on 28x28 6% faster in place, 256 on 13x13
+/// 5%, 256 on 56x56 with K = 2304 even, 512 on 28x28 with K = 4608 1% slower).
+const EDGE_WINDOWS_MAX_ROWS: usize = 256;
+
 /// Where one in-place tile's vectors meet C (see [`ShiftedB::lanes`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ShiftedLanes {
@@ -123,6 +204,9 @@ pub(super) struct ShiftedLanes {
     pub(super) real_col: usize,
     /// Real pixels in the tile.
     pub(super) real_count: usize,
+    /// With [`EdgeTaps`]: per tap, the lanes (vector 0 in the low 16 bits) that read inside
+    /// the image.
+    pub(super) edge_masks: [u32; EDGE_TAPS],
 }
 
 impl PackPanels for ShiftedB<'_> {
@@ -156,9 +240,31 @@ impl ShiftedB<'_> {
                 runs[count] = (y * self.row_step + x, len, col);
                 (count, col, pixel) = (count + 1, col + len, pixel + len);
             }
-            for (row, &start) in panel.chunks_exact_mut(nr).zip(&self.offsets[k0..k0 + kc]) {
+            for (r, (row, &start)) in panel
+                .chunks_exact_mut(nr)
+                .zip(&self.offsets[k0..k0 + kc])
+                .enumerate()
+            {
                 for &(off, len, col) in &runs[..count] {
                     copy_run(&mut row[col..col + len], &self.data[start + off..][..len]);
+                    if let Some(e) = self.edges {
+                        // The run's pixels `x0..x0 + len` read columns shifted past the
+                        // image's edges: those are padding (a run is one window row, so
+                        // only its first or last few).
+                        let shift = e.shift[(k0 + r) / e.segment];
+                        let x0 = (off % self.row_step) as isize;
+                        let cols = self.cols as isize;
+                        let run = &mut row[col..col + len];
+                        let left = (-shift - x0).clamp(0, len as isize) as usize;
+                        let right = (cols - shift - x0).clamp(0, len as isize) as usize;
+                        // At most a few values: plain stores, not a `memset` call each.
+                        for v in &mut run[..left] {
+                            *v = 0.0;
+                        }
+                        for v in &mut run[right.max(left)..] {
+                            *v = 0.0;
+                        }
+                    }
                 }
                 row[cols..].fill(0.0);
             }
