@@ -49,8 +49,6 @@ unsafe fn tile<
     // to the tile's columns.
     let bks = if DIRECT_B { t.bks } else { NR as isize };
     let mut bmask = [!0 as __mmask16; NV];
-    // The loads' lanes (direct and shifted B: the tile's columns).
-    let mut load_mask = [!0 as __mmask16; NV];
     if DIRECT_B {
         for (v, m) in bmask.iter_mut().enumerate() {
             let left = t.cols.saturating_sub(v * 16).min(16);
@@ -59,9 +57,6 @@ unsafe fn tile<
     }
     if SHIFTED {
         bmask.copy_from_slice(&t.lanes[..NV]);
-    }
-    if DIRECT_B || SHIFTED {
-        load_mask = bmask;
     }
     // Edge taps: the tap of the block's first row, the row where the next tap starts, and the
     // tap's lanes as vectors of all-ones and zero lanes, ANDed into the loaded B vectors (as
@@ -133,7 +128,7 @@ unsafe fn tile<
             // faults).
             *x = unsafe {
                 if DIRECT_B || SHIFTED {
-                    let x = _mm512_maskz_loadu_ps(load_mask[v], b.wrapping_add(16 * v));
+                    let x = _mm512_maskz_loadu_ps(bmask[v], b.wrapping_add(16 * v));
                     if EDGES {
                         let x = _mm512_and_si512(_mm512_castps_si512(x), edge_vec[v]);
                         _mm512_castsi512_ps(x)

@@ -522,6 +522,11 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
         (ASrc::Strided { .. }, None) => bufs.a.ensure(kcb * mcb),
         _ => std::ptr::null_mut(),
     };
+    // Rows per width tap of a B with edge taps (unused otherwise).
+    let edge_segment = match p.b {
+        BSrc::Shifted(s) => s.edges.map_or(usize::MAX, |e| e.segment),
+        _ => usize::MAX,
+    };
     for jc in (0..p.n).step_by(ncb) {
         let nc = ncb.min(p.n - jc);
         // Shifted B: each column panel's real columns of C (virtual columns in between rows
@@ -703,9 +708,7 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
                             lanes: lane_mask,
                             lane_at,
                             edge_masks,
-                            edge_segment: shifted
-                                .and_then(|s| s.edges)
-                                .map_or(usize::MAX, |e| e.segment),
+                            edge_segment,
                             edge_k0: pc,
                             c: p.c.offset(row as isize * p.rsc + col as isize * p.csc),
                             rsc: p.rsc,

@@ -227,8 +227,8 @@ struct EdgeWindows {
     trail: usize,
     /// Where each im2col row of one group starts for output pixel 0.
     offsets: Vec<usize>,
-    /// The width taps' column shifts (3-wide windows), or none for 1-wide ones (no edges).
-    edges: Option<EdgeTaps>,
+    /// The width taps' column shifts.
+    edges: EdgeTaps,
 }
 
 /// Reorders the rows of `weights` (`[rows, channels, kernel rows, EDGE_TAPS]`) by kernel
@@ -287,7 +287,7 @@ impl EdgeWindows {
         let ([id, ih, iw], [kd, kh_n, kw_n], [od, oh, ow]) = (g.input, g.kernel, g.output);
         let ([_, dh, dw], [_, pt, pl], [_, pb, pr]) = (g.dilations, g.pad_begin, g.pad_end);
         let flat = id == 1 && kd == 1 && od == 1 && g.strides == [1; 3];
-        if !flat || ow != iw || !matches!(kw_n, 1 | EDGE_TAPS) || kh_n * kw_n == 1 {
+        if !flat || ow != iw || kw_n != EDGE_TAPS {
             return None;
         }
         let plane = pl + (pt + ih + pb) * iw + pr;
@@ -304,11 +304,10 @@ impl EdgeWindows {
                 }
             }
         }
-        // A 1-wide window keeps the width (no left or right padding): no edges.
-        let edges = (kw_n == EDGE_TAPS).then(|| EdgeTaps {
+        let edges = EdgeTaps {
             shift: [0, 1, 2].map(|kw| (kw * dw) as isize - pl as isize),
             segment: channels * kh_n,
-        });
+        };
         Some(EdgeWindows {
             lead: pl + pt * iw,
             trail: pb * iw + pr,
@@ -398,6 +397,7 @@ impl Conv {
             true => (0..c / g).map(|ch| ch * g3.in_size()).collect(),
             false => Vec::new(),
         };
+        // Cached with the shapes (whether the weights are packed so is not part of the key).
         let edges = EdgeWindows::plan(&g3, c / g);
         Ok(ConvPlan {
             n,
@@ -772,7 +772,7 @@ impl Conv {
                             rows: oh,
                             cols: ow,
                             row_step: ow,
-                            edges: e.edges,
+                            edges: Some(e.edges),
                         };
                         let operand = BOperand::Shifted(windows);
                         par_gemm_packed(ctx, weights, operand, out_g, &epilogue)
@@ -1870,42 +1870,21 @@ mod tests {
         // Prepacked by width tap (with AVX-512, over 96 rows per group), read through edge
         // windows in place: two groups with uneven height padding; rows 28 wide; dilated.
         // Then packed: 49 pixels, one past the last vector.
-        check_against_naive(
-            [2, 32, 13, 13],
-            [200, 16, 3, 3],
-            2,
-            [1, 1],
-            [0, 1, 2, 1],
-            [1, 1],
-            true,
-        );
-        check_against_naive(
-            [1, 8, 20, 28],
-            [100, 8, 3, 3],
-            1,
-            [1, 1],
-            [1; 4],
-            [1, 1],
-            true,
-        );
-        check_against_naive(
-            [1, 16, 12, 12],
-            [100, 16, 3, 3],
-            1,
-            [1, 1],
-            [2; 4],
-            [2, 2],
-            false,
-        );
-        check_against_naive(
-            [1, 64, 7, 7],
-            [100, 64, 3, 3],
-            1,
-            [1, 1],
-            [1; 4],
-            [1, 1],
-            true,
-        );
+        for (xs, ws, g, pads, dil, bias) in [
+            (
+                [2, 32, 13, 13],
+                [200, 16, 3, 3],
+                2,
+                [0, 1, 2, 1],
+                [1, 1],
+                true,
+            ),
+            ([1, 8, 20, 28], [100, 8, 3, 3], 1, [1; 4], [1, 1], true),
+            ([1, 16, 12, 12], [100, 16, 3, 3], 1, [2; 4], [2, 2], false),
+            ([1, 64, 7, 7], [100, 64, 3, 3], 1, [1; 4], [1, 1], true),
+        ] {
+            check_against_naive(xs, ws, g, [1, 1], pads, dil, bias);
+        }
         // Pointwise.
         check_against_naive([2, 8, 5, 5], [4, 8, 1, 1], 1, [1, 1], [0; 4], [1, 1], true);
         // Strided 1x1 is not pointwise.
