@@ -15,6 +15,10 @@
 //! - [`ActivationFusion`]: an activation (Relu, Clip with constant bounds, Sigmoid,
 //!   HardSigmoid, HardSwish, LeakyRelu, Gelu) after a Conv, Gemm, MatMul or inference
 //!   BatchNormalization is applied by that op on its output blocks.
+//! - [`ChannelShuffleFusion`]: a channel shuffle after a `Conv` (`Reshape` to
+//!   `[N, s, M / s, ...]`, `Transpose` of axes 1 and 2, `Reshape` back, as ShuffleNet
+//!   spells it) becomes the Conv's output shuffle, so its GEMMs write each output channel
+//!   straight to its shuffled place.
 //! - [`ConvWeightPrepacking`] (run after optimization, by [`crate::passes::prepack_for_cpu`]):
 //!   a Conv's constant f32 weights are packed once into the GEMM kernel's layout and move
 //!   into the op.
@@ -33,7 +37,8 @@ use strata_ops::kernels::gemm::PackedB;
 use strata_ops::kernels::linalg::{FusedMatMul, Gemm, MatMul, MatRef};
 use strata_ops::kernels::nn::conv::{Conv, PackedConvWeights};
 use strata_ops::kernels::nn::norm::BatchNorm;
-use strata_ops::{Fact, Operator};
+use strata_ops::kernels::shape::{Reshape, Transpose};
+use strata_ops::{Dim, Fact, Operator};
 use strata_tensor::{DType, Tensor};
 
 use crate::passes::Pass;
@@ -330,8 +335,9 @@ impl Pass for ConvBatchNormFolding {
     fn run(&self, graph: &mut Graph) -> Result<bool> {
         let mut rw = Rewriter::new(graph);
         for conv in 0..graph.nodes.len() {
-            let plain =
-                op_as::<Conv>(graph, conv).is_some_and(|c| c.activation.is_none() && !c.fused_sum);
+            let plain = op_as::<Conv>(graph, conv).is_some_and(|c| {
+                c.activation.is_none() && !c.fused_sum && c.output_shuffle.is_none()
+            });
             let Some((y, bn)) = rw.sole_follower(graph, conv).filter(|_| plain) else {
                 continue;
             };
@@ -421,8 +427,8 @@ impl ConvAddFusion {
     fn plain_conv(graph: &Graph, rw: &Rewriter, v: ValueId) -> Option<(NodeId, Conv)> {
         let conv = rw.producer(v)?;
         let op = op_as::<Conv>(graph, conv)?;
-        (op.activation.is_none() && !op.fused_sum && single_output(graph, conv) == Some(v))
-            .then(|| (conv, op.clone()))
+        let plain = op.activation.is_none() && !op.fused_sum && op.output_shuffle.is_none();
+        (plain && single_output(graph, conv) == Some(v)).then(|| (conv, op.clone()))
     }
 }
 
@@ -836,7 +842,83 @@ pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
         Box::new(MatMulBiasFusion),
         Box::new(GeluFusion),
         Box::new(ActivationFusion),
+        Box::new(ChannelShuffleFusion),
     ]
+}
+
+// ----- channel shuffle ------------------------------------------------------------------------
+
+/// Makes a channel shuffle after a `Conv` the conv's [`Conv::output_shuffle`]: `Reshape` of
+/// its output `[N, M, ...]` to `[N, s, M / s, ...]`, `Transpose` with perm
+/// `[0, 2, 1, 3, ...]`, `Reshape` back to `[N, M, ...]` (the shapes known from inference).
+/// The conv keeps its activation and fused sum, which come before the shuffle.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChannelShuffleFusion;
+
+impl ChannelShuffleFusion {
+    /// The shuffle groups and the split, transpose and merge nodes of a channel shuffle of
+    /// `y`, when each alone reads the previous one's output.
+    fn shuffle_of(graph: &Graph, rw: &Rewriter, y: ValueId) -> Option<(usize, [NodeId; 3])> {
+        let shape = graph.values[y].fact.shape.as_ref()?;
+        let &Dim::Known(m) = shape.get(1)? else {
+            return None;
+        };
+        let split = Self::next_op::<Reshape>(graph, rw, y)?;
+        let split_y = single_output(graph, split)?;
+        let split_shape = graph.values[split_y].fact.shape.as_ref()?;
+        let [batch, Dim::Known(s), Dim::Known(per), rest @ ..] = split_shape.as_slice() else {
+            return None;
+        };
+        let same_outer = *batch == shape[0] && rest == &shape[2..];
+        if !same_outer || *s < 2 || s * per != m {
+            return None;
+        }
+        let transpose = Self::next_op::<Transpose>(graph, rw, split_y)?;
+        let swap: Vec<usize> = [0, 2, 1].into_iter().chain(3..split_shape.len()).collect();
+        if op_as::<Transpose>(graph, transpose)?.perm.as_ref() != Some(&swap) {
+            return None;
+        }
+        let merge = Self::next_op::<Reshape>(graph, rw, single_output(graph, transpose)?)?;
+        let merged = &graph.values[single_output(graph, merge)?].fact;
+        (merged.shape.as_ref() == Some(shape)).then_some((*s, [split, transpose, merge]))
+    }
+
+    /// The node of op `T` alone reading `v`, as its first input.
+    fn next_op<T: 'static>(graph: &Graph, rw: &Rewriter, v: ValueId) -> Option<NodeId> {
+        let next = rw.sole_reader(graph, v)?;
+        let reads_first = graph.nodes[next].inputs.first() == Some(&Some(v));
+        (reads_first && op_as::<T>(graph, next).is_some()).then_some(next)
+    }
+}
+
+impl Pass for ChannelShuffleFusion {
+    fn name(&self) -> &'static str {
+        "channel-shuffle-fusion"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for conv in 0..graph.nodes.len() {
+            let Some(op) = op_as::<Conv>(graph, conv).filter(|c| c.output_shuffle.is_none()) else {
+                continue;
+            };
+            let Some(y) = single_output(graph, conv).filter(|_| !rw.touched.contains(&conv)) else {
+                continue;
+            };
+            let Some((s, [split, transpose, merge])) = Self::shuffle_of(graph, &rw, y) else {
+                continue;
+            };
+            let fused = Conv {
+                output_shuffle: Some(s),
+                ..op.clone()
+            };
+            rw.set_op(graph, conv, Arc::new(fused.clone()), fused.label());
+            rw.absorb(graph, conv, merge);
+            rw.touched.extend([split, transpose]);
+            rw.removed.extend([split, transpose]);
+        }
+        Ok(rw.finish(graph))
+    }
 }
 
 // ----- Conv weight prepacking -----------------------------------------------------------------

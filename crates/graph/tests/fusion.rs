@@ -552,3 +552,65 @@ fn constant_matmul_operands_are_prepacked_and_dropped() {
         "unpacked weights kept"
     );
 }
+
+impl G {
+    /// ShuffleNet's channel shuffle of `x` (`[n, m, h, w]`) in `s` groups: Reshape to
+    /// `[n, s, m / s, h, w]`, Transpose with `perm`, Reshape back; the 5-D values are
+    /// named `{out}.split` and `{out}.swapped`.
+    fn shuffle(&mut self, x: &str, out: &str, shape: [usize; 4], s: usize, perm: &[i64]) {
+        let [n, m, h, w] = shape;
+        let split = [n, s, m / s, h, w].map(|d| d as i64);
+        let (split_shape, merge_shape) = (format!("{out}.split_shape"), format!("{out}.shape"));
+        let i64s = |v: &[i64]| Tensor::from_slice(v, &[v.len()]).unwrap();
+        self.b.constant(&split_shape, i64s(&split));
+        self.b
+            .constant(&merge_shape, i64s(&shape.map(|d| d as i64)));
+        let (split, swapped) = (format!("{out}.split"), format!("{out}.swapped"));
+        self.op_node("Reshape", Attributes::new(), &[x, &split_shape], &split);
+        self.op_node(
+            "Transpose",
+            attrs(&[("perm", ints(perm))]),
+            &[&split],
+            &swapped,
+        );
+        self.op_node("Reshape", Attributes::new(), &[&swapped, &merge_shape], out);
+    }
+}
+
+/// A grouped 1x1 Conv+Relu (8 -> 16 channels, 4 groups) on `[2, 8, 6, 6]`, its output
+/// shuffled in `s` groups by `perm`, then a depthwise 3x3; `also_output` is a graph output too.
+fn shuffle_graph(s: usize, perm: &[i64], also_output: Option<&str>) -> Graph {
+    let mut g = G::new();
+    g.input("x", &[2, 8, 6, 6]);
+    g.conv("x", "y", 8, 16, 1, 4);
+    g.op_node("Relu", Attributes::new(), &["y"], "r");
+    g.shuffle("r", "shuffled", [2, 16, 6, 6], s, perm);
+    g.conv("shuffled", "out", 16, 16, 3, 16);
+    let mut outputs = vec!["out"];
+    outputs.extend(also_output);
+    g.outputs(&outputs);
+    g.build().unwrap()
+}
+
+#[test]
+fn channel_shuffle_after_a_conv_becomes_its_output_shuffle() {
+    let x = image(&[2, 8, 6, 6], 5);
+    for s in [2, 4, 8] {
+        let graph = shuffle_graph(s, &[0, 2, 1, 3, 4], None);
+        let labels = optimize_and_compare(&graph, &[("x", x.clone())]);
+        assert_eq!(labels, ["Conv", "Conv+Relu+ChannelShuffle"], "{s} groups");
+    }
+    // Another permutation, or a shuffle whose 5-D value is read elsewhere, stays apart.
+    let graph = shuffle_graph(4, &[0, 1, 2, 4, 3], None);
+    let labels = optimize_and_compare(&graph, &[("x", x.clone())]);
+    assert_eq!(
+        labels,
+        ["Conv", "Conv+Relu", "Reshape", "Reshape", "Transpose"]
+    );
+    let graph = shuffle_graph(4, &[0, 2, 1, 3, 4], Some("shuffled.swapped"));
+    let labels = optimize_and_compare(&graph, &[("x", x)]);
+    assert_eq!(
+        labels,
+        ["Conv", "Conv+Relu", "Reshape", "Reshape", "Transpose"]
+    );
+}

@@ -161,7 +161,7 @@ fn print_profile(
             })
             .unwrap_or_default();
         println!(
-            "  {:<40} {:<20} {:>10.3}  {shape}",
+            "  {:<40} {:<28} {:>10.3}  {shape}",
             graph.node_label(n),
             graph.nodes[n].op_type,
             totals[n]

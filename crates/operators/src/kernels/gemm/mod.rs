@@ -1289,7 +1289,7 @@ pub trait TileEpilogue: Sync + std::fmt::Debug {
 pub struct Epilogue<'a> {
     /// One value per row of C.
     pub bias: Option<&'a [f32]>,
-    /// A matrix of C's shape (row-major) added to it.
+    /// A matrix laid out like C (C's shape, C's row stride) added to it.
     pub sum: Option<&'a [f32]>,
     /// Lower and upper bounds (Relu is `(0, inf)`).
     pub clamp: Option<(f32, f32)>,
@@ -1461,6 +1461,33 @@ pub fn par_gemm_packed(
     c: &mut [f32],
     epilogue: &Epilogue<'_>,
 ) -> Result<(), GemmError> {
+    gemm_packed_into(ctx, a, b, c, None, epilogue)
+}
+
+/// [`par_gemm_packed`] into C rows `ldc` elements apart (`ldc >= n`): `c` holds
+/// `(m - 1) * ldc + n` elements, and those between the rows are left as they are (a
+/// convolution writing its output channels in a shuffled order). A fused sum is laid out
+/// like C.
+pub fn par_gemm_packed_rows(
+    ctx: &crate::ctx::EvalCtx<'_>,
+    a: &PackedA,
+    b: BOperand<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), GemmError> {
+    gemm_packed_into(ctx, a, b, c, Some(ldc), epilogue)
+}
+
+/// [`par_gemm_packed`] with C's row stride `ldc` (`None`: `n`, rows back to back).
+fn gemm_packed_into(
+    ctx: &crate::ctx::EvalCtx<'_>,
+    a: &PackedA,
+    b: BOperand<'_>,
+    c: &mut [f32],
+    ldc: Option<usize>,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), GemmError> {
     let (k, n) = match b {
         BOperand::Matrix(v) => {
             check_view("B", v.data.len(), v.rows, v.cols, v.rs, v.cs)?;
@@ -1473,7 +1500,12 @@ pub fn par_gemm_packed(
         }
     };
     let m = a.rows;
-    if k != a.cols || Some(c.len()) != m.checked_mul(n) {
+    let ldc = ldc.unwrap_or(n);
+    let c_len = match m {
+        0 => Some(0),
+        _ => (m - 1).checked_mul(ldc).and_then(|l| l.checked_add(n)),
+    };
+    if k != a.cols || ldc < n || Some(c.len()) != c_len {
         return Err(GemmError::Shape {
             a: (a.rows, a.cols),
             b: (k, n),
@@ -1491,13 +1523,14 @@ pub fn par_gemm_packed(
     }
     let epilogue = (!epilogue.is_empty()).then_some(epilogue);
     if k == 0 {
-        c.fill(0.0);
-        if let Some(e) = epilogue {
-            for (i, row) in c.chunks_mut(n).enumerate() {
-                let f = e.fused_at(i, 0, n as isize);
+        for (i, row) in c.chunks_mut(ldc).enumerate() {
+            let row = &mut row[..n];
+            row.fill(0.0);
+            if let Some(e) = epilogue {
+                let f = e.fused_at(i, 0, ldc as isize);
                 for (j, v) in row.iter_mut().enumerate() {
                     // SAFETY: row `i` and column `j` are inside C, so inside the checked
-                    // bias (m values) and sum (C's shape).
+                    // bias (m values) and sum (laid out like C, as long).
                     *v = unsafe { f.apply(0, j, *v) };
                 }
                 if let Some(custom) = e.custom {
@@ -1532,7 +1565,7 @@ pub fn par_gemm_packed(
         b: bsrc,
         beta: 0.0,
         c: c.as_mut_ptr(),
-        rsc: n as isize,
+        rsc: ldc as isize,
         csc: 1,
         epilogue,
     };
@@ -1542,7 +1575,7 @@ pub fn par_gemm_packed(
     };
     // SAFETY: B (checked view or shifted operand, or a source that packs itself; a shifted
     // one is read in place only with a kernel that has shifted micro-kernels, over its
-    // virtual columns) and C (an exclusive `m x n` row-major slice, unit column stride) hold
+    // virtual columns) and C (an exclusive `m x n` slice, rows `ldc` apart, unit column stride) hold
     // every element of the product; A was packed by
     // `PackedA` for `kern` with `m` rows and `k` columns; `kern` was chosen by
     // `selected`/`kernel_for`, which check the CPU.
@@ -2192,6 +2225,88 @@ mod tests {
         assert!(
             par_gemm_packed_b(&serial, MatRef::row_major(&a, 2, 3), &packed, 0.0, &mut c).is_ok()
         );
+    }
+
+    #[test]
+    fn products_into_spaced_rows_leave_the_gaps() {
+        let threads = crate::ctx::EvalCtx {
+            parallel: &ThreeThreads,
+            ..Default::default()
+        };
+        let serial = crate::ctx::EvalCtx::default();
+        // Small, wide (split by columns), narrow (split by rows), K = 0; and a shifted B
+        // read in place (rows of 29 real columns out of 31 virtual ones).
+        let (rows, cols, step) = (9, 29, 31);
+        let data = values((rows - 1) * step + cols + 300, 8);
+        let offsets: Vec<usize> = (0..70).map(|p| p * 37 % 300).collect();
+        let windows = ShiftedB {
+            data: &data,
+            offsets: &offsets,
+            rows,
+            cols,
+            row_step: step,
+            edges: None,
+        };
+        for (m, k, n, shifted) in [
+            (5, 3, 7, false),
+            (13, 37, 250, false),
+            (70, 40, 30, false),
+            (4, 0, 9, false),
+            (30, 70, rows * cols, true),
+        ] {
+            let a = values(m * k, 1);
+            let b: Vec<f32> = match shifted {
+                true => (0..k * n)
+                    .map(|e| {
+                        let (p, j) = (e / n, e % n);
+                        data[offsets[p] + j / cols * step + j % cols]
+                    })
+                    .collect(),
+                false => values(k * n, 2),
+            };
+            let bias = values(m, 3);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                clamp: Some((-0.3, 0.4)),
+                ..Epilogue::default()
+            };
+            let dot = |i, j| (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            let want = with_epilogue(m, n, dot, &epilogue);
+            let ldc = 3 * n + 5;
+            for kern in available() {
+                let packed = PackedA::with_kernel(kern, MatRef::row_major(&a, m, k)).unwrap();
+                for ctx in [&serial, &threads] {
+                    let operand = match shifted {
+                        true => BOperand::Shifted(windows),
+                        false => BOperand::Matrix(MatRef::row_major(&b, k, n)),
+                    };
+                    let mut c = vec![7.0; (m - 1) * ldc + n];
+                    par_gemm_packed_rows(ctx, &packed, operand, &mut c, ldc, &epilogue).unwrap();
+                    let case = format!("{:?} {m}x{k}x{n} rows {ldc} apart", kern.isa);
+                    for (i, row) in c.chunks(ldc).enumerate() {
+                        assert_matches(&row[..n], &want[i * n..][..n], &case);
+                        assert!(row[n..].iter().all(|&v| v == 7.0), "{case}: gap {i}");
+                    }
+                    // A slice of the wrong length, or rows closer than `n`, are refused.
+                    let short = &mut c[..(m - 1) * ldc + n - 1];
+                    assert!(
+                        par_gemm_packed_rows(ctx, &packed, operand, short, ldc, &epilogue).is_err()
+                    );
+                    if m > 1 && n > 1 {
+                        let close = &mut c[..(m - 1) * (n - 1) + n];
+                        assert!(par_gemm_packed_rows(
+                            ctx,
+                            &packed,
+                            operand,
+                            close,
+                            n - 1,
+                            &epilogue
+                        )
+                        .is_err());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -23,10 +23,11 @@
 use super::{concrete, depthwise, depthwise_blocked, row_depthwise, AutoPad, Geo3, SpatialAttrs};
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
 use crate::kernels::gemm::{
-    edge_windows_pay, par_gemm_packed, BOperand, EdgeTaps, Epilogue, PackPanels, PackedA, ShiftedB,
-    TileEpilogue, EDGE_TAPS,
+    edge_windows_pay, par_gemm_packed_rows, BOperand, EdgeTaps, Epilogue, PackPanels, PackedA,
+    ShiftedB, TileEpilogue, EDGE_TAPS,
 };
 use crate::kernels::linalg::{eval_via_f32, gemm, par_gemm, ErrorSlot, Float, MatMut, MatRef};
+use crate::kernels::shape::materialize;
 use crate::kernels::simd;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator,
@@ -56,6 +57,7 @@ fn build_conv(ctx: &BuildCtx<'_>) -> OpResult<Box<dyn Operator>> {
         group: parse_group(ctx)?,
         activation: None,
         fused_sum: false,
+        output_shuffle: None,
         prepacked: None,
         plans: ShapeCache::default(),
     }))
@@ -95,6 +97,13 @@ pub struct Conv {
     /// Whether input 3 is a tensor of the output's shape added to the output before the
     /// activation (a fused residual `Add`; set by the fusion passes).
     pub fused_sum: bool,
+    /// A channel shuffle of the output in `s` groups (set by the fusion passes; `None` for
+    /// a node straight from ONNX): output channel `i * (M / s) + j` is stored as channel
+    /// `j * s + i`, what ShuffleNet's Reshape `[N, s, M / s, ...]`, Transpose and Reshape
+    /// back compute. Where the output is written by one GEMM per group and `s` divides the
+    /// groups, each group's rows go straight to their shuffled places; otherwise the
+    /// output is shuffled after.
+    pub output_shuffle: Option<usize>,
     /// The constant weights, packed for the GEMM kernel (set by the prepacking pass, which
     /// then disconnects input 1; `None` for a node straight from ONNX).
     pub prepacked: Option<Arc<PackedConvWeights>>,
@@ -105,7 +114,11 @@ pub struct Conv {
 impl Conv {
     /// A label for the fused op, such as `Conv+Add+Relu`.
     pub fn label(&self) -> String {
-        fused_label("Conv", self.fused_sum, self.activation.as_ref())
+        let label = fused_label("Conv", self.fused_sum, self.activation.as_ref());
+        match self.output_shuffle {
+            Some(_) => label + "+ChannelShuffle",
+            None => label,
+        }
     }
 
     /// The weights' shape: the prepacked one, or input 1's when its shape is known.
@@ -381,6 +394,14 @@ impl Conv {
                 return Err(OpError::invalid(
                     2,
                     format!("bias must have shape [{m}], got {b:?}"),
+                ));
+            }
+        }
+        if let Some(s) = self.output_shuffle {
+            if s == 0 || m % s != 0 {
+                return Err(OpError::attribute(
+                    "output_shuffle",
+                    format!("{s} shuffle groups do not divide {m} output channels"),
                 ));
             }
         }
@@ -671,7 +692,7 @@ impl Conv {
         ctx: &EvalCtx<'_>,
         inputs: &Inputs,
         packed: &PackedConvWeights,
-    ) -> OpResult<Tensor> {
+    ) -> OpResult<(Tensor, bool)> {
         let x = inputs.tensor(0)?.contiguous();
         let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
         let p = self.cached_plan(x.shape(), &packed.shape, bias.as_ref().map(Tensor::shape))?;
@@ -693,13 +714,26 @@ impl Conv {
         let mut out = ctx.alloc_for_overwrite(DType::F32, &p.out_shape)?;
         let o = out.as_slice_mut::<f32>()?;
         if o.is_empty() {
-            return Ok(out);
+            return Ok((out, false));
         }
         let xv = x.as_slice::<f32>()?;
         let bv = bias.as_ref().map(Tensor::as_slice::<f32>).transpose()?;
         let sv = sum.as_ref().map(Tensor::as_slice::<f32>).transpose()?;
         let geo = &p.g3;
         let pointwise = is_pointwise(geo);
+        // A shuffle whose blocks each hold whole groups: a group's rows go `s` channels
+        // apart from the channel its first row is shuffled to (a fused sum, laid out
+        // unshuffled, is added before the shuffle instead).
+        let shuffle = self
+            .output_shuffle
+            .filter(|&s| g.is_multiple_of(s) && sv.is_none());
+        let place = |first_channel: usize| match shuffle {
+            Some(s) => {
+                let per = p.m / s;
+                ((first_channel % per) * s + first_channel / per, s * osz)
+            }
+            None => (first_channel, osz),
+        };
         for b in 0..p.n {
             for (gi, weights) in packed.groups.iter().enumerate() {
                 let first = b * p.m + gi * mg;
@@ -714,7 +748,8 @@ impl Conv {
                     clamp: self.activation.as_ref().and_then(clamp_of),
                     custom: custom.as_ref().map(|c| c as &dyn TileEpilogue),
                 };
-                let out_g = &mut o[first * osz..][..mg * osz];
+                let (channel, ldc) = place(gi * mg);
+                let out_g = &mut o[(b * p.m + channel) * osz..][..(mg - 1) * ldc + osz];
                 if is_subsampling(geo) {
                     // A strided 1x1 reads every `stride`-th pixel: gathered once into a
                     // plain matrix (output-sized), then a pointwise product.
@@ -723,7 +758,9 @@ impl Conv {
                         let picked = scratch.vec();
                         subsample(xg, geo, cg, picked);
                         let operand = BOperand::Matrix(MatRef::row_major(picked, cg, osz));
-                        Some(par_gemm_packed(ctx, weights, operand, out_g, &epilogue))
+                        Some(par_gemm_packed_rows(
+                            ctx, weights, operand, out_g, ldc, &epilogue,
+                        ))
                     });
                     if let Some(done) = done {
                         done?;
@@ -746,7 +783,7 @@ impl Conv {
                         true => BOperand::Shifted(windows),
                         false => BOperand::Matrix(MatRef::row_major(xg, cg, isz)),
                     };
-                    par_gemm_packed(ctx, weights, operand, out_g, &epilogue)?;
+                    par_gemm_packed_rows(ctx, weights, operand, out_g, ldc, &epilogue)?;
                     continue;
                 }
                 if packed.by_width_tap {
@@ -775,7 +812,7 @@ impl Conv {
                             edges: Some(e.edges),
                         };
                         let operand = BOperand::Shifted(windows);
-                        par_gemm_packed(ctx, weights, operand, out_g, &epilogue)
+                        par_gemm_packed_rows(ctx, weights, operand, out_g, ldc, &epilogue)
                     };
                     // The thread's scratch, or (nested, which does not happen today) a
                     // fresh buffer.
@@ -811,11 +848,12 @@ impl Conv {
                         row_step: taps.output_row_step(geo.strides[1]),
                         edges: None,
                     };
-                    Some(par_gemm_packed(
+                    Some(par_gemm_packed_rows(
                         ctx,
                         weights,
                         BOperand::Shifted(windows),
                         out_g,
+                        ldc,
                         &epilogue,
                     ))
                 });
@@ -827,12 +865,13 @@ impl Conv {
                             geo,
                             channels: cg,
                         };
-                        par_gemm_packed(ctx, weights, BOperand::Panels(&panels), out_g, &epilogue)?;
+                        let operand = BOperand::Panels(&panels);
+                        par_gemm_packed_rows(ctx, weights, operand, out_g, ldc, &epilogue)?;
                     }
                 }
             }
         }
-        Ok(out)
+        Ok((out, shuffle.is_some()))
     }
 }
 
@@ -1183,7 +1222,8 @@ impl Operator for Conv {
                     dtype: dt,
                 });
             }
-            return Ok(vec![self.run_prepacked(ctx, &inputs, packed)?.into()]);
+            let (out, shuffled) = self.run_prepacked(ctx, &inputs, packed)?;
+            return Ok(vec![self.shuffle_output(ctx, out, shuffled)?.into()]);
         }
         let out = match dt {
             DType::F32 => self.run::<f32>(ctx, &inputs)?,
@@ -1193,7 +1233,24 @@ impl Operator for Conv {
             }
             d => return Err(OpError::UnsupportedDType { index: 0, dtype: d }),
         };
-        Ok(vec![out.into()])
+        Ok(vec![self.shuffle_output(ctx, out, false)?.into()])
+    }
+}
+
+impl Conv {
+    /// `out` with its channels shuffled as [`Conv::output_shuffle`] says, unless `done`
+    /// (the kernel wrote them shuffled).
+    fn shuffle_output(&self, ctx: &EvalCtx<'_>, out: Tensor, done: bool) -> OpResult<Tensor> {
+        let Some(s) = self.output_shuffle.filter(|_| !done) else {
+            return Ok(out);
+        };
+        let shape = out.shape().to_vec();
+        let (n, m) = (shape[0], shape[1]);
+        let pixels = shape[2..].iter().product::<usize>();
+        let view = out
+            .reshape(&[n, s, m / s, pixels])?
+            .permute(&[0, 2, 1, 3])?;
+        Ok(materialize(ctx, &view)?.reshape(&shape)?)
     }
 }
 
@@ -1727,6 +1784,92 @@ mod tests {
                 assert_close_to(&got[0], want[0].as_slice::<f32>().unwrap(), want[0].shape());
             }
         }
+    }
+
+    /// `y` (`[n, m, ...]`) with its channels shuffled in `s` groups, the naive way.
+    fn channel_shuffled(y: &Tensor, s: usize) -> Vec<f32> {
+        let (n, m) = (y.shape()[0], y.shape()[1]);
+        let pixels = y.len() / (n * m);
+        let v = y.as_slice::<f32>().unwrap();
+        let mut out = vec![f32::NAN; v.len()];
+        for b in 0..n {
+            for ch in 0..m {
+                let to = (ch % (m / s)) * s + ch / (m / s);
+                out[(b * m + to) * pixels..][..pixels]
+                    .copy_from_slice(&v[(b * m + ch) * pixels..][..pixels]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn shuffled_outputs_match_a_shuffle_after_the_conv() {
+        // (input, weights, groups, shuffle groups, pad): groups whole in each shuffle block,
+        // written in place (pointwise; 3x3 through edge windows; two groups per block); a
+        // shuffle across groups and an ungrouped conv (shuffled after); depthwise (not
+        // prepacked, shuffled after).
+        let cases = [
+            ([2, 16, 10, 10], [32, 4, 1, 1], 4, 4, 0),
+            ([1, 8, 12, 12], [16, 2, 3, 3], 4, 2, 1),
+            ([1, 16, 9, 9], [24, 2, 1, 1], 8, 4, 0),
+            ([1, 16, 9, 9], [24, 8, 1, 1], 2, 4, 0),
+            ([1, 6, 11, 11], [12, 6, 3, 3], 1, 3, 1),
+            ([2, 8, 7, 7], [8, 1, 3, 3], 8, 2, 1),
+        ];
+        for (xs, ws, g, groups, pad) in cases {
+            let x = t(&pat(xs.iter().product(), 1), &xs);
+            let w = t(&pat(ws.iter().product(), 2), &ws);
+            let b = t(&pat(ws[0], 3), &[ws[0]]);
+            let attrs = [
+                ("pads", Attribute::Ints(vec![pad; 4])),
+                ("group", Attribute::Int(g as i64)),
+            ];
+            let plain = build("Conv", 11, &attrs, 3, 1);
+            let ins = [Some(x.clone()), Some(w.clone()), Some(b.clone())];
+            let y = eval(plain.as_ref(), &ins);
+            let sum = t(&pat(y[0].len(), 4), y[0].shape());
+            let conv = plain.as_any().downcast_ref::<Conv>().unwrap().clone();
+            let relu = Some(Activation::Relu);
+            for fused_sum in [false, true] {
+                let reference = Conv {
+                    activation: relu,
+                    fused_sum,
+                    ..conv.clone()
+                };
+                let mut ins = ins.to_vec();
+                ins.extend(fused_sum.then(|| Some(sum.clone())));
+                let want = channel_shuffled(&eval(&reference, &ins)[0], groups);
+                let shuffled = Conv {
+                    output_shuffle: Some(groups),
+                    ..reference
+                };
+                let case =
+                    format!("{xs:?} {ws:?} groups {g} shuffled in {groups}, sum {fused_sum}");
+                let got = eval(&shuffled, &ins);
+                assert_close_to(&got[0], &want, y[0].shape());
+                if ws[1] > 1 {
+                    let packed = prepacked(&shuffled, &w, relu, fused_sum);
+                    ins[1] = None;
+                    let got = eval(&packed, &ins);
+                    assert_close_to(&got[0], &want, y[0].shape());
+                }
+                assert!(shuffled.label().ends_with("+ChannelShuffle"), "{case}");
+            }
+        }
+        // Shuffle groups that do not divide the output channels are an error.
+        let x = t(&pat(2 * 4 * 4, 1), &[1, 2, 4, 4]);
+        let w = t(&pat(6 * 2, 2), &[6, 2, 1, 1]);
+        let conv = Conv {
+            output_shuffle: Some(4),
+            ..build("Conv", 11, &[], 2, 1)
+                .as_any()
+                .downcast_ref::<Conv>()
+                .unwrap()
+                .clone()
+        };
+        let inputs = Inputs::new(vec![Some(x.into()), Some(w.into())]);
+        let err = conv.eval(&EvalCtx::default(), inputs).unwrap_err();
+        assert!(err.to_string().contains("do not divide 6"), "{err}");
     }
 
     #[test]
