@@ -96,11 +96,14 @@ impl ShiftedB<'_> {
     /// images, broke even at 8 panels on 56x56, and lost 2-12% with 8 panels on 28x28 and
     /// with 11 panels at any size; a 1x1 with K = 16 and 8 panels lost 15%.
     ///
-    /// With edge taps see [`edge_windows_in_place`].
+    /// With edge taps: up to [`EDGE_WINDOWS_MAX_ROWS`] rows, where [`edge_windows_in_place`]
+    /// says so.
     pub(super) fn in_place_for(&self, kern: &Kernel, m: usize) -> bool {
         let k = self.offsets.len();
         match self.edges {
-            Some(_) => edge_windows_in_place(kern, k, self.rows * self.cols),
+            Some(_) => {
+                m <= EDGE_WINDOWS_MAX_ROWS && edge_windows_in_place(kern, k, self.rows * self.cols)
+            }
             None => padded_windows_in_place(kern, m, k, self.cols, self.row_step),
         }
     }
@@ -176,21 +179,25 @@ fn edge_windows_in_place(kern: &Kernel, k: usize, n: usize) -> bool {
     kern.shifted_edges.is_some() && k >= 64 && !narrow_pays
 }
 
-/// Whether a convolution `m` rows by `k` deep over an image `width` wide, `n` pixels, with
-/// padding `pad` across, should read its input as windows with edge taps (its weights packed
-/// by width tap): where this CPU's kernel reads those in place, for at most
-/// [`EDGE_WINDOWS_MAX_ROWS`] rows, and would not read the padded copy's windows in place
-/// (those ran 1-2% faster on 55x55).
-pub fn edge_windows_pay(m: usize, k: usize, width: usize, n: usize, pad: usize) -> bool {
+/// Whether a convolution `m` rows by `k` deep over an image `width` wide, with padding `pad`
+/// across, should read its input as windows with edge taps (its weights packed
+/// by width tap): where this CPU has the edge-tap kernels and would not read the padded
+/// copy's windows in place (those ran 1-2% faster on 55x55). Edge windows are read in place
+/// or, with many rows or a few columns past the last vector ([`ShiftedB::in_place_for`]),
+/// packed: one copy of consecutive pixels per panel row, where a padded copy's windows pack
+/// as runs along the image's rows. Measured packed against the padded copy's packed
+/// windows, 3x3s at 1 thread: 4-7% faster on 14x14 and 7x7 images up to 256 rows, 2-4%
+/// with 512 rows on 14x14 and 7x7, 0.5-1% on 28x28.
+pub fn edge_windows_pay(m: usize, k: usize, width: usize, pad: usize) -> bool {
     let kern = super::selected();
-    m <= EDGE_WINDOWS_MAX_ROWS
-        && edge_windows_in_place(kern, k, n)
+    kern.shifted_edges.is_some()
+        && k >= 64
         && !padded_windows_in_place(kern, m, k, width, width + pad)
 }
 
-/// Rows up to which edge windows pay: with more, packing B is spread over enough row
-/// panels (measured, 3x3s at 1 thread: 128 rows on 28x28 6% faster in place, 256 on 13x13
-/// 5%, 256 on 56x56 with K = 2304 even, 512 on 28x28 with K = 4608 1% slower).
+/// Rows up to which edge windows are read in place: with more, packing B is spread over
+/// enough row panels (measured, 3x3s at 1 thread: 128 rows on 28x28 6% faster in place, 256
+/// on 13x13 5%, 256 on 56x56 with K = 2304 even, 512 on 28x28 with K = 4608 1% slower).
 const EDGE_WINDOWS_MAX_ROWS: usize = 256;
 
 /// Where one in-place tile's vectors meet C (see [`ShiftedB::lanes`]).
@@ -228,6 +235,13 @@ impl ShiftedB<'_> {
     /// panel then one copy per run.
     #[inline(always)]
     fn pack_runs(&self, nr: usize, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        if let Some(e) = self
+            .edges
+            .filter(|_| self.row_step == self.cols && nr <= 64)
+        {
+            self.pack_edge_rows(e, nr, k0, kc, j0, nc, dst);
+            return;
+        }
         // Per run of a panel: its offset from a window's start, length and first column.
         let mut runs = [(0usize, 0usize, 0usize); 64];
         for (q, panel) in dst.chunks_mut(nr * kc).enumerate() {
@@ -265,6 +279,50 @@ impl ShiftedB<'_> {
                             *v = 0.0;
                         }
                     }
+                }
+                row[cols..].fill(0.0);
+            }
+        }
+    }
+}
+
+impl ShiftedB<'_> {
+    /// [`ShiftedB::pack_runs`] for windows with edge taps whose rows are as wide as the
+    /// image (no columns between them): each panel row is one copy of `nr` consecutive
+    /// pixels, ANDed with its tap's lane mask so that what a tap reads past the image's left
+    /// or right edge is zero.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn pack_edge_rows(
+        &self,
+        e: EdgeTaps,
+        nr: usize,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        dst: &mut [f32],
+    ) {
+        let width = self.cols as isize;
+        for (q, panel) in dst.chunks_mut(nr * kc).enumerate() {
+            let (first, cols) = (j0 + q * nr, nr.min(nc - q * nr));
+            // Per tap, all ones for the panel's columns that read inside the image.
+            let mut keep = [[0u32; 64]; EDGE_TAPS];
+            for (tap, lanes) in keep.iter_mut().enumerate() {
+                for (j, lane) in lanes[..cols].iter_mut().enumerate() {
+                    let x = ((first + j) % self.cols) as isize + e.shift[tap];
+                    *lane = if (0..width).contains(&x) { !0 } else { 0 };
+                }
+            }
+            for (r, (row, &start)) in panel
+                .chunks_exact_mut(nr)
+                .zip(&self.offsets[k0..k0 + kc])
+                .enumerate()
+            {
+                let lanes = &keep[((k0 + r) / e.segment).min(EDGE_TAPS - 1)][..cols];
+                let src = &self.data[start + first..][..cols];
+                for ((v, &x), &m) in row.iter_mut().zip(src).zip(lanes) {
+                    *v = f32::from_bits(x.to_bits() & m);
                 }
                 row[cols..].fill(0.0);
             }

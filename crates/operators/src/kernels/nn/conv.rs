@@ -262,9 +262,10 @@ fn by_width_tap_order(weights: &[f32], channels: usize, kh_n: usize, out: &mut V
 impl Conv {
     /// Whether this convolution's f32 weights of shape `w` are packed by width tap, to be
     /// read with [`EdgeWindows`]: a 2-D stride-1 convolution with 3-wide windows whose
-    /// padding keeps the image's width, where the GEMM reads such windows in place
-    /// ([`edge_windows_pay`], for input shape `x` where known, else assumed). Measured
-    /// against packing, 1 thread: 3x3s on 27x27, 28x28 and 13x13 images ran 4-7% faster.
+    /// padding keeps the image's width, where [`edge_windows_pay`] says so (for input shape
+    /// `x` where known, else a wide image). Measured against the padded copy's windows, 1
+    /// thread: 3x3s on 27x27, 28x28 and 13x13 images ran 4-7% faster in place, on 14x14 and
+    /// 7x7 ones 2-7% faster packed.
     pub fn packs_by_width_tap(&self, w: &[usize], x: Option<&[usize]>) -> bool {
         let &[m, channels, kh_n, EDGE_TAPS] = w else {
             return false;
@@ -284,14 +285,14 @@ impl Conv {
                 .is_some_and(|p| p.len() == 4 && p[1] + p[3] == (EDGE_TAPS - 1) * dw),
             AutoPad::Valid => false,
         };
-        // Without the input's shape, a large image (and the most rows a group may have).
-        let (width, pixels) = match x {
-            Some(&[_, _, h, w]) => (w, h * w),
-            _ => (1 << 12, 1 << 24),
+        // Without the input's shape, a wide image.
+        let width = match x {
+            Some(&[_, _, _, w]) => w,
+            _ => 1 << 12,
         };
         let k = channels * kh_n * EDGE_TAPS;
         let rows = m / self.group.max(1);
-        stride_one && keeps_width && edge_windows_pay(rows, k, width, pixels, (EDGE_TAPS - 1) * dw)
+        stride_one && keeps_width && edge_windows_pay(rows, k, width, (EDGE_TAPS - 1) * dw)
     }
 }
 
@@ -1938,7 +1939,7 @@ mod tests {
         };
         let pads = |p: &[i64]| ("pads", Attribute::Ints(p.to_vec()));
         // Whether the kernel reads edge windows in place (AVX-512).
-        let edges = edge_windows_pay(128, 72, 28, 28 * 28, 2);
+        let edges = edge_windows_pay(128, 72, 28, 2);
         let w = [128, 8, 3, 3];
         // Stride 1, the width kept (explicit pads, dilated pads, SAME), input unknown or
         // 28x28: by width tap where the kernel reads edge windows.
@@ -1954,10 +1955,11 @@ mod tests {
             assert_eq!(op.packs_by_width_tap(&w, None), edges, "{attrs:?}");
             assert_eq!(op.packs_by_width_tap(&w, Some(&[1, 8, 28, 28])), edges);
         }
-        // Not: 7x7 (packed, through the narrow kernel); few rows on a wide image (the padded
-        // copy's windows in place); strided, narrowed, too shallow, 5 wide, 3-D.
+        // 7x7 too (edge windows packed, the last column through the narrow kernel). Not: few
+        // rows on a wide image (the padded copy's windows in place); strided, narrowed, too
+        // shallow, 5 wide, 3-D.
         let same = conv(&[pads(&[1; 4])]);
-        assert!(!same.packs_by_width_tap(&w, Some(&[1, 8, 7, 7])));
+        assert_eq!(same.packs_by_width_tap(&w, Some(&[1, 8, 7, 7])), edges);
         assert!(!same.packs_by_width_tap(&[64, 8, 3, 3], Some(&[1, 8, 56, 56])));
         let strided = conv(&[pads(&[1; 4]), ("strides", Attribute::Ints(vec![2, 2]))]);
         assert!(!strided.packs_by_width_tap(&w, None));
