@@ -35,6 +35,7 @@ const ITEMWISE: &[&str] = &[
     "Ceil",
     "Clip",
     "Conv",
+    "ConvConcat",
     "ConvTranspose",
     "Cos",
     "Div",

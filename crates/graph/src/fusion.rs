@@ -22,6 +22,8 @@
 //! - [`ConvWeightPrepacking`] (run after optimization, by [`crate::passes::prepack_for_cpu`]):
 //!   a Conv's constant f32 weights are packed once into the GEMM kernel's layout and move
 //!   into the op.
+//! - [`ConvConcatFusion`] (after it): a channel `Concat` of Conv outputs becomes one
+//!   [`ConvConcat`] whose prepacked convolutions write straight into the concatenation.
 //!
 //! Each pass only fuses through values that exactly one node reads once and that are not
 //! graph outputs, so no other reader sees a changed value. A fused node takes the absorbed
@@ -36,8 +38,9 @@ use strata_ops::kernels::fused::{fusable_dtype, Activation};
 use strata_ops::kernels::gemm::PackedB;
 use strata_ops::kernels::linalg::{FusedMatMul, Gemm, MatMul, MatRef};
 use strata_ops::kernels::nn::conv::{Conv, PackedConvWeights};
+use strata_ops::kernels::nn::conv_concat::ConvConcat;
 use strata_ops::kernels::nn::norm::BatchNorm;
-use strata_ops::kernels::shape::{Reshape, Transpose};
+use strata_ops::kernels::shape::{Concat, Reshape, Transpose};
 use strata_ops::{Dim, Fact, Operator};
 use strata_tensor::{DType, Tensor};
 
@@ -981,5 +984,75 @@ impl Pass for ConvWeightPrepacking {
             changed = true;
         }
         Ok(changed)
+    }
+}
+
+// ----- Conv + Concat --------------------------------------------------------------------------
+
+/// Makes a `Concat` along axis 1 of the outputs of Convs, at least one with prepacked
+/// weights, one [`ConvConcat`] node (where the Concat was, after every input of the
+/// convolutions) that writes each prepacked convolution's output straight into its channels.
+/// Each Conv output must be read by the Concat alone, once. Run after
+/// [`ConvWeightPrepacking`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConvConcatFusion;
+
+impl ConvConcatFusion {
+    /// The Conv nodes producing `concat`'s inputs, in order, when the node qualifies.
+    fn parts(graph: &Graph, rw: &Rewriter, concat: NodeId) -> Option<Vec<NodeId>> {
+        let op = op_as::<Concat>(graph, concat)?;
+        let node = &graph.nodes[concat];
+        let out = single_output(graph, concat)?;
+        let rank = graph.values[out].fact.shape.as_ref()?.len() as i64;
+        if !(op.axis == 1 || op.axis == 1 - rank) || rank < 3 || node.inputs.len() < 2 {
+            return None;
+        }
+        let convs = node
+            .inputs
+            .iter()
+            .map(|&v| {
+                let v = v?;
+                let conv = rw.producer(v)?;
+                let fits = op_as::<Conv>(graph, conv).is_some()
+                    && single_output(graph, conv) == Some(v)
+                    && rw.sole_reader(graph, v) == Some(concat);
+                fits.then_some(conv)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let prepacked = convs
+            .iter()
+            .any(|&c| op_as::<Conv>(graph, c).is_some_and(|op| op.prepacked.is_some()));
+        prepacked.then_some(convs)
+    }
+}
+
+impl Pass for ConvConcatFusion {
+    fn name(&self) -> &'static str {
+        "conv-concat-fusion"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut rw = Rewriter::new(graph);
+        for concat in 0..graph.nodes.len() {
+            let Some(parts) = Self::parts(graph, &rw, concat) else {
+                continue;
+            };
+            let convs: Vec<Conv> = parts
+                .iter()
+                .filter_map(|&c| op_as::<Conv>(graph, c).cloned())
+                .collect();
+            let arity = parts.iter().map(|&c| graph.nodes[c].inputs.len()).collect();
+            let inputs = parts
+                .iter()
+                .flat_map(|&c| graph.nodes[c].inputs.clone())
+                .collect();
+            let fused = ConvConcat { convs, arity };
+            let label = fused.label();
+            rw.set_op(graph, concat, Arc::new(fused), label);
+            graph.nodes[concat].inputs = inputs;
+            rw.touched.extend(parts.iter().copied());
+            rw.removed.extend(parts);
+        }
+        Ok(rw.finish(graph))
     }
 }

@@ -192,13 +192,15 @@ pub fn optimize(graph: &mut Graph) -> Result<Vec<&'static str>> {
 
 /// Prepares an optimized graph for the CPU kernels: packs constant convolution weights
 /// ([`crate::fusion::ConvWeightPrepacking`]) and MatMul right operands
-/// ([`crate::fusion::MatMulWeightPrepacking`]) and drops the unpacked weights nothing else
-/// reads. Sessions run it after [`optimize`]; analyses of the graph (FLOP counts, inspection)
+/// ([`crate::fusion::MatMulWeightPrepacking`]), has prepacked convolutions write straight
+/// into the channel concatenation reading them ([`crate::fusion::ConvConcatFusion`]) and
+/// drops the unpacked weights nothing else reads. Sessions run it after [`optimize`]; analyses of the graph (FLOP counts, inspection)
 /// need not pay for it.
 pub fn prepack_for_cpu(graph: &mut Graph) -> Result<Vec<&'static str>> {
-    let prepacking: [Box<dyn Pass>; 3] = [
+    let prepacking: [Box<dyn Pass>; 4] = [
         Box::new(crate::fusion::ConvWeightPrepacking),
         Box::new(crate::fusion::MatMulWeightPrepacking),
+        Box::new(crate::fusion::ConvConcatFusion),
         Box::new(DeadCodeElimination),
     ];
     run_passes(graph, &prepacking)

@@ -614,3 +614,42 @@ fn channel_shuffle_after_a_conv_becomes_its_output_shuffle() {
         ["Conv", "Conv+Relu", "Reshape", "Reshape", "Transpose"]
     );
 }
+
+#[test]
+fn concatenated_conv_outputs_are_written_in_place() {
+    // A fire module: squeeze, then 1x1 and 3x3 expansions concatenated (and a copy with a
+    // max pool as the second part, which stays a Concat).
+    for pooled in [false, true] {
+        let mut g = G::new();
+        g.input("x", &[2, 8, 7, 7]);
+        g.conv("x", "s", 8, 4, 1, 1);
+        g.op_node("Relu", Attributes::new(), &["s"], "sr");
+        g.conv("sr", "e1", 4, 8, 1, 1);
+        g.op_node("Relu", Attributes::new(), &["e1"], "e1r");
+        if pooled {
+            let pool = attrs(&[
+                ("kernel_shape", ints(&[3, 3])),
+                ("pads", ints(&[1, 1, 1, 1])),
+                ("strides", ints(&[1, 1])),
+            ]);
+            g.op_node("MaxPool", pool, &["sr"], "e3r");
+        } else {
+            g.conv("sr", "e3", 4, 8, 3, 1);
+            g.op_node("Relu", Attributes::new(), &["e3"], "e3r");
+        }
+        g.op_node(
+            "Concat",
+            attrs(&[("axis", Attribute::Int(1))]),
+            &["e1r", "e3r"],
+            "out",
+        );
+        g.outputs(&["out"]);
+        let graph = g.build().unwrap();
+        let labels = optimize_and_compare(&graph, &[("x", image(&[2, 8, 7, 7], 9))]);
+        let want: &[&str] = match pooled {
+            false => &["Concat(Conv+Relu,Conv+Relu)", "Conv+Relu"],
+            true => &["Concat", "Conv+Relu", "Conv+Relu", "MaxPool"],
+        };
+        assert_eq!(labels, want);
+    }
+}

@@ -694,6 +694,37 @@ impl Conv {
         inputs: &Inputs,
         packed: &PackedConvWeights,
     ) -> OpResult<(Tensor, bool)> {
+        let shape = self.output_shape(inputs)?;
+        let mut out = ctx.alloc_for_overwrite(DType::F32, &shape)?;
+        let dst = OutputChannels {
+            out: out.as_slice_mut::<f32>()?,
+            channels: shape[1],
+            first: 0,
+        };
+        let shuffled = self.prepacked_into(ctx, inputs, packed, dst)?;
+        Ok((out, shuffled))
+    }
+
+    /// The output shape for `inputs` (validated).
+    pub fn output_shape(&self, inputs: &Inputs) -> OpResult<Vec<usize>> {
+        let x = inputs.tensor(0)?;
+        let w = match &self.prepacked {
+            Some(p) => p.shape.clone(),
+            None => inputs.tensor(1)?.shape().to_vec(),
+        };
+        let bias = inputs.opt_tensor(2)?.map(Tensor::shape);
+        Ok(self.cached_plan(x.shape(), &w, bias)?.out_shape.clone())
+    }
+
+    /// The prepacked convolution of `inputs` written into `dst`'s channels; returns whether
+    /// its channels were written shuffled (as [`Conv::output_shuffle`] says).
+    pub(crate) fn prepacked_into(
+        &self,
+        ctx: &EvalCtx<'_>,
+        inputs: &Inputs,
+        packed: &PackedConvWeights,
+        dst: OutputChannels<'_>,
+    ) -> OpResult<bool> {
         let x = inputs.tensor(0)?.contiguous();
         let bias = inputs.opt_tensor(2)?.map(Tensor::contiguous);
         let p = self.cached_plan(x.shape(), &packed.shape, bias.as_ref().map(Tensor::shape))?;
@@ -712,10 +743,26 @@ impl Conv {
                 ),
             ));
         }
-        let mut out = ctx.alloc_for_overwrite(DType::F32, &p.out_shape)?;
-        let o = out.as_slice_mut::<f32>()?;
+        let OutputChannels {
+            out: o,
+            channels,
+            first: first_out,
+        } = dst;
+        let fits = first_out + p.m <= channels
+            && Some(o.len()) == p.n.checked_mul(channels).and_then(|v| v.checked_mul(osz));
+        if !fits {
+            return Err(OpError::invalid(
+                0,
+                format!(
+                    "output {:?} does not fit channels {first_out}.. of {} values with {channels} \
+                     channels",
+                    p.out_shape,
+                    o.len()
+                ),
+            ));
+        }
         if o.is_empty() {
-            return Ok((out, false));
+            return Ok(false);
         }
         let xv = x.as_slice::<f32>()?;
         let bv = bias.as_ref().map(Tensor::as_slice::<f32>).transpose()?;
@@ -750,7 +797,8 @@ impl Conv {
                     custom: custom.as_ref().map(|c| c as &dyn TileEpilogue),
                 };
                 let (channel, ldc) = place(gi * mg);
-                let out_g = &mut o[(b * p.m + channel) * osz..][..(mg - 1) * ldc + osz];
+                let start = (b * channels + first_out + channel) * osz;
+                let out_g = &mut o[start..][..(mg - 1) * ldc + osz];
                 if is_subsampling(geo) {
                     // A strided 1x1 reads every `stride`-th pixel: gathered once into a
                     // plain matrix (output-sized), then a pointwise product.
@@ -872,8 +920,17 @@ impl Conv {
                 }
             }
         }
-        Ok((out, shuffle.is_some()))
+        Ok(shuffle.is_some())
     }
+}
+
+/// Where a convolution writes its output: channels `first..first + M` of each batch item of
+/// `out`, whose items have `channels` channels (a concatenation's, or the convolution's own).
+#[derive(Debug)]
+pub(crate) struct OutputChannels<'a> {
+    pub(crate) out: &'a mut [f32],
+    pub(crate) channels: usize,
+    pub(crate) first: usize,
 }
 
 /// A convolution's input, weights, bias and fused sum, contiguous.

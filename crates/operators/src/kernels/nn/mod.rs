@@ -1,9 +1,10 @@
-//! Neural-network kernels: convolutions (`conv`, `deform_conv`), pooling (`pool`), normalizations (`norm`)
+//! Neural-network kernels: convolutions (`conv`, `deform_conv`, `conv_concat`), pooling (`pool`), normalizations (`norm`)
 //! the softmax family (`softmax`) and `MaxUnpool` (`unpool`). This module owns the shared spatial geometry: parsing
 //! `kernel_shape`/`strides`/`dilations`/`pads`/`auto_pad` once at build time and resolving
 //! output sizes and paddings against concrete input shapes.
 
 pub mod conv;
+pub mod conv_concat;
 pub mod deform_conv;
 mod depthwise;
 mod depthwise_blocked;
