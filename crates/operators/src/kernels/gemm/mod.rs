@@ -1374,9 +1374,10 @@ fn par_split(
         r if narrow && r <= NARROW_MAX => cols / 16 * 4 + r,
         _ => cols.div_ceil(16) * 4,
     };
-    // The time the last thread finishes, tasks taken in order by the first free thread.
+    // The time the last thread finishes, tasks taken in order by the first free thread
+    // (inline for the usual few threads: products allocate nothing).
     let makespan = |costs: &mut dyn Iterator<Item = usize>| {
-        let mut free_at = vec![0usize; threads];
+        let mut free_at: smallvec::SmallVec<[usize; 16]> = smallvec::smallvec![0; threads];
         for cost in costs {
             if let Some(t) = free_at.iter_mut().min() {
                 *t += cost;

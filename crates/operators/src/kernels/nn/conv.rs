@@ -296,6 +296,13 @@ impl Conv {
     }
 }
 
+impl ConvPlan {
+    /// The output's shape.
+    pub fn out_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+}
+
 impl EdgeWindows {
     fn plan(g: &Geo3, channels: usize) -> Option<Self> {
         let ([id, ih, iw], [kd, kh_n, kw_n], [od, oh, ow]) = (g.input, g.kernel, g.output);
@@ -694,26 +701,26 @@ impl Conv {
         inputs: &Inputs,
         packed: &PackedConvWeights,
     ) -> OpResult<(Tensor, bool)> {
-        let shape = self.output_shape(inputs)?;
-        let mut out = ctx.alloc_for_overwrite(DType::F32, &shape)?;
+        let plan = self.plan_for(inputs)?;
+        let mut out = ctx.alloc_for_overwrite(DType::F32, &plan.out_shape)?;
         let dst = OutputChannels {
             out: out.as_slice_mut::<f32>()?,
-            channels: shape[1],
+            channels: plan.m,
             first: 0,
         };
         let shuffled = self.prepacked_into(ctx, inputs, packed, dst)?;
         Ok((out, shuffled))
     }
 
-    /// The output shape for `inputs` (validated).
-    pub fn output_shape(&self, inputs: &Inputs) -> OpResult<Vec<usize>> {
+    /// The plan for `inputs` (validated, cached).
+    pub fn plan_for(&self, inputs: &Inputs) -> OpResult<Arc<ConvPlan>> {
         let x = inputs.tensor(0)?;
         let w = match &self.prepacked {
-            Some(p) => p.shape.clone(),
-            None => inputs.tensor(1)?.shape().to_vec(),
+            Some(p) => &p.shape[..],
+            None => inputs.tensor(1)?.shape(),
         };
         let bias = inputs.opt_tensor(2)?.map(Tensor::shape);
-        Ok(self.cached_plan(x.shape(), &w, bias)?.out_shape.clone())
+        self.cached_plan(x.shape(), w, bias)
     }
 
     /// The prepacked convolution of `inputs` written into `dst`'s channels; returns whether

@@ -6,6 +6,7 @@
 
 use super::conv::{Conv, OutputChannels};
 use crate::{EvalCtx, Fact, Inputs, OpError, OpResult, Operator, Value};
+use smallvec::SmallVec;
 use strata_tensor::{DType, Tensor};
 
 /// Convolutions concatenated along axis 1 of their outputs. The op's inputs are each
@@ -26,7 +27,7 @@ impl ConvConcat {
     }
 
     /// `items` split into each convolution's inputs.
-    fn split<'a, T>(&self, items: &'a [T]) -> OpResult<Vec<&'a [T]>> {
+    fn split<'a, T>(&self, items: &'a [T]) -> OpResult<SmallVec<[&'a [T]; 4]>> {
         if self.arity.len() != self.convs.len() || self.arity.iter().sum::<usize>() != items.len() {
             return Err(OpError::invalid(
                 0,
@@ -51,17 +52,21 @@ impl ConvConcat {
     }
 
     /// The concatenation of `shapes` (each `[N, M_i, ...]`) along axis 1.
-    fn joined(shapes: &[Vec<usize>]) -> OpResult<Vec<usize>> {
-        let first = shapes.first().ok_or(OpError::MissingInput { index: 0 })?;
+    fn joined<'a>(shapes: impl IntoIterator<Item = &'a [usize]> + Clone) -> OpResult<Vec<usize>> {
+        let first = shapes
+            .clone()
+            .into_iter()
+            .next()
+            .ok_or(OpError::MissingInput { index: 0 })?;
         if first.len() < 2 {
             return Err(OpError::invalid(
                 0,
                 format!("output {first:?} has no channel axis"),
             ));
         }
-        let mut out = first.clone();
+        let mut out = first.to_vec();
         out[1] = 0;
-        for (i, s) in shapes.iter().enumerate() {
+        for (i, s) in shapes.into_iter().enumerate() {
             if s.len() != first.len() || s[0] != first[0] || s[2..] != first[2..] {
                 return Err(OpError::invalid(
                     0,
@@ -99,7 +104,7 @@ impl Operator for ConvConcat {
             dtype = dtype.or(facts[0].dtype);
             shapes.push(shape);
         }
-        let out = Self::joined(&shapes)?;
+        let out = Self::joined(shapes.iter().map(Vec::as_slice))?;
         Ok(dtype.map(|d| vec![Fact::known(d, &out)]))
     }
 
@@ -114,25 +119,25 @@ impl Operator for ConvConcat {
     }
 
     fn eval(&self, ctx: &EvalCtx<'_>, inputs: Inputs) -> OpResult<Vec<Value>> {
-        let values: Vec<Option<Value>> = (0..inputs.len())
+        let values: SmallVec<[Option<Value>; 16]> = (0..inputs.len())
             .map(|i| inputs.value(i).cloned())
             .collect();
-        let parts: Vec<Inputs> = self
+        let parts: SmallVec<[Inputs; 4]> = self
             .split(&values)?
             .into_iter()
             .map(|part| Inputs::new(part.to_vec()))
             .collect();
-        let shapes = self
+        let plans = self
             .convs
             .iter()
             .zip(&parts)
-            .map(|(conv, part)| conv.output_shape(part))
-            .collect::<OpResult<Vec<_>>>()?;
-        let out_shape = Self::joined(&shapes)?;
+            .map(|(conv, part)| conv.plan_for(part))
+            .collect::<OpResult<SmallVec<[_; 4]>>>()?;
+        let out_shape = Self::joined(plans.iter().map(|p| p.out_shape()))?;
         let dtype = inputs.tensor(0)?.dtype();
         let mut out = ctx.alloc_for_overwrite(dtype, &out_shape)?;
         let mut first = 0;
-        for ((conv, part), shape) in self.convs.iter().zip(parts).zip(&shapes) {
+        for ((conv, part), plan) in self.convs.iter().zip(parts).zip(&plans) {
             let direct = conv
                 .prepacked
                 .as_ref()
@@ -154,7 +159,7 @@ impl Operator for ConvConcat {
                     copy_channels(&y, &mut out, first)?;
                 }
             }
-            first += shape[1];
+            first += plan.out_shape()[1];
         }
         Ok(vec![out.into()])
     }
