@@ -9,6 +9,10 @@
 //! kept. Max pooling skips NaN inputs, as the portable max pooling, and a window with no
 //! input keeps -inf. Average pooling gives every window's sum times `1 / window size`; the
 //! caller rescales the windows the edges cut, as for its other paths.
+//!
+//! A 3x3 window at stride 2 without left padding (SqueezeNet's and Inception's reductions)
+//! skips the row buffer: the vertical reductions stay in registers and the width taps come
+//! from lane shifts ([`halves_3x3`]), so nothing is stored and read back at once.
 
 use super::Geo3;
 use crate::kernels::linalg::Float;
@@ -59,7 +63,19 @@ pub(crate) fn planes<F: Float>(
     if let (Some(x), Some(row), Some(out)) =
         (F::as_f32s(x), F::as_f32s_mut(row), F::as_f32s_mut(out))
     {
+        let halving = halves_3x3(g);
         for (x, out) in x.chunks_exact(isz).zip(out.chunks_exact_mut(osz)) {
+            if halving {
+                // SAFETY: AVX-512F (checked above); one plane's input and output (checked in
+                // `fits`); `halves_3x3` checked the geometry.
+                unsafe {
+                    match reduce {
+                        Reduce::Max => avx512::halving3::<false>(x, g, out),
+                        Reduce::Mean => avx512::halving3::<true>(x, g, out),
+                    }
+                }
+                continue;
+            }
             // SAFETY: the CPU has AVX-512F (checked above); `x` and `out` hold one plane's
             // input and output (checked in `fits`), and `row` holds `layout.len` values, the
             // reduction's padding outside the input's columns (each plane writes only those),
@@ -76,6 +92,15 @@ pub(crate) fn planes<F: Float>(
         return true;
     }
     false
+}
+
+/// Whether `g` is a 3x3 window at stride 2 with no dilation and no left padding, which
+/// [`planes`] pools in registers without the row buffer.
+pub(crate) fn halves_3x3(g: &Geo3) -> bool {
+    g.kernel[1..] == [3, 3]
+        && g.strides[1..] == [2, 2]
+        && g.dilations[1..] == [1, 1]
+        && g.pad_begin[2] == 0
 }
 
 /// Where things live in the row buffer: padded column `c` of the current window row is
@@ -159,6 +184,90 @@ mod avx512 {
             acc = combine::<MEAN>(v, acc);
         }
         acc
+    }
+
+    /// The reduction of input rows `y * 2 - pt..` (3 of them, those inside the plane) over
+    /// the 16 columns from `i0`, the identity past the row's end.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` holds `ih * iw` values.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn column_vector<const MEAN: bool>(
+        x: &[f32],
+        [ih, iw]: [usize; 2],
+        first_row: usize,
+        i0: usize,
+    ) -> __m512 {
+        let fill = identity::<MEAN>();
+        let m = first_lanes(iw.saturating_sub(i0));
+        let mut acc = fill;
+        for r in 0..3 {
+            let iy = first_row.wrapping_add(r);
+            if iy < ih && m != 0 {
+                // SAFETY: row `iy < ih`, columns `i0..iw` masked to the row (`x` holds
+                // `ih * iw` values; masked lanes are not read).
+                let v = unsafe { _mm512_mask_loadu_ps(fill, m, x.as_ptr().add(iy * iw + i0)) };
+                acc = combine::<MEAN>(v, acc);
+            }
+        }
+        acc
+    }
+
+    /// `v` shifted down by `N` lanes, `next`'s first lanes filling the top.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn shifted<const N: i32>(next: __m512, v: __m512) -> __m512 {
+        let (next, v) = (_mm512_castps_si512(next), _mm512_castps_si512(v));
+        _mm512_castsi512_ps(_mm512_alignr_epi32::<N>(next, v))
+    }
+
+    /// The width taps at every column of `v` (16 columns, `next` the 16 after them).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn three_taps<const MEAN: bool>(v: __m512, next: __m512) -> __m512 {
+        let two = combine::<MEAN>(shifted::<1>(next, v), v);
+        combine::<MEAN>(shifted::<2>(next, v), two)
+    }
+
+    /// Pools a plane with a 3x3 window at stride 2, no dilation and no left padding (see
+    /// [`super::halves_3x3`]), 16 outputs at a time: the three input rows are reduced into
+    /// registers 32 columns at a time (and the 16 after them), the width taps come from
+    /// lane shifts, and one permute keeps the even columns. No row buffer, so nothing is
+    /// stored and read back. Columns and rows outside the input are skipped (means are
+    /// sums times 1/9, the caller rescales the cut windows).
+    ///
+    /// # Safety
+    /// AVX-512F; `x` holds `g.in_size()` values and `out` `g.out_size()` (2-D: depths of 1);
+    /// [`super::halves_3x3`]`(g)`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn halving3<const MEAN: bool>(x: &[f32], g: &Geo3, out: &mut [f32]) {
+        let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
+        let pt = g.pad_begin[1];
+        let scale = _mm512_set1_ps(if MEAN { 1.0 / 9.0 } else { 1.0 });
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        for (y, out_row) in out.chunks_exact_mut(ow).take(oh).enumerate() {
+            let first_row = (2 * y).wrapping_sub(pt);
+            // SAFETY: `x` holds the plane's `ih * iw` values.
+            let mut v0 = unsafe { column_vector::<MEAN>(x, [ih, iw], first_row, 0) };
+            for (c, o) in out_row.chunks_mut(16).enumerate() {
+                let i0 = 32 * c;
+                // SAFETY: as for `v0`.
+                let v1 = unsafe { column_vector::<MEAN>(x, [ih, iw], first_row, i0 + 16) };
+                // SAFETY: as for `v0`.
+                let v2 = unsafe { column_vector::<MEAN>(x, [ih, iw], first_row, i0 + 32) };
+                let lo = three_taps::<MEAN>(v0, v1);
+                let hi = three_taps::<MEAN>(v1, v2);
+                let mut r = _mm512_permutex2var_ps(lo, even, hi);
+                if MEAN {
+                    r = _mm512_mul_ps(r, scale);
+                }
+                // SAFETY: `o` holds `o.len() <= 16` outputs of the row, the store masked to
+                // them.
+                unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr(), first_lanes(o.len()), r) };
+                v0 = v2;
+            }
+        }
     }
 
     /// Pools the plane row by row (see the module docs): window sums times `1 / window
@@ -268,8 +377,13 @@ mod tests {
     fn planes_match_a_naive_reference_and_skip_nan() {
         let mut shapes = geometries();
         // SqueezeNet's and ResNet's pools, a stride of 3, a window that reads only padding,
-        // and a 1-wide output.
+        // and a 1-wide output; 3x3 windows at stride 2 without left padding (in registers):
+        // Inception's padded at the end, top padding, rows of 2, 33 and 70 columns.
         shapes.extend([
+            geo([27, 27], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], false),
+            geo([13, 33], [3, 3], [2, 2], [1, 1], [1, 0, 1, 1], false),
+            geo([5, 5], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
+            geo([7, 70], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
             geo([111, 111], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
             geo([112, 112], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
             geo([23, 50], [3, 4], [3, 3], [1, 2], [1, 2, 1, 2], true),
