@@ -311,11 +311,14 @@ impl Pool {
         let o = out.as_slice_mut::<F>()?;
         let blocked = match kind {
             _ if whole_plane => false,
-            // 3x3 windows at stride 2 run faster in registers, row by row (measured, 1
-            // thread, max pools: 256x27x27 0.071 -> 0.027 ms, 832x14x14 0.068 -> 0.040,
-            // 480x28x28 0.140 -> 0.050 against blocked; 64x111x111 0.123 -> 0.087 and
-            // 128x55x55 0.077 -> 0.069 against the row buffer).
-            _ if row_pool::halves_3x3(g) && simd::has_avx512() => false,
+            // 3x3 windows at stride 2 or 1 run faster in registers, row by row (measured, 1
+            // thread, inputs named: max pools at stride 2 256x27x27 0.071 -> 0.027 ms,
+            // 832x14x14 0.068 -> 0.040, 480x28x28 0.140 -> 0.050 against blocked, 64x111x111
+            // 0.123 -> 0.087 and 128x55x55 0.077 -> 0.069 against the row buffer; padded
+            // by 1 at stride 1, average 576x14x14 0.096 -> 0.064, 256x28x28 0.139 -> 0.080,
+            // 1024x7x7 0.060 -> 0.056, 64x56x56 0.090 -> 0.066, max 480x14x14 0.076 ->
+            // 0.037, 32x112x112 0.120 -> 0.092).
+            _ if (row_pool::halves_3x3(g) || row_pool::keeps_3x3(g)) && simd::has_avx512() => false,
             PoolKind::Max => blocked_pool(ctx, xv, g, o, None),
             PoolKind::Average => blocked_pool(
                 ctx,
@@ -416,7 +419,8 @@ fn pool_plane_rows<F: Float>(x: &[F], g: &Geo3, scratch: &mut Vec<F>, out: &mut 
     });
 }
 
-/// Output plane size up to which pooling runs channel-blocked. Measured in the models, 1
+/// Output plane size up to which pooling runs channel-blocked (unless the window is 3x3 at
+/// stride 1 or 2, pooled in registers by [`row_pool`]). Measured in the models, 1
 /// thread: 13x13 and 6x6 max pool outputs 1.3-5x faster blocked (Inception v1's 3x3 pools
 /// on 13x13: 0.088 -> 0.065 ms; on 6x6: 0.090 -> 0.028), 7x7 average pools 2x (Inception
 /// v2's 1024x7x7 0.145 -> 0.082 ms), 14x14 ones even; 27x27 and larger outputs 5-40%

@@ -11,8 +11,9 @@
 //! caller rescales the windows the edges cut, as for its other paths.
 //!
 //! A 3x3 window at stride 2 without left padding (SqueezeNet's and Inception's reductions)
-//! skips the row buffer: the vertical reductions stay in registers and the width taps come
-//! from lane shifts ([`halves_3x3`]), so nothing is stored and read back at once.
+//! or at stride 1 with at most one column of left padding (Inception's pool branches) skips
+//! the row buffer: the vertical reductions stay in registers and the width taps come from
+//! lane shifts ([`halves_3x3`], [`keeps_3x3`]), so nothing is stored and read back at once.
 
 use super::Geo3;
 use crate::kernels::linalg::Float;
@@ -63,8 +64,19 @@ pub(crate) fn planes<F: Float>(
     if let (Some(x), Some(row), Some(out)) =
         (F::as_f32s(x), F::as_f32s_mut(row), F::as_f32s_mut(out))
     {
-        let halving = halves_3x3(g);
+        let (halving, keeping) = (halves_3x3(g), keeps_3x3(g));
         for (x, out) in x.chunks_exact(isz).zip(out.chunks_exact_mut(osz)) {
+            if keeping {
+                // SAFETY: AVX-512F (checked above); one plane's input and output (checked in
+                // `fits`); `keeps_3x3` checked the geometry.
+                unsafe {
+                    match reduce {
+                        Reduce::Max => avx512::keeping3::<false>(x, g, out),
+                        Reduce::Mean => avx512::keeping3::<true>(x, g, out),
+                    }
+                }
+                continue;
+            }
             if halving {
                 // SAFETY: AVX-512F (checked above); one plane's input and output (checked in
                 // `fits`); `halves_3x3` checked the geometry.
@@ -101,6 +113,15 @@ pub(crate) fn halves_3x3(g: &Geo3) -> bool {
         && g.strides[1..] == [2, 2]
         && g.dilations[1..] == [1, 1]
         && g.pad_begin[2] == 0
+}
+
+/// Whether `g` is a 3x3 window at stride 1 with no dilation and at most one column of left
+/// padding, which [`planes`] pools in registers without the row buffer.
+pub(crate) fn keeps_3x3(g: &Geo3) -> bool {
+    g.kernel[1..] == [3, 3]
+        && g.strides[1..] == [1, 1]
+        && g.dilations[1..] == [1, 1]
+        && g.pad_begin[2] <= 1
 }
 
 /// Where things live in the row buffer: padded column `c` of the current window row is
@@ -228,6 +249,49 @@ mod avx512 {
     fn three_taps<const MEAN: bool>(v: __m512, next: __m512) -> __m512 {
         let two = combine::<MEAN>(shifted::<1>(next, v), v);
         combine::<MEAN>(shifted::<2>(next, v), two)
+    }
+
+    /// Pools a plane with a 3x3 window at stride 1, no dilation and at most one column of
+    /// left padding (see [`super::keeps_3x3`]), 16 outputs at a time: the three input rows
+    /// reduced into registers (the 16 columns before and after too), the width taps from
+    /// lane shifts. As [`halving3`] otherwise.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` holds `g.in_size()` values and `out` `g.out_size()` (2-D: depths of 1);
+    /// [`super::keeps_3x3`]`(g)`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn keeping3<const MEAN: bool>(x: &[f32], g: &Geo3, out: &mut [f32]) {
+        let ([_, ih, iw], [_, oh, ow]) = (g.input, g.output);
+        let (pt, pl) = (g.pad_begin[1], g.pad_begin[2]);
+        let scale = _mm512_set1_ps(if MEAN { 1.0 / 9.0 } else { 1.0 });
+        for (y, out_row) in out.chunks_exact_mut(ow).take(oh).enumerate() {
+            let first_row = y.wrapping_sub(pt);
+            // Input columns from `16 * c - pl` for output vector `c`: with left padding the
+            // vector before the first is all padding.
+            let mut prev = identity::<MEAN>();
+            // SAFETY: `x` holds the plane's `ih * iw` values.
+            let mut cur = unsafe { column_vector::<MEAN>(x, [ih, iw], first_row, 0) };
+            for (c, o) in out_row.chunks_mut(16).enumerate() {
+                // SAFETY: as for `cur`.
+                let next = unsafe { column_vector::<MEAN>(x, [ih, iw], first_row, 16 * c + 16) };
+                let mut r = match pl {
+                    // Columns j, j + 1, j + 2.
+                    0 => three_taps::<MEAN>(cur, next),
+                    // Columns j - 1, j, j + 1.
+                    _ => {
+                        let left = shifted::<15>(cur, prev);
+                        combine::<MEAN>(shifted::<1>(next, cur), combine::<MEAN>(left, cur))
+                    }
+                };
+                if MEAN {
+                    r = _mm512_mul_ps(r, scale);
+                }
+                // SAFETY: `o` holds `o.len() <= 16` outputs of the row, the store masked to
+                // them.
+                unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr(), first_lanes(o.len()), r) };
+                (prev, cur) = (cur, next);
+            }
+        }
     }
 
     /// Pools a plane with a 3x3 window at stride 2, no dilation and no left padding (see
@@ -378,12 +442,16 @@ mod tests {
         let mut shapes = geometries();
         // SqueezeNet's and ResNet's pools, a stride of 3, a window that reads only padding,
         // and a 1-wide output; 3x3 windows at stride 2 without left padding (in registers):
-        // Inception's padded at the end, top padding, rows of 2, 33 and 70 columns.
+        // Inception's padded at the end, top padding, rows of 2, 33 and 70 columns; and at
+        // stride 1 (in registers): Inception's padded by 1, none, more at the end.
         shapes.extend([
             geo([27, 27], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], false),
             geo([13, 33], [3, 3], [2, 2], [1, 1], [1, 0, 1, 1], false),
             geo([5, 5], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
             geo([7, 70], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+            geo([14, 14], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+            geo([9, 40], [3, 3], [1, 1], [1, 1], [0, 0, 0, 0], false),
+            geo([6, 17], [3, 3], [1, 1], [1, 1], [1, 1, 2, 2], false),
             geo([111, 111], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
             geo([112, 112], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
             geo([23, 50], [3, 4], [3, 3], [1, 2], [1, 2, 1, 2], true),
