@@ -5,7 +5,7 @@
 //! happen; any other is evaluated on its own and copied into place.
 
 use super::conv::{Conv, OutputChannels};
-use crate::{EvalCtx, Fact, Inputs, OpError, OpResult, Operator, Value};
+use crate::{op_boilerplate, EvalCtx, Fact, Inputs, OpError, OpResult, Operator, Value};
 use smallvec::SmallVec;
 use strata_tensor::{DType, Tensor};
 
@@ -83,13 +83,7 @@ impl ConvConcat {
 }
 
 impl Operator for ConvConcat {
-    fn op_type(&self) -> &str {
-        "ConvConcat"
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    op_boilerplate!("ConvConcat");
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         let mut shapes = Vec::with_capacity(self.convs.len());
@@ -203,7 +197,7 @@ fn copy_channels(y: &Tensor, out: &mut Tensor, first: usize) -> OpResult<()> {
 #[cfg(test)]
 mod tests {
     use super::super::conv::PackedConvWeights;
-    use super::super::testutil::{build, eval, pat, t};
+    use super::super::testutil::{build, eval, facts_of, pat, t};
     use super::*;
     use crate::kernels::fused::Activation;
     use crate::Attribute;
@@ -273,13 +267,7 @@ mod tests {
             op.label(),
             "Concat(Conv+Relu,Conv+Relu,Conv+Relu,Conv+Relu+ChannelShuffle)"
         );
-        let facts: Vec<Fact> = inputs
-            .iter()
-            .map(|t| {
-                t.as_ref()
-                    .map_or_else(Fact::default, |t| Fact::known(t.dtype(), t.shape()))
-            })
-            .collect();
+        let facts = facts_of(&inputs);
         let one_by_one: u64 = parts
             .iter()
             .zip(op.split(&facts).unwrap())

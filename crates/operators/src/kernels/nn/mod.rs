@@ -651,13 +651,7 @@ pub(crate) mod testutil {
             assert_eq!(a.shape(), b.shape());
             close(&f64s(a), &f64s(b), 1e-6);
         }
-        let facts: Vec<Fact> = inputs
-            .iter()
-            .map(|t| {
-                t.as_ref()
-                    .map_or_else(Fact::default, |t| Fact::known(t.dtype(), t.shape()))
-            })
-            .collect();
+        let facts = facts_of(inputs);
         if let Some(inferred) = op.infer(&facts).unwrap() {
             assert_eq!(inferred.len(), serial.len(), "inferred output count");
             for (f, t) in inferred.iter().zip(&serial) {
@@ -673,6 +667,17 @@ pub(crate) mod testutil {
     }
 
     /// The elements as f64.
+    /// The facts of `inputs` (default for a missing one).
+    pub fn facts_of(inputs: &[Option<Tensor>]) -> Vec<Fact> {
+        inputs
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .map_or_else(Fact::default, |t| Fact::known(t.dtype(), t.shape()))
+            })
+            .collect()
+    }
+
     pub fn f64s(t: &Tensor) -> Vec<f64> {
         t.cast(DType::F64).unwrap().to_vec::<f64>().unwrap()
     }

@@ -51,6 +51,17 @@ pub(crate) fn planes<F: Float>(
     if !fits || !crate::kernels::simd::has_avx512() {
         return false;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(kernel), Some(x), Some(out)) =
+        (in_registers(g, reduce), F::as_f32s(x), F::as_f32s_mut(out))
+    {
+        for (x, out) in x.chunks_exact(isz).zip(out.chunks_exact_mut(osz)) {
+            // SAFETY: AVX-512F (checked above); one plane's input and output (checked in
+            // `fits`); `in_registers` checked the geometry for the kernel it picked.
+            unsafe { kernel(x, g, out) };
+        }
+        return true;
+    }
     let layout = RowLayout::new(g);
     // The common 3x3 window, its loops unrolled.
     let square3 = g.kernel[1..] == [3, 3];
@@ -64,30 +75,7 @@ pub(crate) fn planes<F: Float>(
     if let (Some(x), Some(row), Some(out)) =
         (F::as_f32s(x), F::as_f32s_mut(row), F::as_f32s_mut(out))
     {
-        let (halving, keeping) = (halves_3x3(g), keeps_3x3(g));
         for (x, out) in x.chunks_exact(isz).zip(out.chunks_exact_mut(osz)) {
-            if keeping {
-                // SAFETY: AVX-512F (checked above); one plane's input and output (checked in
-                // `fits`); `keeps_3x3` checked the geometry.
-                unsafe {
-                    match reduce {
-                        Reduce::Max => avx512::keeping3::<false>(x, g, out),
-                        Reduce::Mean => avx512::keeping3::<true>(x, g, out),
-                    }
-                }
-                continue;
-            }
-            if halving {
-                // SAFETY: AVX-512F (checked above); one plane's input and output (checked in
-                // `fits`); `halves_3x3` checked the geometry.
-                unsafe {
-                    match reduce {
-                        Reduce::Max => avx512::halving3::<false>(x, g, out),
-                        Reduce::Mean => avx512::halving3::<true>(x, g, out),
-                    }
-                }
-                continue;
-            }
             // SAFETY: the CPU has AVX-512F (checked above); `x` and `out` hold one plane's
             // input and output (checked in `fits`), and `row` holds `layout.len` values, the
             // reduction's padding outside the input's columns (each plane writes only those),
@@ -104,6 +92,24 @@ pub(crate) fn planes<F: Float>(
         return true;
     }
     false
+}
+
+/// A plane kernel that pools in registers without the row buffer.
+#[cfg(target_arch = "x86_64")]
+type PlaneKernel = unsafe fn(&[f32], &Geo3, &mut [f32]);
+
+/// The register kernel for `g` and `reduce`, where one applies ([`keeps_3x3`],
+/// [`halves_3x3`]).
+#[cfg(target_arch = "x86_64")]
+fn in_registers(g: &Geo3, reduce: Reduce) -> Option<PlaneKernel> {
+    let kernel: PlaneKernel = match (reduce, keeps_3x3(g), halves_3x3(g)) {
+        (Reduce::Max, true, _) => avx512::keeping3::<false>,
+        (Reduce::Mean, true, _) => avx512::keeping3::<true>,
+        (Reduce::Max, _, true) => avx512::halving3::<false>,
+        (Reduce::Mean, _, true) => avx512::halving3::<true>,
+        _ => return None,
+    };
+    Some(kernel)
 }
 
 /// Whether `g` is a 3x3 window at stride 2 with no dilation and no left padding, which
