@@ -182,6 +182,14 @@ struct Kernel {
     mr: usize,
     nr: usize,
     kc: usize,
+    /// The K block of products with a prepacked A (convolutions' weights), whose A needs no
+    /// packing buffer: C tiles then stay in registers longer. AVX-512: 1024, which reloads
+    /// C 4x less often than 256, and that cost more than the B panel's falling out of L1
+    /// (ResNet-50 84.7 -> 83.1 ms at 1 thread, 44.8 -> 43.2 at 2; DenseNet-121 1-2%
+    /// faster). Products with a strided A keep `kc`, onnxruntime's K block too: with 1024,
+    /// the BERT encoder's 1024-deep MatMuls summed in another order and two outputs near
+    /// zero moved 8e-7 from onnxruntime's, past ONNX's 1e-7 + 1e-3 * |expected|.
+    kc_prepacked: usize,
     mc: usize,
     nc: usize,
     /// Micro-kernels by `[rows - 1][columns > nr / 2]`.
@@ -217,6 +225,7 @@ static AVX512: Kernel = Kernel {
     mr: avx512::MR,
     nr: avx512::NR,
     kc: 256,
+    kc_prepacked: 1024,
     mc: 960,
     nc: 4096,
     table: &avx512::TABLE,
@@ -235,6 +244,7 @@ static AVX2: Kernel = Kernel {
     mr: avx2::MR,
     nr: avx2::NR,
     kc: 256,
+    kc_prepacked: 256,
     mc: 960,
     nc: 4096,
     table: &avx2::TABLE,
@@ -252,6 +262,7 @@ static GENERIC: Kernel = Kernel {
     mr: generic::MR,
     nr: generic::NR,
     kc: 256,
+    kc_prepacked: 256,
     mc: 512,
     nc: 4096,
     table: &generic::TABLE,
@@ -485,15 +496,14 @@ const DIRECT_MAX_PANELS: usize = 2;
 /// `col0`) counting its virtual columns, C's rows holding the real ones (`csc == 1`).
 unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) {
     let (mr, nr) = (kern.mr, kern.nr);
-    // A shifted B is not packed, so only A's panels bound its K blocks: whole convolutions
-    // of up to ~110 channels (3x3) run in one block, never reloading C (measured 5-15%
-    // faster than the packed-B block size on 56x56 and larger images).
-    let kcb = match p.b {
-        BSrc::Shifted(_) => block(p.k, 4 * kern.kc, 1),
-        _ => block(p.k, kern.kc, 1),
+    let kc = match asrc {
+        ASrc::Packed { .. } => kern.kc_prepacked,
+        ASrc::Strided { .. } => kern.kc,
     };
+    let kcb = block(p.k, kc, 1);
     let mcb = block(p.m, kern.mc, mr);
-    let ncb = block(p.n, kern.nc, nr);
+    // B blocks of at most `kc * nc` elements whatever the K block (the packing buffer).
+    let ncb = block(p.n, (kern.kc * kern.nc / kcb).max(nr), nr);
     // With few column panels an A block is reused too little to repay packing it: kernels
     // that read A in place do better there.
     let direct = match (asrc, kern.direct) {
@@ -1349,24 +1359,29 @@ struct SharedProblem<'a>(Problem<'a>, ASrc);
 unsafe impl Sync for SharedProblem<'_> {}
 
 /// How [`par_drive`] splits an `m x n` product over `threads` threads: `(tasks, cols, rows)`,
-/// tasks of `cols` columns (all rows) when `cols < n`, else of `rows` rows. Candidates: by
-/// columns into two tasks per thread (a thread that is slowed down leaves its share to the
-/// other), or one; by rows into one task per thread. Each is costed as the threads would run
-/// it (tasks taken in order by the first free thread, a task's work its rows times its
-/// 16-column vectors) and the cheapest taken, in that order of preference on a tie. Column
-/// tasks start at multiples of `nr` and row tasks at multiples of `mr`, as packed operands
-/// require. (Measured at 2 threads against a fixed 4 column tasks per thread: ResNet-50
-/// 63.9 -> 61.8 ms, SqueezeNet 4.88 -> 4.75; its 1000x169 classifier conv, 169 columns
-/// split 96/73 by columns, goes by rows.) With `narrow` kernels ([`Kernel::narrow`]) up to
-/// [`NARROW_MAX`] columns past a task's whole vectors cost a quarter of a vector each, so a
-/// 7x7 convolution's 49 columns no longer split 32/17 (each thread then streamed all of A
-/// for half the work), but by rows.
+/// tasks of `cols` columns (all rows) when `cols < n`, else of `rows` rows; the last task
+/// takes whatever its predecessors leave. Candidates: by columns into two tasks per thread
+/// (a thread that is slowed down leaves its share to the other), or one, each `cols` wide
+/// rounded up to `nr` (fewer tasks) or down (the last one a little wider); by rows into one
+/// task per thread. Each is costed as the threads would run it (tasks taken in order by the
+/// first free thread, a task's work its rows, plus `pack_rows` for packing its columns of B,
+/// times its 16-column vectors) and the cheapest taken, in that order of preference on a
+/// tie. Column tasks start at multiples of `nr` and row tasks at multiples of `mr`, as packed
+/// operands require. (Measured at 2 threads against a fixed 4 column tasks per thread:
+/// ResNet-50 63.9 -> 61.8 ms, SqueezeNet 4.88 -> 4.75; its 1000x169 classifier conv, 169
+/// columns split 96/73 by columns, goes by rows.) With `narrow` kernels ([`Kernel::narrow`])
+/// up to [`NARROW_MAX`] columns past a task's whole vectors cost a quarter of a vector each,
+/// so a 7x7 convolution's 49 columns no longer split 32/17 (each thread then streamed all of
+/// A for half the work), but by rows. Costing the packing sends a 256 -> 256 3x3 stride-2
+/// convolution on 14x14 outputs (packed windows) to columns 96/100 instead of rows: 1.45 ->
+/// 1.38 ms at 2 threads.
 fn par_split(
     m: usize,
     n: usize,
     threads: usize,
     (mr, nr): (usize, usize),
     narrow: bool,
+    pack_rows: usize,
 ) -> (usize, usize, usize) {
     // A task's work per row, in quarters of a 16-column vector.
     let vectors = |cols: usize| match cols % 16 {
@@ -1392,17 +1407,51 @@ fn par_split(
         }
     };
     for parts in [2 * threads, threads] {
-        let cols = n.div_ceil(parts).div_ceil(nr) * nr;
-        if cols >= n {
-            continue;
+        // Each task `cols` wide (rounded up: fewer tasks; or down: the last one takes the
+        // rest), packing its own columns of B.
+        let share = n.div_ceil(parts);
+        for cols in [share.div_ceil(nr) * nr, share / nr * nr] {
+            if cols == 0 || cols >= n {
+                continue;
+            }
+            let tasks = if cols * parts >= n {
+                n.div_ceil(cols)
+            } else {
+                parts
+            };
+            let width = |i: usize| task_span(i, tasks, cols, n);
+            let cost = makespan(&mut (0..tasks).map(|i| (m + pack_rows) * vectors(width(i))));
+            consider(cost, (tasks, cols, m));
         }
-        let cost = makespan(&mut (0..n).step_by(cols).map(|c0| m * vectors(cols.min(n - c0))));
-        consider(cost, (n.div_ceil(cols), cols, m));
     }
+    // Each row task packs all of B.
     let rows = m.div_ceil(threads).div_ceil(mr) * mr;
-    let cost = makespan(&mut (0..m).step_by(rows).map(|r0| rows.min(m - r0) * vectors(n)));
-    consider(cost, (m.div_ceil(rows), n, rows));
+    let tasks = m.div_ceil(rows);
+    let cost =
+        makespan(&mut (0..tasks).map(|i| (task_span(i, tasks, rows, m) + pack_rows) * vectors(n)));
+    consider(cost, (tasks, n, rows));
     best.map_or((1, n, m), |(_, split)| split)
+}
+
+/// The length of task `i` of `tasks`, each `step` long but the last, which takes the rest
+/// of `len`.
+fn task_span(i: usize, tasks: usize, step: usize, len: usize) -> usize {
+    match i + 1 < tasks {
+        true => step,
+        false => len - i * step,
+    }
+}
+
+/// Rows' worth of multiply-adds that packing one column of B costs a task, by how the
+/// driver gets B's panels: none when B is read in place or comes packed; a copy of a
+/// strided matrix; a source's own packing (a convolution's gathered windows, measured at
+/// 7.6% of a 256-row 3x3 stride-2 convolution at one thread, ~24 rows).
+fn pack_rows_of(b: &BSrc<'_>) -> usize {
+    match b {
+        BSrc::Packed { .. } | BSrc::Shifted(_) => 0,
+        BSrc::Strided { .. } => 2,
+        BSrc::Panels(_) => 24,
+    }
 }
 
 /// Runs `whole` (the full `m x n` product into a row-major C) spread over `ctx`'s threads as
@@ -1422,7 +1471,15 @@ unsafe fn par_drive(ctx: &crate::ctx::EvalCtx<'_>, kern: &Kernel, whole: Problem
     let (tasks, cols, rows) = if threads == 1 || small {
         (1, n, m)
     } else {
-        par_split(m, n, threads, (kern.mr, kern.nr), kern.narrow.is_some())
+        let pack_rows = pack_rows_of(&whole.b);
+        par_split(
+            m,
+            n,
+            threads,
+            (kern.mr, kern.nr),
+            kern.narrow.is_some(),
+            pack_rows,
+        )
     };
     let shared = &SharedProblem(whole, asrc);
     let task = |i: usize| {
@@ -1435,8 +1492,16 @@ unsafe fn par_drive(ctx: &crate::ctx::EvalCtx<'_>, kern: &Kernel, whole: Problem
         let p = Problem {
             row0,
             col0,
-            m: rows.min(m - row0),
-            n: cols.min(n - col0),
+            m: if cols < n {
+                m
+            } else {
+                task_span(i, tasks, rows, m)
+            },
+            n: if cols < n {
+                task_span(i, tasks, cols, n)
+            } else {
+                n
+            },
             ..*whole
         };
         // SAFETY: per this function's contract the operands hold every element of this task's
@@ -1592,19 +1657,24 @@ mod tests {
         // Wide: two column tasks per thread, multiples of NR, where they balance as well as
         // one; one where that balances better (3135 columns: 1568/1567 against 800 x 3 + 735).
         let tile = (12, 32);
-        assert_eq!(par_split(64, 3200, 2, tile, false), (4, 800, 64));
-        assert_eq!(par_split(64, 3135, 2, tile, false), (2, 1568, 64));
+        assert_eq!(par_split(64, 3200, 2, tile, false, 0), (4, 800, 64));
+        assert_eq!(par_split(64, 3135, 2, tile, false, 0), (2, 1568, 64));
         // SqueezeNet's classifier, 1000 x 169: columns would split 96/73, rows 504/496.
-        assert_eq!(par_split(1000, 169, 2, tile, false), (2, 169, 504));
+        assert_eq!(par_split(1000, 169, 2, tile, false, 0), (2, 169, 504));
         // A 7x7 conv's 49 columns: 32/17 ties with rows without narrow kernels; with them
         // the 17th column is cheap, so rows balance better.
-        assert_eq!(par_split(512, 49, 2, tile, false), (2, 32, 512));
-        assert_eq!(par_split(512, 49, 2, tile, true), (2, 49, 264));
+        assert_eq!(par_split(512, 49, 2, tile, false, 0), (2, 32, 512));
+        assert_eq!(par_split(512, 49, 2, tile, true, 0), (2, 49, 264));
         // Narrow and short: by rows, in multiples of MR.
-        assert_eq!(par_split(100, 20, 2, tile, false), (2, 20, 60));
+        assert_eq!(par_split(100, 20, 2, tile, false, 0), (2, 20, 60));
         // One row tile and one column panel: nothing to split.
-        assert_eq!(par_split(5, 20, 2, tile, true).0, 1);
-        // Every split covers the product.
+        assert_eq!(par_split(5, 20, 2, tile, true, 0).0, 1);
+        // A 14x14 conv's 196 columns by 256 rows: B read in place splits by rows (132/124);
+        // B packed by each task splits by columns, 96 and the last task the other 100
+        // (rounding up would give 128/68), so no thread packs all of B.
+        assert_eq!(par_split(256, 196, 2, tile, true, 0), (2, 196, 132));
+        assert_eq!(par_split(256, 196, 2, tile, true, 24), (2, 96, 256));
+        // Every split covers the product (the last task takes the rest).
         for (m, n, t) in [
             (7, 1000, 2),
             (1000, 7, 3),
@@ -1613,11 +1683,13 @@ mod tests {
             (300, 49, 2),
         ] {
             for narrow in [false, true] {
-                let (tasks, cols, rows) = par_split(m, n, t, tile, narrow);
-                if cols < n {
-                    assert!(tasks * cols >= n && (tasks - 1) * cols < n && cols % 32 == 0);
-                } else {
-                    assert!(tasks * rows >= m && (tasks - 1) * rows < m && rows % 12 == 0);
+                for pack_rows in [0, 24] {
+                    let (tasks, cols, rows) = par_split(m, n, t, tile, narrow, pack_rows);
+                    if cols < n {
+                        assert!((tasks - 1) * cols < n && cols % 32 == 0, "{m}x{n}");
+                    } else {
+                        assert!((tasks - 1) * rows < m && rows % 12 == 0, "{m}x{n}");
+                    }
                 }
             }
         }
@@ -2354,7 +2426,9 @@ mod tests {
                 continue;
             }
             check(kern, case, false);
-            check(kern, Case { n: 40, ..case }, true);
+            // Prepacked A: past its own, longer K block.
+            let k = kern.kc_prepacked + 5;
+            check(kern, Case { n: 40, k, ..case }, true);
         }
     }
 

@@ -888,10 +888,7 @@ impl Conv {
                     else {
                         return None;
                     };
-                    let taps = simd::wide(
-                        #[inline(always)]
-                        || depthwise::pad_planes(xg, geo, cg, 0, true, &mut scratch, 0.0),
-                    )?;
+                    let taps = depthwise::pad_planes(ctx, xg, geo, cg, 0, true, &mut scratch, 0.0)?;
                     if taps != *planned {
                         return None;
                     }
@@ -2204,12 +2201,21 @@ mod tests {
                 channels,
             };
             let mut scratch = depthwise::Scratch::default();
+            let ctx = EvalCtx::default();
             // Twice through one scratch: the second pass reuses the padding; rows split by
             // height phase (as convolutions pad) and not.
             for split_rows in [true, true, false] {
-                let taps =
-                    depthwise::pad_planes(&x, &geo, channels, 0, split_rows, &mut scratch, 0.0)
-                        .unwrap();
+                let taps = depthwise::pad_planes(
+                    &ctx,
+                    &x,
+                    &geo,
+                    channels,
+                    0,
+                    split_rows,
+                    &mut scratch,
+                    0.0,
+                )
+                .unwrap();
                 let starts = im2col_row_starts(&geo, &taps, channels);
                 let padded = ShiftedB {
                     data: scratch.padded(),
