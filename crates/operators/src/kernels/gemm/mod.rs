@@ -502,8 +502,9 @@ unsafe fn drive(kern: &Kernel, p: &Problem<'_>, asrc: ASrc, bufs: &mut Buffers) 
     };
     let kcb = block(p.k, kc, 1);
     let mcb = block(p.m, kern.mc, mr);
-    // B blocks of at most `kc * nc` elements whatever the K block (the packing buffer).
-    let ncb = block(p.n, (kern.kc * kern.nc / kcb).max(nr), nr);
+    // B blocks of at most `nc` columns and `kc * nc` elements (the packing buffer) whatever
+    // the K block.
+    let ncb = block(p.n, (kern.kc * kern.nc / kcb.max(kern.kc)).max(nr), nr);
     // With few column panels an A block is reused too little to repay packing it: kernels
     // that read A in place do better there.
     let direct = match (asrc, kern.direct) {
