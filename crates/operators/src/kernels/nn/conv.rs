@@ -337,14 +337,37 @@ impl EdgeWindows {
         })
     }
 
-    /// Copies `channels` planes of `x` (`size` values each) into `out` between their zeros.
-    fn fill(&self, x: &[f32], size: usize, channels: usize, out: &mut Vec<f32>) {
-        out.clear();
-        out.reserve(channels * (self.lead + size + self.trail));
-        for plane in x.chunks_exact(size).take(channels) {
-            out.resize(out.len() + self.lead, 0.0);
-            out.extend_from_slice(plane);
-            out.resize(out.len() + self.trail, 0.0);
+    /// Copies `channels` planes of `x` (`size` values each) into `out` between their zeros;
+    /// large inputs split by planes over `ctx`'s threads.
+    fn fill(&self, ctx: &EvalCtx<'_>, x: &[f32], size: usize, channels: usize, out: &mut Vec<f32>) {
+        let (lead, trail) = (self.lead, self.trail);
+        let stride = lead + size + trail;
+        if size == 0 {
+            out.clear();
+            out.resize(channels * stride, 0.0);
+            return;
+        }
+        let planes = channels.min(x.len() / size);
+        if out.len() != planes * stride {
+            out.clear();
+            out.resize(planes * stride, 0.0);
+        }
+        let copy = |first: usize, dst: &mut [f32]| {
+            for (dst, src) in dst
+                .chunks_exact_mut(stride)
+                .zip(x[first * size..].chunks_exact(size))
+            {
+                dst[..lead].fill(0.0);
+                dst[lead..lead + size].copy_from_slice(src);
+                dst[lead + size..].fill(0.0);
+            }
+        };
+        let threads = ctx.threads();
+        if threads == 1 || planes < 2 * threads || planes * size < depthwise::PAR_PAD_MIN {
+            copy(0, out);
+        } else {
+            let per_task = planes.div_ceil(threads);
+            ctx.par_chunks_mut(out, per_task * stride, |i, dst| copy(i * per_task, dst));
         }
     }
 }
@@ -857,7 +880,7 @@ impl Conv {
                         )
                     })?;
                     let mut run = |data: &mut Vec<f32>| {
-                        e.fill(xg, isz, cg, data);
+                        e.fill(ctx, xg, isz, cg, data);
                         let [_, oh, ow] = geo.output;
                         let windows = ShiftedB {
                             data,
@@ -1799,13 +1822,17 @@ mod tests {
         // (input, weights, pads): a wide output split by columns over threads, a narrow one
         // split by output channels, and a pointwise one (B packed from the input); then,
         // with AVX-512, a 3x3 and a pointwise conv whose input the GEMM reads in place
-        // (few output channels, wide rows, a large image for the pointwise one).
+        // (few output channels, wide rows, a large image for the pointwise one); and inputs
+        // large enough that the padded copy (40 rows) and, with AVX-512, the edge windows (128
+        // rows) are filled on both threads.
         let cases = [
             ([1, 16, 12, 12], [40, 16, 3, 3], 1),
             ([2, 64, 6, 6], [50, 64, 3, 3], 1),
             ([1, 24, 14, 14], [36, 24, 1, 1], 0),
             ([1, 64, 20, 20], [30, 64, 3, 3], 1),
             ([1, 64, 33, 33], [40, 64, 1, 1], 0),
+            ([1, 32, 48, 48], [40, 32, 3, 3], 1),
+            ([1, 32, 48, 48], [128, 32, 3, 3], 1),
         ];
         for (xs, ws, pad) in cases {
             let x = t(&pat(xs.iter().product(), 1), &xs);

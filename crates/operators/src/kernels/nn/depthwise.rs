@@ -313,9 +313,10 @@ fn copy_interiors<F: Float>(
     }
 }
 
-/// Input values from which [`pad_planes`] copies on several threads (a 128-channel 56x56
+/// Input values from which [`pad_planes`] (and a convolution's edge windows) copy on
+/// several threads (a 128-channel 56x56
 /// stride-2 input, ~400K values, took ~0.1 ms on one).
-const PAR_PAD_MIN: usize = 64 * 1024;
+pub(crate) const PAR_PAD_MIN: usize = 64 * 1024;
 
 /// The layout [`pad_planes`] gives a padded plane of `g`'s input with `slack` extra columns
 /// per phase row (rows split by height phase with `split_rows`), and where each width tap
