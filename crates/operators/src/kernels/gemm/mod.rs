@@ -1485,24 +1485,17 @@ unsafe fn par_drive(ctx: &crate::ctx::EvalCtx<'_>, kern: &Kernel, whole: Problem
     let shared = &SharedProblem(whole, asrc);
     let task = |i: usize| {
         let (whole, asrc) = (&shared.0, shared.1);
-        let (row0, col0) = if cols < n {
-            (0, i * cols)
+        // This task's columns (all rows) or rows (all columns); the last takes the rest.
+        let (row0, col0, m, n) = if cols < n {
+            (0, i * cols, m, task_span(i, tasks, cols, n))
         } else {
-            (i * rows, 0)
+            (i * rows, 0, task_span(i, tasks, rows, m), n)
         };
         let p = Problem {
             row0,
             col0,
-            m: if cols < n {
-                m
-            } else {
-                task_span(i, tasks, rows, m)
-            },
-            n: if cols < n {
-                task_span(i, tasks, cols, n)
-            } else {
-                n
-            },
+            m,
+            n,
             ..*whole
         };
         // SAFETY: per this function's contract the operands hold every element of this task's

@@ -352,23 +352,13 @@ impl EdgeWindows {
             out.clear();
             out.resize(planes * stride, 0.0);
         }
-        let copy = |first: usize, dst: &mut [f32]| {
-            for (dst, src) in dst
-                .chunks_exact_mut(stride)
-                .zip(x[first * size..].chunks_exact(size))
-            {
+        depthwise::by_plane_ranges(ctx, x, size, out, stride, |src, dst| {
+            for (dst, src) in dst.chunks_exact_mut(stride).zip(src.chunks_exact(size)) {
                 dst[..lead].fill(0.0);
                 dst[lead..lead + size].copy_from_slice(src);
                 dst[lead + size..].fill(0.0);
             }
-        };
-        let threads = ctx.threads();
-        if threads == 1 || planes < 2 * threads || planes * size < depthwise::PAR_PAD_MIN {
-            copy(0, out);
-        } else {
-            let per_task = planes.div_ceil(threads);
-            ctx.par_chunks_mut(out, per_task * stride, |i, dst| copy(i * per_task, dst));
-        }
+        });
     }
 }
 

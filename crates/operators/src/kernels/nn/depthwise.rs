@@ -247,23 +247,36 @@ pub(crate) fn pad_planes<F: Float>(
         scratch.filled_for = Some(layout);
     }
     let dst = &mut scratch.data[..planes * plane_len];
-    let threads = ctx.threads();
-    if threads == 1 || planes < 2 * threads || planes * ih * iw < PAR_PAD_MIN {
+    by_plane_ranges(ctx, x, ih * iw, dst, plane_len, |src, dst| {
         simd::wide(
             #[inline(always)]
-            || copy_interiors(x, dst, g, &taps, split_rows),
+            || copy_interiors(src, dst, g, &taps, split_rows),
         );
-    } else {
-        let per_task = planes.div_ceil(threads);
-        ctx.par_chunks_mut(dst, per_task * plane_len, |i, dst| {
-            let src = x.get(i * per_task * ih * iw..).unwrap_or_default();
-            simd::wide(
-                #[inline(always)]
-                || copy_interiors(src, dst, g, &taps, split_rows),
-            );
-        });
-    }
+    });
     Some(taps)
+}
+
+/// Calls `copy(src_planes, dst_planes)` over the planes of `dst` (`dst_plane` values each)
+/// and the matching planes of `src` (`src_plane` values each): once, or for inputs of at
+/// least [`PAR_PAD_MIN`] values in plane ranges over `ctx`'s threads.
+pub(crate) fn by_plane_ranges<T: Send + Sync>(
+    ctx: &EvalCtx<'_>,
+    src: &[T],
+    src_plane: usize,
+    dst: &mut [T],
+    dst_plane: usize,
+    copy: impl Fn(&[T], &mut [T]) + Sync,
+) {
+    let planes = dst.len() / dst_plane.max(1);
+    let threads = ctx.threads();
+    if threads == 1 || planes < 2 * threads || planes * src_plane < PAR_PAD_MIN {
+        copy(src, dst);
+        return;
+    }
+    let per_task = planes.div_ceil(threads);
+    ctx.par_chunks_mut(dst, per_task * dst_plane, |i, dst| {
+        copy(src.get(i * per_task * src_plane..).unwrap_or_default(), dst);
+    });
 }
 
 /// Copies the interiors of consecutive planes of `g`'s input (as many as both `src` and
@@ -313,10 +326,9 @@ fn copy_interiors<F: Float>(
     }
 }
 
-/// Input values from which [`pad_planes`] (and a convolution's edge windows) copy on
-/// several threads (a 128-channel 56x56
-/// stride-2 input, ~400K values, took ~0.1 ms on one).
-pub(crate) const PAR_PAD_MIN: usize = 64 * 1024;
+/// Input values from which [`by_plane_ranges`] copies on several threads (a 128-channel
+/// 56x56 stride-2 input, ~400K values, took ~0.1 ms on one).
+const PAR_PAD_MIN: usize = 64 * 1024;
 
 /// The layout [`pad_planes`] gives a padded plane of `g`'s input with `slack` extra columns
 /// per phase row (rows split by height phase with `split_rows`), and where each width tap
