@@ -14,6 +14,7 @@ mod row_depthwise;
 mod row_pool;
 pub mod softmax;
 pub mod unpool;
+pub mod winograd;
 
 use crate::{Attributes, Fact, OpError, OpRegistry, OpResult};
 
