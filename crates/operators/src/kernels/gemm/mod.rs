@@ -1097,6 +1097,11 @@ impl PackedA {
         })
     }
 
+    /// The rows of one packed panel: where [`gemm_packed_a_rows`] may start.
+    pub fn row_panel(&self) -> usize {
+        self.kernel.mr
+    }
+
     /// Rows of the packed matrix (M).
     pub fn rows(&self) -> usize {
         self.rows
@@ -1122,12 +1127,28 @@ pub fn gemm_packed_a(
     beta: f32,
     c: MatMut<'_, f32>,
 ) -> Result<(), GemmError> {
+    gemm_packed_a_rows(alpha, a, 0..a.rows, b, beta, c)
+}
+
+/// [`gemm_packed_a`] for C's rows `rows` only (the others are left as they are); `rows`
+/// starts at a multiple of [`PackedA::row_panel`].
+pub fn gemm_packed_a_rows(
+    alpha: f32,
+    a: &PackedA,
+    rows: std::ops::Range<usize>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    c: MatMut<'_, f32>,
+) -> Result<(), GemmError> {
     check_shapes((a.rows, a.cols), &b, &c)?;
+    if rows.end > a.rows || !rows.start.is_multiple_of(a.kernel.mr) {
+        return Err(GemmError::View("rows"));
+    }
     let p = Problem {
-        m: c.rows,
+        m: rows.len(),
         k: a.cols,
         n: c.cols,
-        row0: 0,
+        row0: rows.start,
         col0: 0,
         alpha,
         b: BSrc::Strided {
@@ -2509,6 +2530,40 @@ mod tests {
         );
         assert!(matches!(e, Err(GemmError::Shape { .. })));
         assert_eq!((pa.rows(), pa.cols()), (2, 3));
+    }
+
+    #[test]
+    fn packed_a_rows_write_only_their_rows() {
+        let (m, k, n) = (29, 7, 19);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 11) as f32 - 5.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.5).collect();
+        let pa = PackedA::new(MatRef::row_major(&a, m, k)).unwrap();
+        let mut full = vec![0.0f32; m * n];
+        gemm_packed_a(
+            1.0,
+            &pa,
+            MatRef::row_major(&b, k, n),
+            0.0,
+            MatMut::row_major(&mut full, m, n),
+        )
+        .unwrap();
+        let mr = pa.row_panel();
+        for rows in [0..m, mr..m, mr..(2 * mr).min(m), 0..mr.min(m)] {
+            let mut c = vec![f32::NAN; m * n];
+            let (bv, cv) = (MatRef::row_major(&b, k, n), MatMut::row_major(&mut c, m, n));
+            gemm_packed_a_rows(1.0, &pa, rows.clone(), bv, 0.0, cv).unwrap();
+            for (i, (got, want)) in c.chunks(n).zip(full.chunks(n)).enumerate() {
+                if rows.contains(&i) {
+                    assert_eq!(got, want, "row {i} of {rows:?}");
+                } else {
+                    assert!(got.iter().all(|v| v.is_nan()), "row {i} outside {rows:?}");
+                }
+            }
+        }
+        let mut c = vec![0.0f32; m * n];
+        let (bv, cv) = (MatRef::row_major(&b, k, n), MatMut::row_major(&mut c, m, n));
+        let misaligned = gemm_packed_a_rows(1.0, &pa, 1..m, bv, 0.0, cv);
+        assert_eq!(misaligned, Err(GemmError::View("rows")));
     }
 
     #[test]

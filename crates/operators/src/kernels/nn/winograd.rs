@@ -10,15 +10,16 @@
 //! the output transform (`Aᵀ m A`), both linear in the image.
 //!
 //! The tiles are taken in blocks of whole tile rows, sized so that a block's transformed input
-//! and GEMM output stay within [`BLOCK_BYTES`]; per block, the input transform runs split by
-//! input channels over the threads, each GEMM split as [`par_gemm_packed_rows`] chooses, and
-//! the output transform (with bias, fused sum and activation) split by output channels.
+//! and GEMM output stay within [`BLOCK_BYTES`], and a task computes one block for a range of
+//! output channels on its own thread: its input transform, its 16 GEMMs, its output
+//! transform (with bias, fused sum and activation). Large images give each thread blocks;
+//! small ones give each thread a range of output channels of the one block ([`Tasks`]).
 //!
 //! Padding needs no special taps: the transform reads a zero-padded copy of each input row,
 //! and tiles past the output's last row or column are computed and dropped.
 
 use super::Geo3;
-use crate::kernels::gemm::{gemm_packed_a, Epilogue, GemmError, PackedA};
+use crate::kernels::gemm::{gemm_packed_a_rows, Epilogue, GemmError, PackedA};
 use crate::kernels::linalg::{ErrorSlot, MatMut, MatRef};
 use crate::kernels::simd;
 use crate::{EvalCtx, OpResult};
@@ -181,6 +182,76 @@ pub(crate) fn conv(
     conv_on(ctx, w, x, g, out, ldc, epilogue, simd::has_avx512())
 }
 
+/// How one convolution is cut into tasks: blocks of whole tile rows, each for the output
+/// channels of one of `splits` ranges. Each task transforms its block's input itself, so
+/// threads share only the input (read) and the output (written apart): on this host, data
+/// handed from one core to the other cost more than it saved whenever the cores' caches were
+/// far apart.
+#[derive(Debug, Clone, Copy)]
+struct Tasks {
+    rows_per_block: usize,
+    blocks: usize,
+    /// Output channels per range, a multiple of the packed weights' row panel.
+    channels_per_split: usize,
+    splits: usize,
+}
+
+impl Tasks {
+    fn plan(grid: &Grid, c: usize, m: usize, threads: usize, row_panel: usize) -> Self {
+        let per_tile_row = XI * (c + m) * grid.tiles_w * std::mem::size_of::<f32>();
+        let budget_rows = (BLOCK_BYTES / per_tile_row.max(1)).clamp(1, grid.tiles_h);
+        let mut blocks = grid.tiles_h.div_ceil(budget_rows);
+        let mut splits = 1;
+        if threads > 1 && blocks < threads {
+            if grid.tiles_h.div_ceil(threads) * grid.tiles_w >= MIN_BLOCK_TILES {
+                blocks = threads;
+            } else {
+                // Too few tiles for a block per thread: the threads split the output
+                // channels, each transforming the whole input.
+                splits = threads;
+            }
+        }
+        let rows_per_block = grid.tiles_h.div_ceil(blocks);
+        let channels_per_split = m.div_ceil(splits).div_ceil(row_panel) * row_panel;
+        Tasks {
+            rows_per_block,
+            blocks: grid.tiles_h.div_ceil(rows_per_block),
+            channels_per_split,
+            splits: m.div_ceil(channels_per_split.max(1)),
+        }
+    }
+}
+
+/// Fewest tiles in a block when blocks are cut for the threads rather than the cache (the
+/// GEMMs' columns).
+const MIN_BLOCK_TILES: usize = 64;
+
+/// The output handed to tasks that write disjoint parts of it.
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks write only their own (channel, row) ranges of the output through it (see
+// `SharedOut::rows`), so sharing the pointer between threads is sound.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Rows `rows` (each `width` values) of the plane at `start`.
+    ///
+    /// # Safety
+    /// No other live slice may overlap the returned one.
+    // The tasks' disjoint writes are the point: each gets its own rows from the shared view.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn rows(&self, start: usize, rows: std::ops::Range<usize>, width: usize) -> &mut [f32] {
+        let (from, to) = (start + rows.start * width, start + rows.end * width);
+        assert!(from <= to && to <= self.len, "output rows out of bounds");
+        // SAFETY: `from..to` is inside the output (asserted); the caller guarantees that no
+        // other live slice overlaps it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(from), to - from) }
+    }
+}
+
 /// [`conv`] with the transforms in AVX-512 (`wide`, which the CPU must have) or portable
 /// code.
 #[allow(clippy::too_many_arguments)]
@@ -210,49 +281,83 @@ fn conv_on(
     if epilogue.sum.is_some_and(|s| s.len() != out.len()) {
         return Err(GemmError::View("sum").into());
     }
-    if osz == 0 || m == 0 {
+    let row_panel = w.u.first().map_or(1, PackedA::row_panel);
+    if osz == 0 || m == 0 || w.u.len() != XI {
         return Ok(());
     }
-    let per_tile_row = XI * (c + m) * grid.tiles_w * std::mem::size_of::<f32>();
-    let rows_per_block = (BLOCK_BYTES / per_tile_row.max(1)).clamp(1, grid.tiles_h);
-    let blocks = grid.tiles_h.div_ceil(rows_per_block);
-    let rows_per_block = grid.tiles_h.div_ceil(blocks);
-    with_buffer(&BLOCK, |buf| {
-        let tiles = rows_per_block * grid.tiles_w;
-        let need = XI * (c + m) * tiles + LANES;
-        if buf.len() < need {
-            buf.resize(need, 0.0);
-        }
-        for ty0 in (0..grid.tiles_h).step_by(rows_per_block) {
-            let ty1 = (ty0 + rows_per_block).min(grid.tiles_h);
-            let t = (ty1 - ty0) * grid.tiles_w;
-            let (v, rest) = buf.split_at_mut(XI * c * t);
-            let (mx, _spare) = rest.split_at_mut(XI * m * t);
-            transform_input(ctx, x, &grid, (ty0, ty1), c, v, wide);
-            multiply(ctx, w, v, mx, t)?;
-            let mx = &rest[..XI * m * t + LANES];
-            transform_output(ctx, mx, &grid, (ty0, ty1), m, out, ldc, epilogue, wide);
-        }
-        Ok(())
-    })
+    let tasks = Tasks::plan(&grid, c, m, ctx.threads(), row_panel);
+    let shared = SharedOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    let errors = ErrorSlot::default();
+    let job = |task: usize| {
+        let (block, split) = (task / tasks.splits, task % tasks.splits);
+        let ty0 = block * tasks.rows_per_block;
+        let ty1 = (ty0 + tasks.rows_per_block).min(grid.tiles_h);
+        let m0 = split * tasks.channels_per_split;
+        let m1 = (m0 + tasks.channels_per_split).min(m);
+        let part = Part {
+            w,
+            grid: &grid,
+            block: (ty0, ty1),
+            channels: m0..m1,
+            ldc,
+            epilogue,
+            wide,
+        };
+        errors.record(part.run(x, &shared));
+    };
+    ctx.parallel.run(tasks.blocks * tasks.splits, &job);
+    errors.finish()
 }
 
-/// `mx[ξ] = U[ξ] · V[ξ]` for the block's `t` tiles (`v` by channel, then ξ; `mx` by ξ,
-/// then channel), the positions ξ split over `ctx`'s threads: each runs whole products on
-/// its own, all of B's columns at once.
-fn multiply(
-    ctx: &EvalCtx<'_>,
-    w: &WinogradWeights,
-    v: &[f32],
-    mx: &mut [f32],
-    t: usize,
-) -> OpResult<()> {
-    let (c, m) = (w.in_channels, w.out_channels);
-    let per_task = XI.div_ceil(ctx.threads());
-    let errors = ErrorSlot::default();
-    ctx.par_chunks_mut(mx, per_task * m * t, |task, chunk| {
-        for (i, out) in chunk.chunks_exact_mut(m * t).enumerate() {
-            let xi = task * per_task + i;
+/// One task: the tile rows `block` of output channels `channels`.
+struct Part<'a> {
+    w: &'a WinogradWeights,
+    grid: &'a Grid,
+    block: (usize, usize),
+    channels: std::ops::Range<usize>,
+    ldc: usize,
+    epilogue: &'a Epilogue<'a>,
+    wide: bool,
+}
+
+impl Part<'_> {
+    /// Transforms the block's input, multiplies, and writes the channels' output rows
+    /// through `out`, in this thread's buffers.
+    fn run(&self, x: &[f32], out: &SharedOut) -> OpResult<()> {
+        let (c, m) = (self.w.in_channels, self.w.out_channels);
+        let (ty0, ty1) = self.block;
+        let t = (ty1 - ty0) * self.grid.tiles_w;
+        with_buffer(&BLOCK, |buf| {
+            // The products' rows outside `channels` are not written; the LANES spare values
+            // let the output transform read whole vectors.
+            let need = XI * (c + m) * t + LANES;
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+            let (v, mx) = buf.split_at_mut(XI * c * t);
+            with_buffer(&ROWS, |rows| {
+                #[cfg(target_arch = "x86_64")]
+                if self.wide {
+                    // SAFETY: the CPU has every feature the callee enables (`wide` says so).
+                    unsafe { input_channels_avx512(x, self.grid, self.block, rows, v) };
+                    return;
+                }
+                input_channels(x, self.grid, self.block, rows, v, false);
+            });
+            self.multiply(v, &mut mx[..XI * m * t], t)?;
+            self.write_output(mx, out);
+            Ok(())
+        })
+    }
+
+    /// `mx[ξ] = U[ξ] · V[ξ]` for the block's `t` tiles and this part's channels (`v` by
+    /// input channel, then ξ; `mx` by ξ, then output channel).
+    fn multiply(&self, v: &[f32], mx: &mut [f32], t: usize) -> OpResult<()> {
+        let (c, m) = (self.w.in_channels, self.w.out_channels);
+        for (xi, (u, out)) in self.w.u.iter().zip(mx.chunks_exact_mut(m * t)).enumerate() {
             // V[ξ]: row `ch` at `v[(ch * XI + ξ) * t..]`.
             let b = MatRef {
                 data: &v[xi * t..],
@@ -261,44 +366,42 @@ fn multiply(
                 rs: XI * t,
                 cs: 1,
             };
-            let c = MatMut::row_major(out, m, t);
-            let done = w.u.get(xi).map(|u| gemm_packed_a(1.0, u, b, 0.0, c));
-            errors.record(
-                done.unwrap_or(Err(GemmError::View("U")))
-                    .map_err(Into::into),
-            );
+            let out = MatMut::row_major(out, m, t);
+            gemm_packed_a_rows(1.0, u, self.channels.clone(), b, 0.0, out)?;
         }
-    });
-    errors.finish()
-}
+        Ok(())
+    }
 
-/// Writes `Bᵀ d B` for every tile of tile rows `ty0..ty1` and input channel into `v`
-/// (`[channel][ξ][tile]`), split by channels over `ctx`'s threads.
-fn transform_input(
-    ctx: &EvalCtx<'_>,
-    x: &[f32],
-    grid: &Grid,
-    (ty0, ty1): (usize, usize),
-    channels: usize,
-    v: &mut [f32],
-    wide: bool,
-) {
-    let isz = grid.ih * grid.iw;
-    let per_channel = v.len() / channels.max(1);
-    let per_task = channels.div_ceil(ctx.threads());
-    ctx.par_chunks_mut(v, per_task * per_channel, |task, chunk| {
-        with_buffer(&ROWS, |rows| {
-            let first = task * per_task;
-            let x = &x[first * isz..];
+    /// The output transform of this part's channels from `mx` (with [`LANES`] values to
+    /// spare), then the epilogue, into their rows of `out`.
+    fn write_output(&self, mx: &[f32], out: &SharedOut) {
+        let grid = self.grid;
+        let (ty0, ty1) = self.block;
+        let t = (ty1 - ty0) * grid.tiles_w;
+        let plane = self.w.out_channels * t;
+        let rows = 2 * ty0..(2 * ty1).min(grid.oh);
+        for ch in self.channels.clone() {
+            let m: [usize; XI] = std::array::from_fn(|xi| xi * plane + ch * t);
+            // SAFETY: tasks cover disjoint (channel, tile row) ranges, so no other task's
+            // slice overlaps this channel's rows of this block.
+            let dst = unsafe { out.rows(ch * self.ldc, rows.clone(), grid.ow) };
+            let job = OutputJob {
+                mx,
+                grid,
+                block: self.block,
+                ldc: self.ldc,
+                epilogue: self.epilogue,
+            };
             #[cfg(target_arch = "x86_64")]
-            if wide {
-                // SAFETY: the CPU has every feature the callee enables (`wide` says so).
-                unsafe { input_channels_avx512(x, grid, (ty0, ty1), rows, chunk) };
-                return;
+            if self.wide {
+                // SAFETY: the CPU has AVX-512F (`wide` says so); `m[ξ]` and the block's
+                // tiles are inside `mx`, which has LANES values to spare.
+                unsafe { avx512::output_channel(&job, &m, ch, dst) };
+                continue;
             }
-            input_channels(x, grid, (ty0, ty1), rows, chunk, false);
-        })
-    });
+            untransform_channel(&job, &m, ch, dst);
+        }
+    }
 }
 
 /// [`input_channels`] compiled for AVX-512.
@@ -317,7 +420,8 @@ unsafe fn input_channels_avx512(
     input_channels(x, grid, block, rows, v, true);
 }
 
-/// [`transform_channel`] for the consecutive planes of `x` whose results `v` holds.
+/// Writes `Bᵀ d B` for every tile of tile rows `block` and every plane of `x` into `v`
+/// (`[channel][ξ][tile]`); `wide`: in AVX-512 intrinsics.
 #[inline(always)]
 fn input_channels(
     x: &[f32],
@@ -334,7 +438,7 @@ fn input_channels(
     }
 }
 
-/// [`transform_input`] for one channel's `plane` into `v` (`[ξ][tile]`).
+/// [`input_channels`] for one channel's `plane` into `v` (`[ξ][tile]`).
 #[inline(always)]
 fn transform_channel(
     plane: &[f32],
@@ -455,85 +559,18 @@ fn transform_tiles(d: &[&[f32]; 4], half: usize, tx0: usize) -> [Lane; XI] {
     out
 }
 
-/// Writes `Aᵀ m A` for every tile of tile rows `ty0..ty1` and output channel from `mx`
-/// (`[ξ][channel][tile]`) into `out`, then `epilogue`; split by channels over `ctx`'s
-/// threads.
-#[allow(clippy::too_many_arguments)]
-fn transform_output(
-    ctx: &EvalCtx<'_>,
-    mx: &[f32],
-    grid: &Grid,
-    (ty0, ty1): (usize, usize),
-    channels: usize,
-    out: &mut [f32],
-    ldc: usize,
-    epilogue: &Epilogue<'_>,
-    wide: bool,
-) {
-    let per_task = channels.div_ceil(ctx.threads());
-    ctx.par_chunks_mut(out, per_task * ldc, |task, chunk| {
-        let job = OutputJob {
-            mx,
-            grid,
-            block: (ty0, ty1),
-            channels,
-            ldc,
-            epilogue,
-        };
-        let first = task * per_task;
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the CPU has every feature the callee enables (`wide` says so).
-            unsafe { output_channels_avx512(&job, first, chunk) };
-            return;
-        }
-        output_channels(&job, first, chunk);
-    });
-}
-
 /// What the output transform of one block reads.
 struct OutputJob<'a> {
     /// The GEMM outputs, `[ξ][channel][tile]`, with [`LANES`] values to spare at the end.
     mx: &'a [f32],
     grid: &'a Grid,
     block: (usize, usize),
-    channels: usize,
     ldc: usize,
     epilogue: &'a Epilogue<'a>,
 }
 
-/// [`output_channels`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must have AVX-512F, BW and VL, AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn output_channels_avx512(job: &OutputJob<'_>, first: usize, out: &mut [f32]) {
-    let t = (job.block.1 - job.block.0) * job.grid.tiles_w;
-    let plane = job.channels * t;
-    for (i, dst) in out.chunks_mut(job.ldc).enumerate() {
-        let ch = first + i;
-        let m: [usize; XI] = std::array::from_fn(|xi| xi * plane + ch * t);
-        // SAFETY: the CPU has AVX-512F (this function's contract).
-        unsafe { avx512::output_channel(job, &m, ch, dst) };
-    }
-}
-
-/// [`untransform_channel`] for the channels from `first` whose rows (`job.ldc` apart) `out`
-/// holds.
-#[inline(always)]
-fn output_channels(job: &OutputJob<'_>, first: usize, out: &mut [f32]) {
-    let t = (job.block.1 - job.block.0) * job.grid.tiles_w;
-    let plane = job.channels * t;
-    for (i, dst) in out.chunks_mut(job.ldc).enumerate() {
-        let ch = first + i;
-        let m: [usize; XI] = std::array::from_fn(|xi| xi * plane + ch * t);
-        untransform_channel(job, &m, ch, dst);
-    }
-}
-
-/// [`transform_output`] for output channel `ch`, whose GEMM outputs for position ξ start at
-/// `job.mx[m[ξ]]`, into `dst`, its output plane (and maybe more).
+/// The output transform for output channel `ch`, whose GEMM outputs for position ξ start at
+/// `job.mx[m[ξ]]`, into `dst`, its output rows from the block's first (`2 * block.0`).
 #[inline(always)]
 fn untransform_channel(job: &OutputJob<'_>, m: &[usize; XI], ch: usize, dst: &mut [f32]) {
     let grid = job.grid;
@@ -556,7 +593,7 @@ fn untransform_channel(job: &OutputJob<'_>, m: &[usize; XI], ch: usize, dst: &mu
                 }
                 let x0 = 2 * tx0;
                 let cols = (2 * LANES).min(ow - x0);
-                let row = &mut dst[oy * ow + x0..][..cols];
+                let row = &mut dst[(oy - 2 * ty0) * ow + x0..][..cols];
                 match <&mut [f32; 2 * LANES]>::try_from(&mut *row) {
                     Ok(whole) => *whole = pairs,
                     Err(_) => row.copy_from_slice(&pairs[..cols]),
@@ -564,7 +601,7 @@ fn untransform_channel(job: &OutputJob<'_>, m: &[usize; XI], ch: usize, dst: &mu
             }
         }
         for oy in (2 * ty..2 * ty + 2).filter(|&oy| oy < grid.oh) {
-            let row = &mut dst[oy * ow..][..ow];
+            let row = &mut dst[(oy - 2 * ty0) * ow..][..ow];
             finish(job.epilogue, ch, oy * ow, job.ldc, row);
         }
     }
@@ -686,8 +723,9 @@ mod avx512 {
         let (tw, ow, oh) = (grid.tiles_w, grid.ow, grid.oh);
         let t = (ty1 - ty0) * tw;
         let e = job.epilogue;
+        let out_rows = (2 * ty1).min(oh) - 2 * ty0;
         let fits = m.iter().all(|&at| at + t + LANES <= job.mx.len())
-            && dst.len() >= oh * ow
+            && dst.len() >= out_rows * ow
             && e.sum.is_none_or(|s| s.len() >= ch * job.ldc + oh * ow);
         if !fits {
             return;
@@ -733,6 +771,7 @@ mod avx512 {
                         }
                         let mask = first_lanes(cols - done);
                         let px = oy * ow + x0 + done;
+                        let at = (oy - 2 * ty0) * ow + x0 + done;
                         y = _mm512_add_ps(y, bias);
                         if let Some(sum) = e.sum {
                             // SAFETY: the masked lanes are pixels of this channel's plane
@@ -747,13 +786,13 @@ mod avx512 {
                         y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
                         // SAFETY: the masked lanes are pixels of this channel's plane, inside
                         // `dst` (checked above).
-                        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(px), mask, y) };
+                        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(at), mask, y) };
                     }
                 }
             }
             if let Some(custom) = e.custom {
                 for oy in (2 * ty..2 * ty + 2).filter(|&oy| oy < oh) {
-                    custom.apply(ch, oy * ow, &mut dst[oy * ow..][..ow]);
+                    custom.apply(ch, oy * ow, &mut dst[(oy - 2 * ty0) * ow..][..ow]);
                 }
             }
         }
@@ -881,6 +920,9 @@ mod tests {
             (2, 2, 4, 40, [2, 2, 2, 2]),
             (17, 33, 14, 14, [1, 1, 1, 1]),
             (3, 3, 3, 3, [0, 0, 0, 0]),
+            // Blocks of tile rows: one per thread (3 threads), and two by the cache budget.
+            (3, 5, 30, 30, [1, 1, 1, 1]),
+            (8, 8, 100, 99, [1, 1, 1, 1]),
         ];
         let paths = [false, simd::has_avx512()];
         for (threads, wide) in [false, true]
