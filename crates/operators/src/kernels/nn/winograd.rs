@@ -182,15 +182,17 @@ pub(crate) fn conv(
     conv_on(ctx, w, x, g, out, ldc, epilogue, simd::has_avx512())
 }
 
-/// How one convolution is cut into tasks: blocks of whole tile rows, each for the output
-/// channels of one of `splits` ranges. Each task transforms its block's input itself, so
-/// threads share only the input (read) and the output (written apart): on this host, data
-/// handed from one core to the other cost more than it saved whenever the cores' caches were
-/// far apart.
+/// How one convolution is cut into tasks: bands of whole tile rows (one per thread), or, for
+/// images with too few tiles for that, ranges of output channels (one per thread) of one
+/// band. Each task transforms its band's input itself, so threads share only the input
+/// (read) and the output (written apart): on this host, data handed from one core to the
+/// other cost more than it saved whenever the cores' caches were far apart. A band whose
+/// transformed data would not fit [`BLOCK_BYTES`] runs in blocks of fewer tile rows.
 #[derive(Debug, Clone, Copy)]
 struct Tasks {
+    rows_per_band: usize,
+    bands: usize,
     rows_per_block: usize,
-    blocks: usize,
     /// Output channels per range, a multiple of the packed weights' row panel.
     channels_per_split: usize,
     splits: usize,
@@ -198,32 +200,28 @@ struct Tasks {
 
 impl Tasks {
     fn plan(grid: &Grid, c: usize, m: usize, threads: usize, row_panel: usize) -> Self {
+        let th = grid.tiles_h.max(1);
+        let (bands, splits) = match threads {
+            0 | 1 => (1, 1),
+            _ if th.div_ceil(threads) * grid.tiles_w >= MIN_BLOCK_TILES => (threads, 1),
+            _ => (1, threads),
+        };
+        let rows_per_band = th.div_ceil(bands);
         let per_tile_row = XI * (c + m) * grid.tiles_w * std::mem::size_of::<f32>();
-        let budget_rows = (BLOCK_BYTES / per_tile_row.max(1)).clamp(1, grid.tiles_h);
-        let mut blocks = grid.tiles_h.div_ceil(budget_rows);
-        let mut splits = 1;
-        if threads > 1 && blocks < threads {
-            if grid.tiles_h.div_ceil(threads) * grid.tiles_w >= MIN_BLOCK_TILES {
-                blocks = threads;
-            } else {
-                // Too few tiles for a block per thread: the threads split the output
-                // channels, each transforming the whole input.
-                splits = threads;
-            }
-        }
-        let rows_per_block = grid.tiles_h.div_ceil(blocks);
+        let budget_rows = (BLOCK_BYTES / per_tile_row.max(1)).clamp(1, rows_per_band);
+        let rows_per_block = rows_per_band.div_ceil(rows_per_band.div_ceil(budget_rows));
         let channels_per_split = m.div_ceil(splits).div_ceil(row_panel) * row_panel;
         Tasks {
+            rows_per_band,
+            bands: th.div_ceil(rows_per_band),
             rows_per_block,
-            blocks: grid.tiles_h.div_ceil(rows_per_block),
             channels_per_split,
             splits: m.div_ceil(channels_per_split.max(1)),
         }
     }
 }
 
-/// Fewest tiles in a block when blocks are cut for the threads rather than the cache (the
-/// GEMMs' columns).
+/// Fewest tiles in a band when the threads take bands (the GEMMs' columns).
 const MIN_BLOCK_TILES: usize = 64;
 
 /// The output handed to tasks that write disjoint parts of it.
@@ -292,23 +290,24 @@ fn conv_on(
     };
     let errors = ErrorSlot::default();
     let job = |task: usize| {
-        let (block, split) = (task / tasks.splits, task % tasks.splits);
-        let ty0 = block * tasks.rows_per_block;
-        let ty1 = (ty0 + tasks.rows_per_block).min(grid.tiles_h);
+        let (band, split) = (task / tasks.splits, task % tasks.splits);
+        let band_end = ((band + 1) * tasks.rows_per_band).min(grid.tiles_h);
         let m0 = split * tasks.channels_per_split;
         let m1 = (m0 + tasks.channels_per_split).min(m);
-        let part = Part {
-            w,
-            grid: &grid,
-            block: (ty0, ty1),
-            channels: m0..m1,
-            ldc,
-            epilogue,
-            wide,
-        };
-        errors.record(part.run(x, &shared));
+        for ty0 in (band * tasks.rows_per_band..band_end).step_by(tasks.rows_per_block) {
+            let part = Part {
+                w,
+                grid: &grid,
+                block: (ty0, (ty0 + tasks.rows_per_block).min(band_end)),
+                channels: m0..m1,
+                ldc,
+                epilogue,
+                wide,
+            };
+            errors.record(part.run(x, &shared));
+        }
     };
-    ctx.parallel.run(tasks.blocks * tasks.splits, &job);
+    ctx.parallel.run(tasks.bands * tasks.splits, &job);
     errors.finish()
 }
 
