@@ -1176,7 +1176,8 @@ pub fn gemm_packed_a_rows(
     };
     // SAFETY: B and C are in bounds and C distinct (checked; C is a unique borrow, so it
     // overlaps nothing); A was packed by `with_kernel` for this kernel with these dimensions;
-    // the kernel was chosen by `selected`/`kernel_for`, which check the CPU.
+    // `row0` is a multiple of MR and `row0 + m <= a.rows` (checked above); the kernel was
+    // chosen by `selected`/`kernel_for`, which check the CPU.
     with_buffers(|bufs| unsafe { drive(a.kernel, &p, asrc, bufs) });
     Ok(())
 }

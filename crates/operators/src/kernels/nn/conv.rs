@@ -353,7 +353,10 @@ impl Conv {
         let s = &self.spatial;
         let ones = |v: &Option<Vec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
         let work_per_tile = |x: &[usize]| match *x {
-            [_, _, h, w] => m * c * h.div_ceil(2) * w.div_ceil(2) >= WINOGRAD_MIN_WORK,
+            [_, _, h, w] => {
+                let tiles = h.div_ceil(2).saturating_mul(w.div_ceil(2));
+                m.saturating_mul(c).saturating_mul(tiles) >= WINOGRAD_MIN_WORK
+            }
             _ => false,
         };
         simd::has_avx512()
@@ -914,7 +917,12 @@ impl Conv {
                         continue;
                     }
                     (None, Some(weights)) => weights,
-                    (None, None) => continue,
+                    (None, None) => {
+                        return Err(OpError::attribute(
+                            "group",
+                            format!("no packed weights for group {gi} of {g}"),
+                        ))
+                    }
                 };
                 if is_subsampling(geo) {
                     // A strided 1x1 reads every `stride`-th pixel: gathered once into a

@@ -17,6 +17,9 @@
 //!
 //! Padding needs no special taps: the transform reads a zero-padded copy of each input row,
 //! and tiles past the output's last row or column are computed and dropped.
+//!
+//! Unlike the direct convolution, an infinite or NaN input value reaches all four outputs of
+//! each tile whose 4x4 patch holds it, even those whose own 3x3 window does not.
 
 use super::Geo3;
 use crate::kernels::gemm::{gemm_packed_a_rows, Epilogue, GemmError, PackedA};
@@ -48,10 +51,10 @@ pub struct WinogradWeights {
 impl WinogradWeights {
     /// Transforms and packs `w`, row-major `[out_channels, in_channels, 3, 3]`.
     pub fn new(w: &[f32], out_channels: usize, in_channels: usize) -> Result<Self, GemmError> {
-        let pairs = out_channels * in_channels;
-        if w.len() != pairs * 9 {
+        let pairs = out_channels.checked_mul(in_channels);
+        let Some(pairs) = pairs.filter(|p| p.checked_mul(9) == Some(w.len())) else {
             return Err(GemmError::View("weights"));
-        }
+        };
         let mut u = vec![vec![0.0f32; pairs]; XI];
         for (pair, g) in w.chunks_exact(9).enumerate() {
             for (xi, v) in transform_kernel(g).into_iter().enumerate() {
@@ -280,9 +283,14 @@ fn conv_on(
         return Err(GemmError::View("sum").into());
     }
     let row_panel = w.u.first().map_or(1, PackedA::row_panel);
-    if osz == 0 || m == 0 || w.u.len() != XI {
+    if w.u.len() != XI {
+        return Err(GemmError::View("Winograd weights").into());
+    }
+    if osz == 0 || m == 0 {
         return Ok(());
     }
+    // The caller's word that the CPU has AVX-512, checked (the check is cached).
+    let wide = wide && simd::has_avx512();
     let tasks = Tasks::plan(&grid, c, m, ctx.threads(), row_panel);
     let shared = SharedOut {
         ptr: out.as_mut_ptr(),
@@ -432,7 +440,9 @@ fn input_channels(
 ) {
     let isz = grid.ih * grid.iw;
     let per_channel = XI * (block.1 - block.0) * grid.tiles_w;
-    for (vc, plane) in v.chunks_exact_mut(per_channel).zip(x.chunks_exact(isz)) {
+    // (An empty image, all padding, has empty planes.)
+    for (ch, vc) in v.chunks_exact_mut(per_channel).enumerate() {
+        let plane = x.get(ch * isz..(ch + 1) * isz).unwrap_or_default();
         transform_channel(plane, grid, block, rows, vc, wide);
     }
 }
@@ -663,6 +673,7 @@ mod avx512 {
     ) {
         let ok = d.iter().all(|r| r.len() >= 2 * half) && half > tiles.div_ceil(LANES) * LANES;
         if !ok || v.len() < (XI - 1) * t + tiles {
+            debug_assert!(false, "Winograd input rows or output too short");
             return;
         }
         for tx0 in (0..tiles).step_by(LANES) {
@@ -727,6 +738,7 @@ mod avx512 {
             && dst.len() >= out_rows * ow
             && e.sum.is_none_or(|s| s.len() >= ch * job.ldc + oh * ow);
         if !fits {
+            debug_assert!(false, "Winograd products or output too short");
             return;
         }
         let bias = _mm512_set1_ps(e.bias.and_then(|b| b.get(ch)).copied().unwrap_or(0.0));
@@ -919,6 +931,8 @@ mod tests {
             (2, 2, 4, 40, [2, 2, 2, 2]),
             (17, 33, 14, 14, [1, 1, 1, 1]),
             (3, 3, 3, 3, [0, 0, 0, 0]),
+            // An empty image whose padding still gives an output.
+            (2, 3, 0, 4, [2, 1, 1, 1]),
             // Blocks of tile rows: one per thread (3 threads), and two by the cache budget.
             (3, 5, 30, 30, [1, 1, 1, 1]),
             (8, 8, 100, 99, [1, 1, 1, 1]),
