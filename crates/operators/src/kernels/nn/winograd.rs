@@ -71,16 +71,6 @@ impl WinogradWeights {
             in_channels,
         })
     }
-
-    /// Output channels.
-    pub fn out_channels(&self) -> usize {
-        self.out_channels
-    }
-
-    /// Input channels.
-    pub fn in_channels(&self) -> usize {
-        self.in_channels
-    }
 }
 
 /// `G g Gᵀ` for one 3x3 kernel `g` (row-major), computed in f64, the 4x4 result row-major.
@@ -171,7 +161,7 @@ fn with_buffer<R>(
     result
 }
 
-/// `out` = the convolution of `x` (`w.in_channels()` planes of `g.input`) by `w`, then
+/// `out` = the convolution of `x` (one plane of `g.input` per input channel of `w`) by `w`, then
 /// `epilogue`: output channel `m` at `out[m * ldc..][..g.out_size()]`.
 pub(crate) fn conv(
     ctx: &EvalCtx<'_>,
@@ -387,18 +377,18 @@ impl Part<'_> {
         let t = (ty1 - ty0) * grid.tiles_w;
         let plane = self.w.out_channels * t;
         let rows = 2 * ty0..(2 * ty1).min(grid.oh);
+        let job = OutputJob {
+            mx,
+            grid,
+            block: self.block,
+            ldc: self.ldc,
+            epilogue: self.epilogue,
+        };
         for ch in self.channels.clone() {
             let m: [usize; XI] = std::array::from_fn(|xi| xi * plane + ch * t);
             // SAFETY: tasks cover disjoint (channel, tile row) ranges, so no other task's
             // slice overlaps this channel's rows of this block.
             let dst = unsafe { out.rows(ch * self.ldc, rows.clone(), grid.ow) };
-            let job = OutputJob {
-                mx,
-                grid,
-                block: self.block,
-                ldc: self.ldc,
-                epilogue: self.epilogue,
-            };
             #[cfg(target_arch = "x86_64")]
             if self.wide {
                 // SAFETY: the CPU has AVX-512F (`wide` says so); `m[ξ]` and the block's
