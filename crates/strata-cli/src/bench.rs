@@ -23,6 +23,10 @@ pub struct Args {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Largest activation of one sub-batch, in bytes, when a batch-independent model runs a
+    /// larger batch (0 runs every batch whole).
+    #[arg(long, default_value_t = strata::SUB_BATCH_BYTES)]
+    sub_batch_bytes: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -60,7 +64,11 @@ pub fn main(args: Args) -> Result<()> {
     }
     let start = Instant::now();
     let model = load_model(&args.model)?;
-    let session = model.session(SessionOptions::default().with_threads(args.threads))?;
+    let session = model.session(
+        SessionOptions::default()
+            .with_threads(args.threads)
+            .with_sub_batch_bytes(args.sub_batch_bytes),
+    )?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let inputs = gather(&model, &args.inputs, true)?;
     let start = Instant::now();

@@ -146,6 +146,8 @@ fn batch_rows(options: &Options, worker: Option<&mut OrtWorker>) -> Vec<BatchRow
     let (Some(python), true) = (&options.python, options.batch > 1) else {
         return Vec::new();
     };
+    // A second onnxruntime worker holds the batch-N session while the first holds batch 1.
+    let mut second = worker.as_ref().and_then(|_| start_worker(options));
     let mut worker = worker;
     let mut rows = Vec::new();
     for model in &options.batch_models {
@@ -153,12 +155,15 @@ fn batch_rows(options: &Options, worker: Option<&mut OrtWorker>) -> Vec<BatchRow
             .map_err(anyhow::Error::msg)
             .and_then(|case| Ok((batch_free_copy(options, python, &case)?, case)));
         match free {
-            Ok((path, case)) => rows.extend(measure::measure_batches(
-                options,
-                &case,
-                &path,
-                worker.as_deref_mut(),
-            )),
+            Ok((path, case)) => {
+                let workers = worker.as_deref_mut().into_iter().chain(second.as_mut());
+                rows.extend(measure::measure_batches(
+                    options,
+                    &case,
+                    &path,
+                    workers.collect(),
+                ))
+            }
             Err(e) => eprintln!("[{model}] batch scaling skipped: {}", chain(&e)),
         }
     }

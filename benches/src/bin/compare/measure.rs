@@ -324,21 +324,35 @@ pub fn load_case(options: &Options, model: &str) -> Result<TestCase, String> {
 
 /// Batch-scaling rows of one model: batch 1 and `options.batch` on `free` (a copy of the
 /// model with a free batch dim), one thread, inputs and references repeated along axis 0.
+/// Both batch sizes run in the same rounds (each engine's batch-1 and batch-N runs take
+/// turns with the others'), so that their ratio does not depend on the host's drift between
+/// two separate timings. onnxruntime runs each batch size in its own worker (`workers`,
+/// one per batch size; fewer leave it out).
 pub fn measure_batches(
     options: &Options,
     case: &TestCase,
     free: &Path,
-    mut worker: Option<&mut OrtWorker>,
+    workers: Vec<&mut OrtWorker>,
 ) -> Vec<BatchRow> {
-    let mut rows = Vec::new();
-    for batch in [1, options.batch] {
-        eprintln!("[{} batch {batch}] loading and checking", case.name);
-        let mut row = BatchRow {
+    let batches = [1, options.batch];
+    let with_ort = workers.len() >= batches.len();
+    let mut rows: Vec<BatchRow> = batches
+        .iter()
+        .map(|&batch| BatchRow {
             model: case.name.clone(),
             batch,
             strata: EngineResult::default(),
-            ort: worker.as_ref().map(|_| EngineResult::default()),
-        };
+            ort: with_ort.then(EngineResult::default),
+        })
+        .collect();
+    let mut workers: Vec<Option<&mut OrtWorker>> = workers.into_iter().map(Some).collect();
+    workers.resize_with(batches.len(), || None);
+    let mut round_ms = 0.0;
+    let mut runners = Vec::new();
+    let mut ort_ok = Vec::new();
+    for (row, worker) in rows.iter_mut().zip(workers.iter_mut()) {
+        let batch = row.batch;
+        eprintln!("[{} batch {batch}] loading and checking", case.name);
         let repeated = |ts: &[strata::Tensor]| -> Result<Vec<strata::Tensor>> {
             ts.iter().map(|t| repeat_batch(t, batch)).collect()
         };
@@ -346,11 +360,11 @@ pub fn measure_batches(
             (Ok(i), Ok(e)) => (i, e),
             (Err(e), _) | (_, Err(e)) => {
                 row.strata = EngineResult::failed(chain(&e));
-                rows.push(row);
+                runners.push(None);
+                ort_ok.push(false);
                 continue;
             }
         };
-        let mut round_ms = 0.0;
         let strata = setup(
             &mut row.strata,
             "Strata",
@@ -359,30 +373,37 @@ pub fn measure_batches(
             StrataRunner::outputs,
         );
         round_ms += strata.as_ref().map_or(0.0, |s| s.1);
-        let ort_ok = match (worker.as_deref_mut(), row.ort.as_mut()) {
+        runners.push(strata.map(|s| s.0));
+        ort_ok.push(match (worker.as_deref_mut(), row.ort.as_mut()) {
             (Some(w), Some(result)) => setup_ort(w, result, free, 1, batch, case)
                 .map(|ms| round_ms += ms)
                 .is_some(),
             _ => false,
-        };
-        let rounds = rounds_for(options, round_ms * BURST as f64);
-        let mut slots = Vec::new();
-        if let Some((runner, _)) = &strata {
+        });
+    }
+    let rounds = rounds_for(options, round_ms * BURST as f64);
+    eprintln!(
+        "[{} batches {batches:?}] {} warm-up + {rounds} timed rounds",
+        case.name, options.warmup
+    );
+    let mut slots = Vec::new();
+    let engines = rows.iter_mut().zip(&runners).zip(workers).zip(ort_ok);
+    for (((row, runner), worker), ort_ok) in engines {
+        if let Some(runner) = runner {
             slots.push(Slot {
                 result: &mut row.strata,
                 run: Box::new(|| runner.run_timed()),
             });
         }
-        if let (true, Some(w), Some(result)) = (ort_ok, worker.as_deref_mut(), row.ort.as_mut()) {
+        if let (true, Some(w), Some(result)) = (ort_ok, worker, row.ort.as_mut()) {
             slots.push(Slot {
                 result,
                 run: Box::new(move || w.run()),
             });
         }
-        time_rounds(&mut slots, options.warmup, rounds);
-        drop(slots);
-        rows.push(row);
     }
+    time_rounds(&mut slots, options.warmup, rounds);
+    drop(slots);
     rows
 }
 

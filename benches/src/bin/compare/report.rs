@@ -330,7 +330,8 @@ impl Report<'_> {
             md,
             "## Batch scaling, 1 thread\n\n\
              The model with its batch dim freed (copy under target/bench/batch), inputs \
-             repeated along the batch; ms per image.\n\n\
+             repeated along the batch; ms per image. Both batch sizes of both engines take \
+             turns in the same rounds (onnxruntime in one worker per batch size).\n\n\
              | model | batch | Strata ms/image | ORT ms/image | Strata/ORT | accuracy Strata / ORT |\n\
              |---|---:|---:|---:|---:|---|\n"
         );
