@@ -30,31 +30,77 @@ thread_local! {
     static IN_JOB: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Most threads whose tasks a job deals out in ranges of their own (see [`Job`]); the
+/// threads past it take tasks from the others' ranges.
+const MAX_RANGES: usize = 16;
+
 /// One parallel-for: `tasks` calls of `task`, claimed by index.
+///
+/// The tasks are dealt out in `ranges` consecutive ranges, one per thread (the caller is
+/// thread 0, worker `i` thread `i`): each thread first claims the tasks of its own range, in
+/// order, then those left in the others'. Kernels split their data the same way from one
+/// kernel to the next (a band of rows, a range of columns per task), so a thread tends to
+/// read what it wrote itself in the kernel before, from its own core's cache: on this
+/// host, data handed from one core to the other is slow in some phases (see
+/// `kernels::nn::winograd`). A late thread's range is taken by the others.
 struct Job<'a> {
     task: &'a (dyn Fn(usize) + Sync),
     tasks: usize,
-    next: AtomicUsize,
+    ranges: usize,
+    /// Per range, the next of its tasks to claim (range `r` holds tasks
+    /// `start(r)..start(r + 1)`).
+    next: [AtomicUsize; MAX_RANGES],
     done: AtomicUsize,
     panicked: AtomicBool,
 }
 
-impl Job<'_> {
-    /// Claims and runs tasks until none is left; never unwinds (a panicking task is recorded).
-    fn work(&self) {
-        loop {
-            let i = self.next.fetch_add(1, SeqCst);
-            if i >= self.tasks {
-                return;
-            }
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (self.task)(i))) {
-                self.panicked.store(true, SeqCst);
-                // A payload whose drop panics must not unwind out of here (a worker would
-                // die holding the job; the caller would leave with the job published).
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            }
-            self.done.fetch_add(1, SeqCst);
+impl<'a> Job<'a> {
+    fn new(task: &'a (dyn Fn(usize) + Sync), tasks: usize, threads: usize) -> Self {
+        let ranges = threads.clamp(1, MAX_RANGES).min(tasks.max(1));
+        let job = Job {
+            task,
+            tasks,
+            ranges,
+            next: std::array::from_fn(|_| AtomicUsize::new(0)),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+        };
+        for r in 0..ranges {
+            job.next[r].store(job.start(r), SeqCst);
         }
+        job
+    }
+
+    /// The first task of range `r` (`tasks` for `r == ranges`).
+    fn start(&self, r: usize) -> usize {
+        r * self.tasks / self.ranges
+    }
+
+    /// Claims and runs tasks until none is left, those of thread `home`'s range first;
+    /// never unwinds (a panicking task is recorded).
+    fn work(&self, home: usize) {
+        for k in 0..self.ranges {
+            let r = (home + k) % self.ranges;
+            let end = self.start(r + 1);
+            loop {
+                let i = self.next[r].fetch_add(1, SeqCst);
+                if i >= end {
+                    break;
+                }
+                self.run_task(i);
+            }
+        }
+    }
+
+    /// Runs task `i`; a panic is recorded, not unwound.
+    fn run_task(&self, i: usize) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (self.task)(i))) {
+            self.panicked.store(true, SeqCst);
+            // A payload whose drop panics must not unwind out of here (a worker would
+            // die holding the job; the caller would leave with the job published).
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+        }
+        self.done.fetch_add(1, SeqCst);
     }
 }
 
@@ -113,7 +159,7 @@ impl SpinPool {
             let s = Arc::clone(&shared);
             let started = std::thread::Builder::new()
                 .name(format!("strata-worker-{i}"))
-                .spawn(move || worker_loop(&s));
+                .spawn(move || worker_loop(&s, i));
             if started.is_ok() {
                 workers += 1;
             }
@@ -145,13 +191,7 @@ impl SpinPool {
             (0..tasks).for_each(task);
             return;
         }
-        let job = Job {
-            task,
-            tasks,
-            next: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
-        };
+        let job = Job::new(task, tasks, self.threads());
         let s = &*self.shared;
         s.job
             .store((&job as *const Job<'_>).cast_mut().cast(), SeqCst);
@@ -162,7 +202,7 @@ impl SpinPool {
             s.wake.notify_all();
         }
         IN_JOB.with(|f| f.set(true));
-        job.work();
+        job.work(0);
         IN_JOB.with(|f| f.set(false));
         // Tasks the workers claimed; then no worker may still hold the job once it is gone.
         wait_until(|| job.done.load(SeqCst) >= tasks);
@@ -209,8 +249,9 @@ fn wait_until(done: impl Fn() -> bool) {
     }
 }
 
-/// A worker: waits for each new job and helps with it, until the pool is dropped.
-fn worker_loop(s: &Shared) {
+/// Worker `home` (its thread index; the caller is 0): waits for each new job and helps with
+/// it, its own range of tasks first, until the pool is dropped.
+fn worker_loop(s: &Shared, home: usize) {
     IN_JOB.with(|f| f.set(true));
     let mut seen = s.epoch.load(SeqCst);
     while wait_for_job(s, &mut seen) {
@@ -222,7 +263,7 @@ fn worker_loop(s: &Shared) {
             // worker is counted in `active` since before it read the pointer, so the caller
             // is still waiting (both sides use SeqCst: either the caller's unpublishing comes
             // first and this read sees null, or the caller sees this worker in `active`).
-            unsafe { &*job }.work();
+            unsafe { &*job }.work(home);
         }
         s.active.fetch_sub(1, SeqCst);
     }
@@ -288,6 +329,39 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(SeqCst) == 1));
             }
         }
+    }
+
+    #[test]
+    fn ranges_deal_out_every_task_once() {
+        let task = |_: usize| {};
+        for threads in [1, 2, 3, MAX_RANGES + 4] {
+            for tasks in [0, 1, 2, 5, 16, 33] {
+                let job = Job::new(&task, tasks, threads);
+                assert!(job.ranges >= 1 && job.ranges <= MAX_RANGES.min(tasks.max(1)));
+                assert_eq!(job.start(0), 0);
+                assert_eq!(job.start(job.ranges), tasks);
+                assert!((0..job.ranges).all(|r| job.start(r) <= job.start(r + 1)));
+                // Claiming from any home thread runs each task once.
+                let job = Job::new(&task, tasks, threads);
+                job.work(threads - 1);
+                assert_eq!(job.done.load(SeqCst), tasks);
+            }
+        }
+    }
+
+    #[test]
+    fn the_caller_takes_its_own_range_first() {
+        let pool = SpinPool::new(2);
+        let main = std::thread::current().id();
+        let ran_by: Vec<Mutex<Option<std::thread::ThreadId>>> =
+            (0..4).map(|_| Mutex::new(None)).collect();
+        pool.run(4, &|i| {
+            *ran_by[i].lock().unwrap() = Some(std::thread::current().id());
+            std::thread::sleep(Duration::from_millis(2));
+        });
+        // Task 0 opens the caller's range (tasks 0 and 1); the worker starts on 2 and 3.
+        assert_eq!(*ran_by[0].lock().unwrap(), Some(main));
+        assert!(ran_by.iter().all(|t| t.lock().unwrap().is_some()));
     }
 
     #[test]
