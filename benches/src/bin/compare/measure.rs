@@ -181,9 +181,20 @@ fn time_rounds(slots: &mut [Slot<'_>], warmup: usize, rounds: usize) {
 /// Rounds to time: `options.rounds`, fewer (at least 3) when rounds costing `round_ms`
 /// would exceed the budget.
 fn rounds_for(options: &Options, round_ms: f64) -> usize {
-    let fit = (options.budget_s * 1e3 / round_ms.max(1e-3)).floor() as usize;
-    options.rounds.min(fit.max(3))
+    rounds_within(options, options.rounds, round_ms)
 }
+
+/// `wanted` rounds, fewer (at least 3) when rounds costing `round_ms` would exceed the
+/// budget.
+fn rounds_within(options: &Options, wanted: usize, round_ms: f64) -> usize {
+    let fit = (options.budget_s * 1e3 / round_ms.max(1e-3)).floor() as usize;
+    wanted.min(fit.max(3))
+}
+
+/// How many times `options.rounds` the batch-scaling section times, budget permitting: its
+/// result is the ratio of two times that differ by a few percent at most, so it needs
+/// tighter medians than a comparison between engines.
+pub const BATCH_ROUNDS_FACTOR: usize = 3;
 
 /// Builds an in-process engine and checks its first run; `Ok((runner, first_ms))`.
 fn setup<R>(
@@ -381,7 +392,8 @@ pub fn measure_batches(
             _ => false,
         });
     }
-    let rounds = rounds_for(options, round_ms * BURST as f64);
+    let wanted = options.rounds * BATCH_ROUNDS_FACTOR;
+    let rounds = rounds_within(options, wanted, round_ms * BURST as f64);
     eprintln!(
         "[{} batches {batches:?}] {} warm-up + {rounds} timed rounds",
         case.name, options.warmup

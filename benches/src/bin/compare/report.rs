@@ -331,9 +331,11 @@ impl Report<'_> {
             "## Batch scaling, 1 thread\n\n\
              The model with its batch dim freed (copy under target/bench/batch), inputs \
              repeated along the batch; ms per image. Both batch sizes of both engines take \
-             turns in the same rounds (onnxruntime in one worker per batch size).\n\n\
+             turns in the same rounds (onnxruntime in one worker per batch size), up to \
+             {f} times as many rounds as above, budget permitting.\n\n\
              | model | batch | Strata ms/image | ORT ms/image | Strata/ORT | accuracy Strata / ORT |\n\
-             |---|---:|---:|---:|---:|---|\n"
+             |---|---:|---:|---:|---:|---|\n",
+            f = crate::measure::BATCH_ROUNDS_FACTOR,
         );
         for r in &self.batches {
             let per = |e: Option<&EngineResult>| Some(e?.median_ms()? / r.batch as f64);
