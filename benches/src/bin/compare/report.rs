@@ -332,7 +332,10 @@ impl Report<'_> {
              The model with its batch dim freed (copy under target/bench/batch), inputs \
              repeated along the batch; ms per image. Both batch sizes of both engines take \
              turns in the same rounds (onnxruntime in one worker per batch size), up to \
-             {f} times as many rounds as above, budget permitting.\n\n\
+             {f} times as many rounds as above, budget permitting. A batch-1 sample is the \
+             mean of as many runs in a row as the larger batch has items (the time per image \
+             of that many images taken one at a time), so that samples of either batch size \
+             cover as many images.\n\n\
              | model | batch | Strata ms/image | ORT ms/image | Strata/ORT | accuracy Strata / ORT |\n\
              |---|---:|---:|---:|---:|---|\n",
             f = crate::measure::BATCH_ROUNDS_FACTOR,
