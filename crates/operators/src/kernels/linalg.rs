@@ -5,7 +5,7 @@
 
 use crate::kernels::elementwise::broadcast_fact_shapes;
 use crate::kernels::fused::{fused_label, ActFloat, Activation};
-use crate::kernels::gemm::{elements_distinct, view_fits, PackedB};
+use crate::kernels::gemm::{elements_distinct, view_fits, PackedB, DOTS_MAX_ROWS, DOTS_MIN_B};
 use crate::Dim;
 use crate::{
     op_boilerplate, BuildCtx, EvalCtx, Fact, Inputs, OpError, OpRegistry, OpResult, Operator, Value,
@@ -354,6 +354,9 @@ pub fn par_gemm<F: Float>(
     if m < 2 {
         return gemm(alpha, a, b, beta, MatMut::row_major(c, m, n));
     }
+    if m <= DOTS_MAX_ROWS && b.rs == 1 && a.cs == 1 && b.rows.saturating_mul(n) >= DOTS_MIN_B {
+        return few_rows_by_columns(ctx, alpha, a, b, beta, c);
+    }
     // Rows per task: one task per thread (each task packs all of B, so more tasks would
     // repeat that work), rows a multiple of 4 for the micro-kernel.
     let rows = m.div_ceil(threads).div_ceil(4).max(1) * 4;
@@ -369,6 +372,53 @@ pub fn par_gemm<F: Float>(
         errors.record(gemm(alpha, sub, b, beta, MatMut::row_major(chunk, r, n)));
     });
     errors.finish()
+}
+
+/// [`par_gemm`] for a few rows of A by a large B whose columns are contiguous (a fully
+/// connected layer over a small batch, B the transposed weights): memory-bound on B, so each
+/// thread streams its own columns of B, for all rows of A at once, into a column-major
+/// scratch (one contiguous range per task), which is then copied into C. Splitting rows
+/// instead would have every thread stream all of B.
+fn few_rows_by_columns<F: Float>(
+    ctx: &EvalCtx<'_>,
+    alpha: F,
+    a: MatRef<'_, F>,
+    b: MatRef<'_, F>,
+    beta: F,
+    c: &mut [F],
+) -> OpResult<()> {
+    let (m, n) = (a.rows, b.cols);
+    let cols = n.div_ceil(ctx.threads()).div_ceil(16) * 16;
+    let mut scratch = ctx.alloc_for_overwrite(F::DTYPE, &[n, m])?;
+    let transposed = scratch.as_slice_mut::<F>()?;
+    let errors = ErrorSlot::default();
+    ctx.par_chunks_mut(transposed, cols * m, |i, chunk| {
+        let (j0, width) = (i * cols, chunk.len() / m);
+        let sub = MatRef {
+            data: &b.data[(j0 * b.cs).min(b.data.len())..],
+            cols: width,
+            ..b
+        };
+        let out = MatMut {
+            data: chunk,
+            rows: m,
+            cols: width,
+            rs: 1,
+            cs: m,
+        };
+        errors.record(gemm(alpha, a, sub, F::ZERO, out));
+    });
+    errors.finish()?;
+    for (j, column) in transposed.chunks_exact(m).enumerate() {
+        for (i, &v) in column.iter().enumerate() {
+            let dst = &mut c[i * n + j];
+            *dst = if beta == F::ZERO { v } else { v + beta * *dst };
+        }
+    }
+    if let Some(buffer) = scratch.into_buffer() {
+        ctx.alloc.release(buffer);
+    }
+    Ok(())
 }
 
 /// Collects the first error raised inside parallel tasks.
@@ -1159,6 +1209,81 @@ mod tests {
             .map(|(v, b)| v + b)
             .collect();
         assert_near(out[0].as_slice::<f32>().unwrap(), &want);
+    }
+
+    #[test]
+    fn few_rows_by_transposed_weights_read_each_weight_row_once() {
+        // A fully connected layer over batches of 2 to 9 (transB, bias, Relu-free): up to
+        // 8 rows take the dot-product path (its columns split over the threads: eval()
+        // checks two threads against one), 9 the packed GEMM; all against the naive product.
+        let (k, n) = (300, 1000);
+        let (w, bias) = (pat(n * k, 2), pat(n, 3));
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        for m in [2, 3, 8, 9] {
+            let x = pat(m * k, 1 + m as i64);
+            let op = build("Gemm", 13, &[("transB", Attribute::Int(1))], 3, 1);
+            let out = eval(
+                op.as_ref(),
+                &[
+                    Some(t(&x, &[m, k])),
+                    Some(t(&w, &[n, k])),
+                    Some(t(&bias, &[n])),
+                ],
+            );
+            let want: Vec<f32> = naive(&x, &wt, m, k, n)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + bias[i % n])
+                .collect();
+            assert_near(out[0].as_slice::<f32>().unwrap(), &want);
+        }
+    }
+
+    #[test]
+    fn few_rows_product_writes_strided_outputs_and_scales_them() {
+        // The dot-product path through the strided API: A's rows `k + 3` apart, B's columns
+        // `k + 5` apart, C column-major, beta 0.5 over its previous values; k not a multiple
+        // of the 16 lanes.
+        let (m, k, n) = (5, 1001, 70);
+        let a = pat(m * (k + 3), 4);
+        let b = pat(n * (k + 5), 5);
+        let am = MatRef {
+            data: &a,
+            rows: m,
+            cols: k,
+            rs: k + 3,
+            cs: 1,
+        };
+        let bm = MatRef {
+            data: &b,
+            rows: k,
+            cols: n,
+            rs: 1,
+            cs: k + 5,
+        };
+        let before = pat(m * n, 6);
+        let mut c = before.clone();
+        let out = MatMut {
+            data: &mut c,
+            rows: m,
+            cols: n,
+            rs: 1,
+            cs: m,
+        };
+        gemm(2.0, am, bm, 0.5, out).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|p| f64::from(a[i * (k + 3) + p]) * f64::from(b[j * (k + 5) + p]))
+                    .sum();
+                let want = 2.0 * dot + 0.5 * f64::from(before[j * m + i]);
+                let got = f64::from(c[j * m + i]);
+                assert!(
+                    (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                    "{got} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Matrix-vector products (`y = alpha * A x + beta * y`), the path GEMM takes when C has one
-//! row or one column: packing would cost as much as the product itself there. Written as
-//! plain Rust with several independent accumulators so it auto-vectorises; instantiated once
-//! per instruction set through `#[target_feature]` wrappers.
+//! row or one column: packing would cost as much as the product itself there. Also products
+//! of a few rows by a large B whose columns are contiguous ([`Dots`]: a fully connected layer
+//! over a small batch, B being the transposed weights), where packing B would copy the
+//! whole weight matrix for a handful of multiply-adds per element. Written as plain Rust
+//! with several independent accumulators so it auto-vectorises; instantiated once per
+//! instruction set through `#[target_feature]` wrappers.
 
 /// Lanes of independent partial sums in a dot product.
 const LANES: usize = 32;
@@ -162,4 +165,135 @@ pub(super) unsafe fn gemv_avx2(g: &Gemv, scratch: &mut Vec<f32>) {
 pub(super) unsafe fn gemv_generic(g: &Gemv, scratch: &mut Vec<f32>) {
     // SAFETY: forwarded contract.
     unsafe { gemv_impl::<false>(g, scratch) }
+}
+
+/// Most rows of A that [`Dots`] takes.
+pub(super) const DOTS_MAX_ROWS: usize = 8;
+
+/// Lanes of each row's partial sums in [`Dots`] (one AVX-512 vector).
+const DOT_LANES: usize = 16;
+
+/// Arguments of `C = alpha * A B + beta * C` for `m <= DOTS_MAX_ROWS` rows of A, each `k`
+/// contiguous elements `rsa` apart, and a B whose `n` columns are each `k` contiguous
+/// elements `csb` apart: every column of B is read once, for all rows of A together.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dots {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub alpha: f32,
+    pub a: *const f32,
+    pub rsa: isize,
+    pub b: *const f32,
+    pub csb: isize,
+    pub beta: f32,
+    pub c: *mut f32,
+    pub rsc: isize,
+    pub csc: isize,
+}
+
+/// The `R` dot products of `col` with `rows[..R]` (each at least `col.len()` long).
+#[inline(always)]
+fn dot_rows<const R: usize, const FMA: bool>(
+    col: &[f32],
+    rows: &[&[f32]; DOTS_MAX_ROWS],
+) -> [f32; DOTS_MAX_ROWS] {
+    let k = col.len();
+    let mut acc = [[0f32; DOT_LANES]; R];
+    let whole = k / DOT_LANES * DOT_LANES;
+    for (at, w) in (0..whole)
+        .step_by(DOT_LANES)
+        .zip(col.chunks_exact(DOT_LANES))
+    {
+        for (sums, row) in acc.iter_mut().zip(rows) {
+            if let Some(x) = row.get(at..at + DOT_LANES) {
+                for ((s, &u), &v) in sums.iter_mut().zip(w).zip(x) {
+                    *s = madd::<FMA>(u, v, *s);
+                }
+            }
+        }
+    }
+    let mut out = [0f32; DOTS_MAX_ROWS];
+    for ((o, sums), row) in out.iter_mut().zip(&acc).zip(rows) {
+        let mut tail = 0.0;
+        for (&u, &v) in col[whole..]
+            .iter()
+            .zip(row.get(whole..k).unwrap_or_default())
+        {
+            tail = madd::<FMA>(u, v, tail);
+        }
+        *o = sums.iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+/// The product described by `d`.
+///
+/// # Safety
+/// `1 <= d.m <= DOTS_MAX_ROWS`; every `a + i*rsa + p` and `b + j*csb + p` (`i < m`, `p < k`,
+/// `j < n`) readable; every `c + i*rsc + j*csc` valid for reads and writes and distinct from
+/// the inputs and from each other.
+#[inline(always)]
+pub(super) unsafe fn dots_impl<const FMA: bool>(d: &Dots) {
+    let mut rows: [&[f32]; DOTS_MAX_ROWS] = [&[]; DOTS_MAX_ROWS];
+    for (i, row) in rows.iter_mut().enumerate().take(d.m) {
+        // SAFETY: row `i < m` of A is `k` contiguous readable elements.
+        *row = unsafe { std::slice::from_raw_parts(d.a.offset(i as isize * d.rsa), d.k) };
+    }
+    for j in 0..d.n {
+        // SAFETY: column `j < n` of B is `k` contiguous readable elements.
+        let col = unsafe { std::slice::from_raw_parts(d.b.offset(j as isize * d.csb), d.k) };
+        let sums = match d.m {
+            1 => dot_rows::<1, FMA>(col, &rows),
+            2 => dot_rows::<2, FMA>(col, &rows),
+            3 => dot_rows::<3, FMA>(col, &rows),
+            4 => dot_rows::<4, FMA>(col, &rows),
+            5 => dot_rows::<5, FMA>(col, &rows),
+            6 => dot_rows::<6, FMA>(col, &rows),
+            7 => dot_rows::<7, FMA>(col, &rows),
+            _ => dot_rows::<8, FMA>(col, &rows),
+        };
+        for (i, &v) in sums.iter().enumerate().take(d.m) {
+            // SAFETY: element (i, j) of C is valid for reads and writes (the contract).
+            unsafe {
+                let p = d.c.offset(i as isize * d.rsc + j as isize * d.csc);
+                *p = if d.beta == 0.0 {
+                    d.alpha * v
+                } else {
+                    d.alpha * v + d.beta * *p
+                };
+            }
+        }
+    }
+}
+
+/// [`dots_impl`] compiled for AVX-512F.
+///
+/// # Safety
+/// As [`dots_impl`], and the CPU supports AVX-512F and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn dots_avx512(d: &Dots) {
+    // SAFETY: forwarded contract.
+    unsafe { dots_impl::<true>(d) }
+}
+
+/// [`dots_impl`] compiled for AVX2+FMA.
+///
+/// # Safety
+/// As [`dots_impl`], and the CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dots_avx2(d: &Dots) {
+    // SAFETY: forwarded contract.
+    unsafe { dots_impl::<true>(d) }
+}
+
+/// [`dots_impl`] for the baseline target.
+///
+/// # Safety
+/// As [`dots_impl`].
+pub(super) unsafe fn dots_generic(d: &Dots) {
+    // SAFETY: forwarded contract.
+    unsafe { dots_impl::<false>(d) }
 }
