@@ -1,6 +1,7 @@
 //! Batch independence: whether a graph computes each item along its inputs' leading,
 //! symbolic dimension on its own, so a session may run a large batch in sub-batches (and
-//! keep each sub-batch's activations in cache) with the same results.
+//! keep each sub-batch's activations in cache) with the same results; and where such a
+//! graph can be cut into stages that take sub-batches of different sizes ([`batch_stages`]).
 //!
 //! The check is conservative: every computed value must have the batch symbol as its first
 //! dimension and known sizes elsewhere, and every node must be an op known to treat its
@@ -105,19 +106,10 @@ pub fn batch_axis(graph: &Graph) -> Option<BatchAxis> {
         .chain(&graph.inputs);
     for &id in computed {
         let fact = &graph.values[id].fact;
-        let dtype = fact.dtype.filter(|d| *d != DType::String)?;
-        let dims = fact.shape.as_ref()?;
-        if !matches!(dims.first(), Some(Dim::Symbol(s)) if *s == symbol) {
+        if !matches!(leading(fact), Some(Dim::Symbol(s)) if *s == symbol) {
             return None;
         }
-        let mut item = dtype.size_of();
-        for d in &dims[1..] {
-            match d {
-                Dim::Known(n) => item = item.checked_mul(*n)?,
-                Dim::Symbol(_) => return None,
-            }
-        }
-        largest_item_bytes = largest_item_bytes.max(item);
+        largest_item_bytes = largest_item_bytes.max(per_item_bytes(fact)?);
     }
     (0..graph.nodes.len())
         .all(|node| itemwise(graph, node))
@@ -173,5 +165,167 @@ fn itemwise(graph: &Graph, node: NodeId) -> bool {
             op.downcast_ref::<Gemm>().is_some_and(|g| !g.trans_a) && constant(1) && constant(2)
         }
         _ => false,
+    }
+}
+
+/// One stage of a batch-independent graph cut into consecutive stages (see
+/// [`batch_stages`]): the stage's nodes as a graph of their own, over the same value ids.
+#[derive(Debug, Clone)]
+pub struct BatchStage {
+    /// The stage's nodes and the constants they read. Its inputs are the graph's inputs
+    /// (first stage) or the one value the stage before hands over; its outputs are the
+    /// value it hands to the next stage, or the graph's outputs (last stage).
+    pub graph: Graph,
+    /// The original id of each of the stage's nodes.
+    pub node_ids: Vec<NodeId>,
+    /// Bytes of the stage's largest computed value per batch item.
+    pub largest_item_bytes: usize,
+}
+
+/// A batch-independent `graph` (see [`batch_axis`]) cut, along its execution `order`, into
+/// stages whose sub-batches may differ: a stage ends where one value alone carries on (a
+/// residual block's output, say) and the values after it take at most half the bytes per
+/// item of the largest value so far in the stage, so that twice the items or more fit a
+/// sub-batch of `budget` bytes. Early layers with large activations then run one item at a
+/// time while late layers with small activations and large weights run many items per
+/// pass over their weights. One stage (the whole graph) when no cut pays; none when the
+/// graph is not batch-independent.
+pub fn batch_stages(graph: &Graph, order: &[NodeId], budget: usize) -> Vec<BatchStage> {
+    if batch_axis(graph).is_none() {
+        return Vec::new();
+    }
+    let items = |bytes: usize| (budget / bytes.max(1)).max(1);
+    let step_bytes: Vec<usize> = order
+        .iter()
+        .map(|&n| item_bytes(graph, graph.nodes[n].outputs.iter().flatten()))
+        .collect();
+    let mut suffix = step_bytes.clone();
+    for i in (0..suffix.len().saturating_sub(1)).rev() {
+        suffix[i] = suffix[i].max(suffix[i + 1]);
+    }
+    let handed = single_handovers(graph, order);
+    let mut cuts = Vec::new();
+    let (mut start, mut stage_max) = (0, 0);
+    for step in 0..order.len() {
+        if step > start && items(suffix[step]) >= 2 * items(stage_max) {
+            if let Some(v) = handed[step] {
+                cuts.push((step, v));
+                start = step;
+                stage_max = 0;
+            }
+        }
+        stage_max = stage_max.max(step_bytes[step]);
+    }
+    let mut stages = Vec::with_capacity(cuts.len() + 1);
+    let mut inputs = graph.inputs.clone();
+    let mut begin = 0;
+    for (end, outputs) in cuts
+        .iter()
+        .map(|&(step, v)| (step, vec![v]))
+        .chain(std::iter::once((order.len(), graph.outputs.clone())))
+    {
+        let next_inputs = outputs.clone();
+        let nodes = &order[begin..end];
+        stages.push(BatchStage {
+            graph: stage_graph(graph, nodes, inputs, outputs),
+            node_ids: nodes.to_vec(),
+            largest_item_bytes: step_bytes[begin..end].iter().copied().max().unwrap_or(0),
+        });
+        inputs = next_inputs;
+        begin = end;
+    }
+    stages
+}
+
+/// Per step of `order`: the value that alone crosses from the steps before it to it and
+/// the steps after, when exactly one does, it is computed (not a graph input) and it is not
+/// a graph output; graph outputs computed before the step and graph inputs read from it on
+/// rule a cut there out.
+fn single_handovers(graph: &Graph, order: &[NodeId]) -> Vec<Option<usize>> {
+    let mut step_of = vec![usize::MAX; graph.nodes.len()];
+    for (step, &n) in order.iter().enumerate() {
+        step_of[n] = step;
+    }
+    // For each value: the step computing it (None for inputs and constants) and the last
+    // step reading it (graph outputs are read "after the end").
+    let mut made = vec![None; graph.values.len()];
+    let mut last_read = vec![None::<usize>; graph.values.len()];
+    for (n, node) in graph.nodes.iter().enumerate() {
+        for &v in node.outputs.iter().flatten() {
+            made[v] = Some(step_of[n]);
+        }
+        for &v in node.inputs.iter().flatten() {
+            last_read[v] = last_read[v].max(Some(step_of[n]));
+        }
+    }
+    for &v in &graph.outputs {
+        last_read[v] = Some(order.len());
+    }
+    // Graph inputs (not constants) read at or after a step, and graph outputs computed
+    // before it, rule a cut there out.
+    let mut blocked = vec![false; order.len() + 1];
+    let mut spans = Vec::new();
+    for v in 0..graph.values.len() {
+        let Some(last) = last_read[v] else { continue };
+        match made[v] {
+            Some(first) => spans.push((v, first, last)),
+            None if graph.constants.contains_key(&v) => {}
+            None => blocked[..=last.min(order.len())].fill(true),
+        }
+    }
+    for &v in &graph.outputs {
+        if let Some(first) = made[v] {
+            blocked[first + 1..].fill(true);
+        }
+    }
+    (0..order.len())
+        .map(|step| {
+            let mut crossing = spans
+                .iter()
+                .filter(|&&(_, first, last)| first < step && step <= last);
+            match (blocked[step], crossing.next(), crossing.next()) {
+                (false, Some(&(v, _, _)), None) => Some(v),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Bytes per batch item of the largest of `values` (0 for none or unknown sizes).
+fn item_bytes<'a>(graph: &Graph, values: impl Iterator<Item = &'a usize>) -> usize {
+    values
+        .filter_map(|&v| per_item_bytes(&graph.values[v].fact))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bytes per item along the leading axis of a value of this fact (known dtype and trailing
+/// sizes).
+fn per_item_bytes(fact: &Fact) -> Option<usize> {
+    let dtype = fact.dtype.filter(|d| *d != DType::String)?;
+    let dims = fact.shape.as_ref()?;
+    dims.get(1..)?
+        .iter()
+        .try_fold(dtype.size_of(), |item, d| match d {
+            Dim::Known(n) => item.checked_mul(*n),
+            Dim::Symbol(_) => None,
+        })
+}
+
+/// A graph of `nodes` of `graph` (same value ids) with these inputs and outputs and the
+/// constants the nodes read.
+fn stage_graph(graph: &Graph, nodes: &[NodeId], inputs: Vec<usize>, outputs: Vec<usize>) -> Graph {
+    let nodes: Vec<_> = nodes.iter().map(|&n| graph.nodes[n].clone()).collect();
+    let constants = nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter().flatten())
+        .filter_map(|&v| Some((v, graph.constants.get(&v)?.clone())))
+        .collect();
+    Graph {
+        values: graph.values.clone(),
+        nodes,
+        inputs,
+        outputs,
+        constants,
     }
 }

@@ -518,6 +518,56 @@ fn batch_independence_needs_item_wise_ops_and_the_batch_symbol_everywhere() {
 }
 
 #[test]
+fn batch_stages_cut_where_one_value_carries_on_and_items_shrink() {
+    use strata_graph::batch::batch_stages;
+    use strata_graph::ExecutionPlan;
+    // Conv+Relu (4 x 6 x 6 floats per item), MaxPool (4 x 3 x 3), a 1x1 Conv (4 x 3 x 3),
+    // then the pool's output added back.
+    let graph = batch_graph(|g| {
+        let pool = attrs(&[("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]);
+        g.op_node("MaxPool", pool, &["r"], "p");
+        g.conv("p", "q", 4, 4, 1, 1);
+        g.op_node("Add", Attributes::new(), &["p", "q"], "out");
+    });
+    let order = ExecutionPlan::new(&graph).unwrap().order;
+    let (conv, pooled) = (4 * 36 * 4, 4 * 9 * 4);
+    let shapes = |budget: usize| -> Vec<(usize, usize)> {
+        let stages = batch_stages(&graph, &order, budget);
+        // The stages cover the plan in order and hand one value each to the next.
+        let ids: Vec<_> = stages.iter().flat_map(|s| s.node_ids.clone()).collect();
+        assert_eq!(ids, order);
+        assert_eq!(stages[0].graph.inputs, graph.inputs);
+        assert_eq!(stages.last().unwrap().graph.outputs, graph.outputs);
+        for pair in stages.windows(2) {
+            assert_eq!(pair[0].graph.outputs, pair[1].graph.inputs);
+            assert_eq!(pair[0].graph.outputs.len(), 1);
+        }
+        for s in &stages {
+            s.graph.validate().unwrap();
+        }
+        stages
+            .iter()
+            .map(|s| (s.node_ids.len(), s.largest_item_bytes))
+            .collect()
+    };
+    // One item of the conv's output per sub-batch, four of the pool's: a cut after the conv
+    // only (the Add fuses into the 1x1 as its sum; its values are as large as the pool's).
+    assert_eq!(shapes(conv), [(1, conv), (2, pooled)]);
+    // A budget that fits the conv's output twice: the pool's 8 times, still a cut.
+    assert_eq!(shapes(2 * conv), [(1, conv), (2, pooled)]);
+    // Budgets under an item everywhere: one item per sub-batch throughout, no cut.
+    assert_eq!(shapes(1), [(3, conv)]);
+    // Not batch-independent: no stages.
+    let mut g = G::new();
+    g.input("x", &[2, 3, 6, 6]);
+    g.conv("x", "out", 3, 4, 3, 1).outputs(&["out"]);
+    let mut fixed = g.build().unwrap();
+    passes::optimize(&mut fixed).unwrap();
+    let order = ExecutionPlan::new(&fixed).unwrap().order;
+    assert!(batch_stages(&fixed, &order, 1 << 20).is_empty());
+}
+
+#[test]
 fn constant_matmul_operands_are_prepacked_and_dropped() {
     use strata_ops::kernels::linalg::FusedMatMul;
     // Two MatMuls share `w` (K = 600: several K blocks), one with a bias and Relu; `v` is a

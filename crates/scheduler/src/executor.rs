@@ -60,6 +60,13 @@ impl Profile {
         }
     }
 
+    /// Counts one run (for runs made of several executor runs, such as a session's
+    /// sub-batches, whose executors record into this profile with
+    /// [`Executor::with_profile_of`]).
+    pub fn count_run(&self) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, node: NodeId, elapsed: Duration) {
         if let Some(total) = self.per_node.lock().get_mut(node) {
             *total += elapsed;
@@ -105,6 +112,11 @@ pub struct Executor<'a> {
     pool: &'a ThreadPool,
     alloc: &'a dyn TensorAlloc,
     profile: Option<&'a Profile>,
+    /// Whether each run counts as one of the profile's runs.
+    counts_runs: bool,
+    /// Per node of `graph`, its id in the graph the profile and error labels speak of
+    /// (`graph` being a part of it); `None`: the same ids.
+    node_ids: Option<&'a [NodeId]>,
     slots: Option<&'a SlotRecycler>,
 }
 
@@ -122,6 +134,8 @@ impl<'a> Executor<'a> {
             pool,
             alloc,
             profile: None,
+            counts_runs: false,
+            node_ids: None,
             slots: None,
         }
     }
@@ -139,7 +153,35 @@ impl<'a> Executor<'a> {
     pub fn with_profile(self, profile: &'a Profile) -> Self {
         Executor {
             profile: Some(profile),
+            counts_runs: true,
             ..self
+        }
+    }
+
+    /// This executor adding each node's kernel time to `profile` (when given) without
+    /// counting runs (the caller counts them with [`Profile::count_run`]); with `node_ids`,
+    /// for a part of a larger graph: node `i` of `graph` is node `node_ids[i]` of the larger
+    /// one, under which it is profiled and named in errors.
+    pub fn with_profile_of(
+        self,
+        profile: Option<&'a Profile>,
+        node_ids: Option<&'a [NodeId]>,
+    ) -> Self {
+        Executor {
+            profile,
+            counts_runs: false,
+            node_ids,
+            ..self
+        }
+    }
+
+    /// `node`'s label, under its id in the larger graph when this runs a part of one.
+    fn node_label(&self, node: NodeId) -> String {
+        match self.node_ids.and_then(|ids| ids.get(node)) {
+            Some(&id) if self.graph.nodes[node].name.is_empty() => {
+                format!("#{id} ({})", self.graph.nodes[node].op_type)
+            }
+            _ => self.graph.node_label(node),
         }
     }
 
@@ -181,12 +223,13 @@ impl<'a> Executor<'a> {
         };
         let start = self.profile.map(|_| Instant::now());
         let outputs = n.op.eval(&ctx, inputs).map_err(|source| ExecError::Node {
-            node: self.graph.node_label(node),
+            node: self.node_label(node),
             op: n.op_type.clone(),
             source,
         })?;
         if let (Some(profile), Some(start)) = (self.profile, start) {
-            profile.record(node, start.elapsed());
+            let id = self.node_ids.and_then(|ids| ids.get(node)).copied();
+            profile.record(id.unwrap_or(node), start.elapsed());
         }
         if let Some(missing) = n
             .outputs
@@ -197,7 +240,7 @@ impl<'a> Executor<'a> {
             .map(|(i, _)| i)
         {
             return Err(ExecError::MissingOutput {
-                node: self.graph.node_label(node),
+                node: self.node_label(node),
                 op: n.op_type.clone(),
                 produced: outputs.len(),
                 missing,
@@ -238,8 +281,8 @@ impl<'a> Executor<'a> {
     /// in plan order, each kernel parallel over the pool (intra-op parallelism, like
     /// onnxruntime's default sequential mode), the calling thread taking part in each.
     pub fn run(&self, inputs: Vec<(ValueId, Value)>) -> Result<RunOutputs, ExecError> {
-        if let Some(profile) = self.profile {
-            profile.runs.fetch_add(1, Ordering::Relaxed);
+        if let (Some(profile), true) = (self.profile, self.counts_runs) {
+            profile.count_run();
         }
         self.pool.install(|| self.run_sequential(inputs))
     }

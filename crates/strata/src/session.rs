@@ -3,8 +3,8 @@
 use crate::model::unsupported_in;
 use crate::{Model, Result, StrataError};
 use std::collections::HashMap;
-use strata_graph::batch::batch_axis;
-use strata_graph::{infer, passes, Dim, ExecutionPlan, Fact, Graph};
+use strata_graph::batch::{batch_axis, batch_stages};
+use strata_graph::{infer, passes, Dim, ExecutionPlan, Fact, Graph, NodeId};
 use strata_memory::{
     peak_buffers_by_class, size_class, AlignedBuffer, Allocator, BufferPool, PoolStats,
 };
@@ -23,9 +23,11 @@ pub struct SessionOptions {
     pub optimize: bool,
     /// A batch-independent graph (see [`strata_graph::batch`]) runs a larger batch in
     /// sub-batches whose largest activation takes at most this many bytes (at least one item
-    /// each), so activations stay in cache from one layer to the next; 0 runs every batch
-    /// whole. Outputs are the same either way (up to the rounding of a product's summation
-    /// order). Default [`SUB_BATCH_BYTES`].
+    /// each), so activations stay in cache from one layer to the next; where activations
+    /// shrink along the graph, in stages with sub-batches of their own size
+    /// ([`strata_graph::batch::batch_stages`]), so late layers take many items per pass over
+    /// their weights. 0 runs every batch whole. Outputs are the same either way (up to the
+    /// rounding of a product's summation order). Default [`SUB_BATCH_BYTES`].
     pub sub_batch_bytes: usize,
 }
 
@@ -133,9 +135,32 @@ pub struct Session {
     buffers: PooledAlloc,
     /// Value tables reused from run to run.
     slots: SlotRecycler,
-    /// Items per sub-batch when the graph is batch-independent and sub-batches are on.
+    /// Items per sub-batch when the graph is batch-independent and sub-batches are on (of
+    /// the first stage, when there are stages).
     sub_batch: Option<usize>,
+    /// The graph cut into stages with sub-batches of their own (see
+    /// [`strata_graph::batch::batch_stages`]); empty when it runs whole.
+    stages: Vec<Stage>,
     passes_applied: Vec<&'static str>,
+}
+
+/// A part of the session's graph that runs a large batch in sub-batches of its own size.
+#[derive(Debug)]
+struct Stage {
+    graph: Graph,
+    plan: ExecutionPlan,
+    /// The session graph's id of each node of `graph`.
+    node_ids: Vec<NodeId>,
+    /// Items per sub-batch.
+    items: usize,
+}
+
+/// The graph, or one stage of it, and its plan.
+#[derive(Debug, Clone, Copy)]
+struct Part<'a> {
+    graph: &'a Graph,
+    plan: &'a ExecutionPlan,
+    node_ids: Option<&'a [NodeId]>,
 }
 
 impl Session {
@@ -170,9 +195,25 @@ impl Session {
             return Err(error);
         }
         let plan = ExecutionPlan::new(&graph)?;
-        let sub_batch = batch_axis(&graph)
+        let items = |bytes: usize| (options.sub_batch_bytes / bytes.max(1)).max(1);
+        let mut sub_batch = batch_axis(&graph)
             .filter(|_| options.sub_batch_bytes > 0)
-            .map(|b| (options.sub_batch_bytes / b.largest_item_bytes.max(1)).max(1));
+            .map(|b| items(b.largest_item_bytes));
+        let mut stages = Vec::new();
+        if sub_batch.is_some() {
+            let cut = batch_stages(&graph, &plan.order, options.sub_batch_bytes);
+            if cut.len() > 1 {
+                for stage in cut {
+                    stages.push(Stage {
+                        plan: ExecutionPlan::new(&stage.graph)?,
+                        graph: stage.graph,
+                        node_ids: stage.node_ids,
+                        items: items(stage.largest_item_bytes),
+                    });
+                }
+                sub_batch = stages.first().map(|s| s.items);
+            }
+        }
         let buffers = PooledAlloc::default();
         for (class, count) in peak_buffers_by_class(&plan.lifetimes, size_class) {
             buffers.0.reserve(class, count);
@@ -186,6 +227,7 @@ impl Session {
             buffers,
             slots: SlotRecycler::default(),
             sub_batch,
+            stages,
             passes_applied,
         })
     }
@@ -279,9 +321,22 @@ impl Session {
 
     fn run_with(&self, inputs: Vec<(String, Value)>, profile: Option<&Profile>) -> Result<Outputs> {
         let bound = self.bind_inputs(inputs)?;
+        if let Some(profile) = profile {
+            profile.count_run();
+        }
+        let whole = Part {
+            graph: &self.graph,
+            plan: &self.plan,
+            node_ids: None,
+        };
         let values = match self.sub_batches(&bound) {
-            Some((items, per_run)) => self.run_sub_batches(&bound, items, per_run, profile)?,
-            None => self.execute(bound, profile)?,
+            Some((items, _)) if !self.stages.is_empty() => {
+                self.run_stages(bound, items, profile)?
+            }
+            Some((items, per_run)) => {
+                self.run_sub_batches(whole, &bound, items, per_run, profile)?
+            }
+            None => self.execute(whole, bound, profile)?,
         };
         let entries = self
             .graph
@@ -293,14 +348,47 @@ impl Session {
         Ok(Outputs { entries })
     }
 
-    /// One run of the plan on bound inputs.
-    fn execute(&self, bound: Vec<(usize, Value)>, profile: Option<&Profile>) -> Result<Vec<Value>> {
-        let mut executor = Executor::new(&self.graph, &self.plan, &self.pool, &self.buffers)
-            .with_slots(&self.slots);
-        if let Some(profile) = profile {
-            executor = executor.with_profile(profile);
-        }
+    /// One run of `part`'s plan on bound inputs.
+    fn execute(
+        &self,
+        part: Part<'_>,
+        bound: Vec<(usize, Value)>,
+        profile: Option<&Profile>,
+    ) -> Result<Vec<Value>> {
+        let executor = Executor::new(part.graph, part.plan, &self.pool, &self.buffers)
+            .with_slots(&self.slots)
+            .with_profile_of(profile, part.node_ids);
         Ok(executor.run(bound)?)
+    }
+
+    /// Runs the stages in turn, each over all `items` in sub-batches of its own size (or
+    /// whole), each stage's output joined along the batch and handed to the next.
+    fn run_stages(
+        &self,
+        mut bound: Vec<(usize, Value)>,
+        items: usize,
+        profile: Option<&Profile>,
+    ) -> Result<Vec<Value>> {
+        let mut outputs = Vec::new();
+        for stage in &self.stages {
+            let part = Part {
+                graph: &stage.graph,
+                plan: &stage.plan,
+                node_ids: Some(&stage.node_ids),
+            };
+            outputs = match items > stage.items {
+                true => self.run_sub_batches(part, &bound, items, stage.items, profile)?,
+                false => self.execute(part, bound, profile)?,
+            };
+            bound = stage
+                .graph
+                .outputs
+                .iter()
+                .copied()
+                .zip(outputs.clone())
+                .collect();
+        }
+        Ok(outputs)
     }
 
     /// `(batch items, items per sub-batch)` when these inputs are to run in sub-batches:
@@ -323,6 +411,7 @@ impl Session {
     /// axis) and joins each output's pieces along its first axis.
     fn run_sub_batches(
         &self,
+        part: Part<'_>,
         bound: &[(usize, Value)],
         items: usize,
         per_run: usize,
@@ -340,9 +429,9 @@ impl Session {
                     Ok((*v, Value::Tensor(t.slice_axis(0, start, end, 1)?)))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            pieces.push(self.execute(slice, profile)?);
+            pieces.push(self.execute(part, slice, profile)?);
         }
-        (0..self.graph.outputs.len())
+        (0..part.graph.outputs.len())
             .map(|o| join_along_first_axis(pieces.iter().map(|p| p.get(o))))
             .collect()
     }

@@ -1,6 +1,6 @@
-//! A batch-independent model run in sub-batches gives the outputs of the whole batch run
-//! at once (the digits example: MatMul+Add+Relu, MatMul+Add, Softmax and ArgMax over the
-//! class axis, all on a free batch dimension).
+//! A batch-independent model run in sub-batches, whole or in stages, gives the outputs of
+//! the whole batch run at once (the digits example: MatMul+Add+Relu, MatMul+Add, Softmax and
+//! ArgMax over the class axis, all on a free batch dimension).
 
 use std::path::Path;
 use strata::{Model, SessionOptions, Tensor};
@@ -49,9 +49,10 @@ fn sub_batches_give_the_whole_batch_outputs() {
     for items in [1, 2, 5, 7] {
         let (whole, whole_labels, shape) = run(&model, 0, items);
         assert_eq!(shape, [items, 10]);
-        // 1 byte: one item per sub-batch; 3 KiB: a few items (the hidden layer's row is
-        // the largest value per item); the default: one sub-batch.
-        for bytes in [1, 3 << 10, strata::SUB_BATCH_BYTES] {
+        // 1 byte: one item per sub-batch; 100 and 300 bytes: in two stages, the hidden
+        // layer one item at a time (256 bytes per item), the 10 classes (40 bytes) 2 and 7
+        // at a time; 3 KiB: a few items; the default: one sub-batch.
+        for bytes in [1, 100, 300, 3 << 10, strata::SUB_BATCH_BYTES] {
             let (split, labels, split_shape) = run(&model, bytes, items);
             assert_eq!(split_shape, shape, "{items} items, {bytes} bytes");
             assert_eq!(labels, whole_labels, "{items} items, {bytes} bytes");
@@ -60,4 +61,26 @@ fn sub_batches_give_the_whole_batch_outputs() {
             }
         }
     }
+}
+
+#[test]
+fn a_run_in_stages_is_profiled_as_one_run_of_every_node() {
+    let model = digits();
+    let session = model
+        .session(
+            SessionOptions::default()
+                .with_threads(1)
+                .with_sub_batch_bytes(100),
+        )
+        .expect("session");
+    // The first stage (the hidden layer) runs one item at a time.
+    assert_eq!(session.sub_batch_items(), Some(1));
+    let profile = strata::Profile::new(session.graph().nodes.len());
+    let inputs = vec![("pixels".to_string(), strata::Value::Tensor(pixels(5)))];
+    let out = session.run_profiled(inputs, &profile).expect("run");
+    assert_eq!(out.get("label").expect("label").shape(), [5]);
+    assert_eq!(profile.runs(), 1);
+    let totals = profile.node_totals();
+    assert_eq!(totals.len(), session.graph().nodes.len());
+    assert!(totals.iter().all(|t| !t.is_zero()), "{totals:?}");
 }
