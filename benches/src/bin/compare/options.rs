@@ -23,7 +23,8 @@ Options:
   --threads a,b    thread counts of the tables (default 1,2); tract runs on one thread and
                    appears in the 1-thread table only
   --batch N        batch of the batch-scaling section (default 8; 0 skips it)
-  --batch-models   models of that section (default light_squeezenet,light_resnet50)
+  --batch-models   models of that section (default light_squeezenet,light_resnet50,
+                   light_bvlc_alexnet)
   --gemm N         size of the GEMM line, N x N x N f32 (default 1024; 0 skips it)
   --python PATH    interpreter with onnxruntime and numpy (default: <workspace>/target/pyenv
                    when present; without one, onnxruntime is left out)
@@ -106,7 +107,11 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
         budget_s: 30.0,
         threads: vec![1, 2],
         batch: 8,
-        batch_models: vec!["light_squeezenet".into(), "light_resnet50".into()],
+        batch_models: vec![
+            "light_squeezenet".into(),
+            "light_resnet50".into(),
+            "light_bvlc_alexnet".into(),
+        ],
         gemm_n: 1024,
         python: None,
         doc: None,
