@@ -217,7 +217,7 @@ mod tests {
         assert_eq!((o.rounds, o.threads.as_slice(), o.gemm_n), (3, &[2][..], 0));
         let o = parse("");
         assert_eq!(o.models.len(), testdata::ALL_MODELS.len());
-        assert_eq!(o.batch_models.len(), 2);
+        assert_eq!(o.batch_models.len(), 3);
         assert_eq!(
             parse("--out /x --quick --python=/p --rounds 3").command,
             "compare --quick --rounds 3"
