@@ -264,11 +264,20 @@ fn single_handovers(graph: &Graph, order: &[NodeId]) -> Vec<Option<usize>> {
     // Graph inputs (not constants) read at or after a step, and graph outputs computed
     // before it, rule a cut there out.
     let mut blocked = vec![false; order.len() + 1];
-    let mut spans = Vec::new();
+    // Values crossing into step `s` (made before it, read at or after it), counted and
+    // summed by id with difference arrays: where one crosses, the sum is its id.
+    let mut count = vec![0i64; order.len() + 2];
+    let mut id_sum = vec![0i64; order.len() + 2];
     for v in 0..graph.values.len() {
         let Some(last) = last_read[v] else { continue };
         match made[v] {
-            Some(first) => spans.push((v, first, last)),
+            Some(first) if first < last => {
+                count[first + 1] += 1;
+                count[last + 1] -= 1;
+                id_sum[first + 1] += v as i64;
+                id_sum[last + 1] -= v as i64;
+            }
+            Some(_) => {}
             None if graph.constants.contains_key(&v) => {}
             None => blocked[..=last.min(order.len())].fill(true),
         }
@@ -278,15 +287,12 @@ fn single_handovers(graph: &Graph, order: &[NodeId]) -> Vec<Option<usize>> {
             blocked[first + 1..].fill(true);
         }
     }
+    let (mut crossing, mut ids) = (0i64, 0i64);
     (0..order.len())
         .map(|step| {
-            let mut crossing = spans
-                .iter()
-                .filter(|&&(_, first, last)| first < step && step <= last);
-            match (blocked[step], crossing.next(), crossing.next()) {
-                (false, Some(&(v, _, _)), None) => Some(v),
-                _ => None,
-            }
+            crossing += count[step];
+            ids += id_sum[step];
+            (crossing == 1 && !blocked[step]).then(|| usize::try_from(ids).ok())?
         })
         .collect()
 }

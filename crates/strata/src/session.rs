@@ -369,26 +369,23 @@ impl Session {
         items: usize,
         profile: Option<&Profile>,
     ) -> Result<Vec<Value>> {
-        let mut outputs = Vec::new();
-        for stage in &self.stages {
+        let mut stages = self.stages.iter().peekable();
+        while let Some(stage) = stages.next() {
             let part = Part {
                 graph: &stage.graph,
                 plan: &stage.plan,
                 node_ids: Some(&stage.node_ids),
             };
-            outputs = match items > stage.items {
+            let outputs = match items > stage.items {
                 true => self.run_sub_batches(part, &bound, items, stage.items, profile)?,
                 false => self.execute(part, bound, profile)?,
             };
-            bound = stage
-                .graph
-                .outputs
-                .iter()
-                .copied()
-                .zip(outputs.clone())
-                .collect();
+            if stages.peek().is_none() {
+                return Ok(outputs);
+            }
+            bound = stage.graph.outputs.iter().copied().zip(outputs).collect();
         }
-        Ok(outputs)
+        Ok(Vec::new())
     }
 
     /// `(batch items, items per sub-batch)` when these inputs are to run in sub-batches:

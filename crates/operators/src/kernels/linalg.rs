@@ -329,33 +329,9 @@ pub fn par_gemm<F: Float>(
     if threads == 1 || m * n * a.cols < PAR_GEMM_MACS || n == 0 {
         return gemm(alpha, a, b, beta, MatMut::row_major(c, m, n));
     }
-    if m == 1 {
-        // A matrix-vector product (a classifier): memory-bound on B, so every thread streams
-        // its own columns of B. Columns per task a multiple of 16 (whole vectors).
-        let cols = n.div_ceil(threads).div_ceil(16) * 16;
-        let errors = ErrorSlot::default();
-        ctx.par_chunks_mut(c, cols, |i, chunk| {
-            let j0 = i * cols;
-            let sub = MatRef {
-                data: &b.data[(j0 * b.cs).min(b.data.len())..],
-                cols: chunk.len(),
-                ..b
-            };
-            errors.record(gemm(
-                alpha,
-                a,
-                sub,
-                beta,
-                MatMut::row_major(chunk, 1, chunk.len()),
-            ));
-        });
-        return errors.finish();
-    }
-    if m < 2 {
-        return gemm(alpha, a, b, beta, MatMut::row_major(c, m, n));
-    }
-    if m <= DOTS_MAX_ROWS && b.rs == 1 && a.cs == 1 && b.rows.saturating_mul(n) >= DOTS_MIN_B {
-        return few_rows_by_columns(ctx, alpha, a, b, beta, c);
+    let few_rows = m <= DOTS_MAX_ROWS && b.rs == 1 && a.cs == 1;
+    if m == 1 || (few_rows && b.rows.saturating_mul(n) >= DOTS_MIN_B) {
+        return par_gemm_by_columns(ctx, alpha, a, b, beta, c);
     }
     // Rows per task: one task per thread (each task packs all of B, so more tasks would
     // repeat that work), rows a multiple of 4 for the micro-kernel.
@@ -374,12 +350,14 @@ pub fn par_gemm<F: Float>(
     errors.finish()
 }
 
-/// [`par_gemm`] for a few rows of A by a large B whose columns are contiguous (a fully
-/// connected layer over a small batch, B the transposed weights): memory-bound on B, so each
-/// thread streams its own columns of B, for all rows of A at once, into a column-major
-/// scratch (one contiguous range per task), which is then copied into C. Splitting rows
-/// instead would have every thread stream all of B.
-fn few_rows_by_columns<F: Float>(
+/// [`par_gemm`] split by columns of B, for a matrix-vector product (a classifier) or a few
+/// rows of A by a large B whose columns are contiguous (a fully connected layer over a small
+/// batch, B the transposed weights): memory-bound on B, so each thread streams its own
+/// columns of B, for all rows of A at once (splitting rows would have every thread stream
+/// all of B). Columns per task are a multiple of 16 (whole vectors). Each task writes its
+/// columns column-major into one contiguous range: of C itself for one row, else of a
+/// scratch copied into C after.
+fn par_gemm_by_columns<F: Float>(
     ctx: &EvalCtx<'_>,
     alpha: F,
     a: MatRef<'_, F>,
@@ -389,10 +367,16 @@ fn few_rows_by_columns<F: Float>(
 ) -> OpResult<()> {
     let (m, n) = (a.rows, b.cols);
     let cols = n.div_ceil(ctx.threads()).div_ceil(16) * 16;
-    let mut scratch = ctx.alloc_for_overwrite(F::DTYPE, &[n, m])?;
-    let transposed = scratch.as_slice_mut::<F>()?;
+    let mut scratch = match m {
+        1 => None,
+        _ => Some(ctx.alloc_for_overwrite(F::DTYPE, &[n, m])?),
+    };
+    let (columns, task_beta) = match scratch.as_mut() {
+        Some(t) => (t.as_slice_mut::<F>()?, F::ZERO),
+        None => (&mut *c, beta),
+    };
     let errors = ErrorSlot::default();
-    ctx.par_chunks_mut(transposed, cols * m, |i, chunk| {
+    ctx.par_chunks_mut(columns, cols * m, |i, chunk| {
         let (j0, width) = (i * cols, chunk.len() / m);
         let sub = MatRef {
             data: &b.data[(j0 * b.cs).min(b.data.len())..],
@@ -406,17 +390,20 @@ fn few_rows_by_columns<F: Float>(
             rs: 1,
             cs: m,
         };
-        errors.record(gemm(alpha, a, sub, F::ZERO, out));
+        errors.record(gemm(alpha, a, sub, task_beta, out));
     });
     errors.finish()?;
-    for (j, column) in transposed.chunks_exact(m).enumerate() {
-        for (i, &v) in column.iter().enumerate() {
-            let dst = &mut c[i * n + j];
-            *dst = if beta == F::ZERO { v } else { v + beta * *dst };
+    if let Some(scratch) = scratch {
+        let transposed = scratch.as_slice::<F>()?;
+        for (j, column) in transposed.chunks_exact(m).enumerate() {
+            for (i, &v) in column.iter().enumerate() {
+                let dst = &mut c[i * n + j];
+                *dst = if beta == F::ZERO { v } else { v + beta * *dst };
+            }
         }
-    }
-    if let Some(buffer) = scratch.into_buffer() {
-        ctx.alloc.release(buffer);
+        if let Some(buffer) = scratch.into_buffer() {
+            ctx.alloc.release(buffer);
+        }
     }
     Ok(())
 }
