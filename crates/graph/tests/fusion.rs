@@ -521,12 +521,13 @@ fn batch_independence_needs_item_wise_ops_and_the_batch_symbol_everywhere() {
 fn batch_stages_cut_where_one_value_carries_on_and_items_shrink() {
     use strata_graph::batch::batch_stages;
     use strata_graph::ExecutionPlan;
-    // Conv+Relu (4 x 6 x 6 floats per item), MaxPool (4 x 3 x 3), a 1x1 Conv (4 x 3 x 3),
-    // then the pool's output added back.
+    // Conv+Relu (4 x 6 x 6 floats per item), MaxPool (4 x 3 x 3), a 3x3 Conv (4 x 3 x 3,
+    // 144 weights: more than twice the pool's bytes per item), then the pool's output
+    // added back.
+    let pool = || attrs(&[("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]);
     let graph = batch_graph(|g| {
-        let pool = attrs(&[("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]);
-        g.op_node("MaxPool", pool, &["r"], "p");
-        g.conv("p", "q", 4, 4, 1, 1);
+        g.op_node("MaxPool", pool(), &["r"], "p");
+        g.conv("p", "q", 4, 4, 3, 1);
         g.op_node("Add", Attributes::new(), &["p", "q"], "out");
     });
     let order = ExecutionPlan::new(&graph).unwrap().order;
@@ -557,6 +558,14 @@ fn batch_stages_cut_where_one_value_carries_on_and_items_shrink() {
     assert_eq!(shapes(2 * conv), [(1, conv), (2, pooled)]);
     // Budgets under an item everywhere: one item per sub-batch throughout, no cut.
     assert_eq!(shapes(1), [(3, conv)]);
+    // The same pool with no weights after it (nothing for more items per pass to share):
+    // no cut, which would only copy the pool's output.
+    let weightless = batch_graph(|g| {
+        g.op_node("MaxPool", pool(), &["r"], "p");
+        g.op_node("Sigmoid", Attributes::new(), &["p"], "out");
+    });
+    let order = ExecutionPlan::new(&weightless).unwrap().order;
+    assert_eq!(batch_stages(&weightless, &order, conv).len(), 1);
     // Not batch-independent: no stages.
     let mut g = G::new();
     g.input("x", &[2, 3, 6, 6]);

@@ -56,6 +56,12 @@ pub trait Operator: Send + Sync + fmt::Debug {
         0
     }
 
+    /// Bytes of data the op holds itself instead of reading as inputs (weights prepacked at
+    /// session creation); every run reads them, so they weigh in planning (0 by default).
+    fn weight_bytes(&self) -> usize {
+        0
+    }
+
     /// Whether evaluation on constant inputs may be done once at load (false for random ops).
     fn is_deterministic(&self) -> bool {
         true

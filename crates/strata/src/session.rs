@@ -11,7 +11,7 @@ use strata_memory::{
 use strata_onnx::ValueKind;
 use strata_ops::{OpResult, TensorAlloc, Value};
 use strata_sched::{Executor, Profile, SlotRecycler, ThreadPool};
-use strata_tensor::Tensor;
+use strata_tensor::{DType, Tensor};
 
 /// How a session runs.
 #[derive(Debug, Clone)]
@@ -31,8 +31,8 @@ pub struct SessionOptions {
     pub sub_batch_bytes: usize,
 }
 
-/// The most bytes the largest activation of one sub-batch may take: half of a 2 MiB
-/// per-core L2, so that each layer's output is still in cache when the next reads it.
+/// The most bytes the largest activation of one sub-batch may take: this host's per-core L2
+/// (1 MiB on Zen 4), so that each layer's output is still in cache when the next reads it.
 pub const SUB_BATCH_BYTES: usize = 1 << 20;
 
 impl Default for SessionOptions {
@@ -369,8 +369,8 @@ impl Session {
         items: usize,
         profile: Option<&Profile>,
     ) -> Result<Vec<Value>> {
-        let mut stages = self.stages.iter().peekable();
-        while let Some(stage) = stages.next() {
+        let mut stages = self.stages.iter().enumerate().peekable();
+        while let Some((index, stage)) = stages.next() {
             let part = Part {
                 graph: &stage.graph,
                 plan: &stage.plan,
@@ -378,8 +378,12 @@ impl Session {
             };
             let outputs = match items > stage.items {
                 true => self.run_sub_batches(part, &bound, items, stage.items, profile)?,
-                false => self.execute(part, bound, profile)?,
+                false => self.execute(part, bound.clone(), profile)?,
             };
+            if index > 0 {
+                // The previous stage's outputs, made by this session.
+                bound.into_iter().for_each(|(_, value)| self.recycle(value));
+            }
             if stages.peek().is_none() {
                 return Ok(outputs);
             }
@@ -405,7 +409,8 @@ impl Session {
     }
 
     /// Runs `items` batch items `per_run` at a time (views of the inputs along their first
-    /// axis) and joins each output's pieces along its first axis.
+    /// axis) and copies each output's pieces into one tensor per output, taken from the
+    /// session's buffer pool; each piece's buffer goes back to the pool for the next.
     fn run_sub_batches(
         &self,
         part: Part<'_>,
@@ -414,23 +419,38 @@ impl Session {
         per_run: usize,
         profile: Option<&Profile>,
     ) -> Result<Vec<Value>> {
-        let mut pieces: Vec<Vec<Value>> = Vec::new();
+        let mut joined: Vec<Joined> = Vec::new();
         for start in (0..items).step_by(per_run) {
-            let end = (start + per_run).min(items) as isize;
+            let end = (start + per_run).min(items);
             let slice = bound
                 .iter()
                 .map(|(v, value)| {
                     let t = value.as_tensor().ok_or_else(|| {
                         StrataError::BatchSplit("an input is not a tensor".into())
                     })?;
-                    Ok((*v, Value::Tensor(t.slice_axis(0, start, end, 1)?)))
+                    Ok((*v, Value::Tensor(t.slice_axis(0, start, end as isize, 1)?)))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            pieces.push(self.execute(part, slice, profile)?);
+            let pieces = self.execute(part, slice, profile)?;
+            if joined.is_empty() {
+                joined = pieces
+                    .iter()
+                    .map(|piece| Joined::new(piece, items, end - start, &self.buffers))
+                    .collect::<Result<_>>()?;
+            }
+            for (out, piece) in joined.iter_mut().zip(pieces) {
+                out.copy_in(start, end - start, &piece)?;
+                self.recycle(piece);
+            }
         }
-        (0..part.graph.outputs.len())
-            .map(|o| join_along_first_axis(pieces.iter().map(|p| p.get(o))))
-            .collect()
+        joined.into_iter().map(Joined::finish).collect()
+    }
+
+    /// Hands a value the session made and no longer needs back to its buffer pool.
+    fn recycle(&self, value: Value) {
+        if let Some(buffer) = value.into_tensor().and_then(Tensor::into_buffer) {
+            self.buffers.0.release(buffer);
+        }
     }
 
     /// Matches inputs to graph inputs, checking names, dtypes and shapes (symbols must agree
@@ -513,34 +533,75 @@ fn check_tensor<'a>(
     Ok(())
 }
 
-/// Joins the pieces of one output, each a tensor with the same trailing dimensions, along
-/// their first axis.
-fn join_along_first_axis<'a>(pieces: impl Iterator<Item = Option<&'a Value>>) -> Result<Value> {
-    let mut bytes = Vec::new();
-    let mut shape: Option<Vec<usize>> = None;
-    let mut dtype = None;
-    for piece in pieces {
-        let t = piece
-            .and_then(Value::as_tensor)
-            .ok_or_else(|| StrataError::BatchSplit("an output is not a tensor".into()))?
-            .contiguous();
-        match &mut shape {
-            None => shape = Some(t.shape().to_vec()),
-            Some(s) if s.len() == t.rank() && s[1..] == t.shape()[1..] => s[0] += t.shape()[0],
-            Some(s) => {
-                return Err(StrataError::BatchSplit(format!(
-                    "output pieces of shapes {s:?} and {:?}",
-                    t.shape()
-                )))
-            }
-        }
-        dtype = Some(t.dtype());
-        bytes.extend_from_slice(t.raw_bytes()?);
+/// One output of a run in sub-batches: a buffer for all items, filled piece by piece.
+struct Joined {
+    dtype: DType,
+    shape: Vec<usize>,
+    item_bytes: usize,
+    buffer: AlignedBuffer,
+}
+
+impl Joined {
+    /// Room for `items` items shaped like `first`, the output of the first sub-batch (of
+    /// `piece_items` items).
+    fn new(first: &Value, items: usize, piece_items: usize, pool: &PooledAlloc) -> Result<Joined> {
+        let t = piece_tensor(first, piece_items)?;
+        let mut shape = t.shape().to_vec();
+        shape[0] = items;
+        let item_bytes = t.len() / piece_items * t.dtype().size_of();
+        let bytes = items.checked_mul(item_bytes).ok_or_else(|| {
+            StrataError::BatchSplit(format!("{items} items of {item_bytes} bytes overflow"))
+        })?;
+        let buffer = pool.buffer_for_overwrite(bytes).map_err(|e| {
+            StrataError::BatchSplit(format!("an output of {bytes} bytes for the batch: {e}"))
+        })?;
+        Ok(Joined {
+            dtype: t.dtype(),
+            shape,
+            item_bytes,
+            buffer,
+        })
     }
-    let (Some(shape), Some(dtype)) = (shape, dtype) else {
-        return Err(StrataError::BatchSplit("no output pieces".into()));
-    };
-    Ok(Value::Tensor(Tensor::from_raw_bytes(
-        dtype, &shape, &bytes,
-    )?))
+
+    /// Copies `piece`, the output for items `start..start + piece_items`, into place.
+    fn copy_in(&mut self, start: usize, piece_items: usize, piece: &Value) -> Result<()> {
+        let t = piece_tensor(piece, piece_items)?;
+        if t.dtype() != self.dtype || t.shape()[1..] != self.shape[1..] {
+            return Err(StrataError::BatchSplit(format!(
+                "output pieces of shapes {:?} and {:?}",
+                self.shape,
+                t.shape()
+            )));
+        }
+        let at = start * self.item_bytes;
+        let bytes = &mut self.buffer.as_bytes_mut()[at..at + piece_items * self.item_bytes];
+        match t.is_contiguous() {
+            true => bytes.copy_from_slice(t.raw_bytes()?),
+            false => bytes.copy_from_slice(t.contiguous().raw_bytes()?),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Value> {
+        Ok(Value::Tensor(Tensor::from_buffer(
+            self.dtype,
+            &self.shape,
+            self.buffer,
+        )?))
+    }
+}
+
+/// `value` as a host tensor of fixed-size elements whose first dimension is `items`.
+fn piece_tensor(value: &Value, items: usize) -> Result<&Tensor> {
+    let t = value
+        .as_tensor()
+        .ok_or_else(|| StrataError::BatchSplit("an output is not a tensor".into()))?;
+    if t.dtype() == DType::String || t.is_on_device() || t.shape().first() != Some(&items) {
+        return Err(StrataError::BatchSplit(format!(
+            "an output piece of {} {:?} for {items} items",
+            t.dtype(),
+            t.shape()
+        )));
+    }
+    Ok(t)
 }

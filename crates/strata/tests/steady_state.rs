@@ -103,16 +103,26 @@ fn measure(model: &Model, threads: usize, runs: usize) -> (Measured, usize, usiz
             (info.name, tensor)
         })
         .collect();
+    measure_session(&session, &inputs, runs)
+}
+
+/// Allocations per `runs` runs of `session` on `inputs` once steady, with the session's
+/// output count and node count.
+fn measure_session(
+    session: &strata::Session,
+    inputs: &[(String, Tensor)],
+    runs: usize,
+) -> (Measured, usize, usize) {
     for _ in 0..WARM_UP {
-        session.run(inputs.clone()).expect("warm-up run");
+        session.run(inputs.to_vec()).expect("warm-up run");
     }
     let outputs = session.output_names().len();
-    let mut measured = count_runs(&session, &inputs, runs);
+    let mut measured = count_runs(session, inputs, runs);
     for _ in 1..WINDOWS {
         if measured.large <= outputs * runs {
             break;
         }
-        measured = count_runs(&session, &inputs, runs);
+        measured = count_runs(session, inputs, runs);
     }
     (measured, outputs, session.graph().nodes.len())
 }
@@ -135,10 +145,72 @@ fn count_runs(session: &strata::Session, inputs: &[(String, Tensor)], runs: usiz
     }
 }
 
+/// Checks one measurement against the bounds of the module docs, for runs of `nodes` node
+/// evaluations each; failures are pushed.
+fn check(label: &str, m: &Measured, outputs: usize, nodes: usize, failures: &mut Vec<String>) {
+    const RUNS: usize = RUNS_PER_WINDOW;
+    eprintln!(
+        "{label}, per run: {} small allocations ({nodes} node evaluations), {} of >= {LARGE} bytes \
+         ({} bytes; {outputs} output(s))",
+        m.small / RUNS,
+        m.large / RUNS,
+        m.large_bytes / RUNS,
+    );
+    // An output's buffer leaves the pool with the caller, so each run allocates one per
+    // output (its size class may be large even for a small output).
+    if m.large > outputs * RUNS {
+        failures.push(format!(
+            "{label}: {} allocations of >= {LARGE} bytes in {RUNS} runs, at most {} expected \
+             (the outputs)",
+            m.large,
+            outputs * RUNS
+        ));
+    }
+    if m.small > RUNS * SMALL_PER_NODE * nodes {
+        failures.push(format!(
+            "{label}: {} small allocations in {RUNS} runs of {nodes} node evaluations",
+            m.small
+        ));
+    }
+}
+
+/// Runs counted per window.
+const RUNS_PER_WINDOW: usize = 3;
+
 #[test]
 fn steady_state_runs_allocate_only_outputs_and_bookkeeping() {
+    let mut failures = Vec::new();
+    // A batch of 64 run in two stages of sub-batches (the digits example at 300 bytes per
+    // sub-batch: the hidden layer one item at a time, the classes 7 at a time): the
+    // stage's joined output and each sub-batch's pieces come from the pool too.
+    let digits = Model::load(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/digits.onnx"),
+    )
+    .expect("examples/models/digits.onnx");
+    let pixels: Vec<f32> = (0..64 * 64).map(|i| (i % 17) as f32).collect();
+    let inputs = [(
+        "pixels".to_string(),
+        Tensor::from_vec(pixels, &[64, 64]).expect("pixels"),
+    )];
+    for threads in [1, 2] {
+        let session = digits
+            .session(
+                SessionOptions::default()
+                    .with_threads(threads)
+                    .with_sub_batch_bytes(300),
+            )
+            .expect("session");
+        assert_eq!(session.sub_batch_items(), Some(1));
+        let (m, outputs, nodes) = measure_session(&session, &inputs, RUNS_PER_WINDOW);
+        assert_eq!(nodes, 4, "MatMul+Add+Relu, MatMul+Add, Softmax, ArgMax");
+        // The hidden layer 64 times, the other three nodes 10 times (7 items at a time).
+        let evaluations = 64 + 3 * 10;
+        let label = format!("digits, batch 64 in stages, {threads} thread(s)");
+        check(&label, &m, outputs, evaluations, &mut failures);
+    }
     let Some(dir) = common::testdata_dir() else {
-        eprintln!("skipped: no test data (cargo xtask testdata)");
+        eprintln!("skipped the test models: no test data (cargo xtask testdata)");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
         return;
     };
     // Between them: convs (grouped, depthwise, pointwise, strided), max and average pools,
@@ -153,8 +225,6 @@ fn steady_state_runs_allocate_only_outputs_and_bookkeeping() {
         "light_densenet121",
         "light_shufflenet",
     ];
-    const RUNS: usize = 3;
-    let mut failures = Vec::new();
     for name in models {
         let path = dir.join("models").join(name).join("model.onnx");
         if !path.is_file() {
@@ -163,31 +233,9 @@ fn steady_state_runs_allocate_only_outputs_and_bookkeeping() {
         }
         let model = Model::load(&path).expect("load");
         for threads in [1, 2] {
-            let (m, outputs, nodes) = measure(&model, threads, RUNS);
-            eprintln!(
-                "{name}, {threads} thread(s), per run: {} small allocations ({nodes} nodes), \
-                 {} of >= {LARGE} bytes ({} bytes; {outputs} output(s))",
-                m.small / RUNS,
-                m.large / RUNS,
-                m.large_bytes / RUNS,
-            );
-            // An output's buffer leaves the pool with the caller, so each run allocates
-            // one per output (its size class may be large even for a small output).
-            if m.large > outputs * RUNS {
-                failures.push(format!(
-                    "{name} ({threads} threads): {} allocations of >= {LARGE} bytes in {RUNS} \
-                     runs, at most {} expected (the outputs)",
-                    m.large,
-                    outputs * RUNS
-                ));
-            }
-            if m.small > RUNS * SMALL_PER_NODE * nodes {
-                failures.push(format!(
-                    "{name} ({threads} threads): {} small allocations in {RUNS} runs of \
-                     {nodes} nodes",
-                    m.small
-                ));
-            }
+            let (m, outputs, nodes) = measure(&model, threads, RUNS_PER_WINDOW);
+            let label = format!("{name}, {threads} thread(s)");
+            check(&label, &m, outputs, nodes, &mut failures);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -864,6 +864,10 @@ impl FusedMatMul {
 impl Operator for FusedMatMul {
     op_boilerplate!("MatMul");
 
+    fn weight_bytes(&self) -> usize {
+        self.packed_b.as_ref().map_or(0, |p| p.bytes())
+    }
+
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         MatMul.infer(&self.operand_facts(inputs))
     }

@@ -1102,6 +1102,11 @@ impl PackedA {
         Self::with_kernel(selected(), a)
     }
 
+    /// Bytes the packed matrix takes (with its padding).
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.data.0.as_slice())
+    }
+
     fn with_kernel(kernel: &'static Kernel, a: MatRef<'_, f32>) -> Result<Self, GemmError> {
         check_view("A", a.data.len(), a.rows, a.cols, a.rs, a.cs)?;
         let (m, k, mr) = (a.rows, a.cols, kernel.mr);
@@ -1233,6 +1238,11 @@ impl PackedB {
     /// Packs `b` for this CPU's kernel.
     pub fn new(b: MatRef<'_, f32>) -> Result<Self, GemmError> {
         Self::with_kernel(selected(), b)
+    }
+
+    /// Bytes the packed matrix takes (with its padding).
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.data.0.as_slice())
     }
 
     fn with_kernel(kernel: &'static Kernel, b: MatRef<'_, f32>) -> Result<Self, GemmError> {

@@ -158,6 +158,12 @@ impl std::fmt::Debug for PackedConvWeights {
 }
 
 impl PackedConvWeights {
+    /// Bytes the packed weights take.
+    pub fn bytes(&self) -> usize {
+        let groups: usize = self.groups.iter().map(PackedA::bytes).sum();
+        groups + self.winograd.as_ref().map_or(0, WinogradWeights::bytes)
+    }
+
     /// Packs `w` (f32, `[M, C / group, k...]`) for a convolution with `group` groups.
     pub fn new(w: &Tensor, group: usize) -> OpResult<Self> {
         Self::pack(w, group, Layout::Rows)
@@ -1369,6 +1375,10 @@ fn im2col_channel<F: Float>(x: &[F], g: &Geo3, rows: &mut [F]) {
 
 impl Operator for Conv {
     op_boilerplate!("Conv");
+
+    fn weight_bytes(&self) -> usize {
+        self.prepacked.as_ref().map_or(0, |p| p.bytes())
+    }
 
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         let (Some(dt), Some(x), Some(w)) = (

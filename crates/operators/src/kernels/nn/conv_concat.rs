@@ -85,6 +85,10 @@ impl ConvConcat {
 impl Operator for ConvConcat {
     op_boilerplate!("ConvConcat");
 
+    fn weight_bytes(&self) -> usize {
+        self.convs.iter().map(Operator::weight_bytes).sum()
+    }
+
     fn infer(&self, inputs: &[Fact]) -> OpResult<Option<Vec<Fact>>> {
         let mut shapes = Vec::with_capacity(self.convs.len());
         let mut dtype = None;

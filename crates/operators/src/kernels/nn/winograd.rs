@@ -49,6 +49,11 @@ pub struct WinogradWeights {
 }
 
 impl WinogradWeights {
+    /// Bytes the transformed, packed weights take.
+    pub fn bytes(&self) -> usize {
+        self.u.iter().map(PackedA::bytes).sum()
+    }
+
     /// Transforms and packs `w`, row-major `[out_channels, in_channels, 3, 3]`.
     pub fn new(w: &[f32], out_channels: usize, in_channels: usize) -> Result<Self, GemmError> {
         let pairs = out_channels.checked_mul(in_channels);
