@@ -11,12 +11,12 @@ use crate::config::ModelConfig;
 use crate::error::{ApiError, ServerError};
 use crate::metrics::Metrics;
 use crate::served::ServedModel;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata_sched::FairGate;
+use strata_sched::{FairGate, ThreadPool};
 
 /// The model compiled into the binary, served when no repository is given.
 pub const EMBEDDED_MODEL_NAME: &str = "digits";
@@ -74,6 +74,9 @@ pub struct Repository {
     models: RwLock<BTreeMap<String, ModelEntry>>,
     gate: Arc<FairGate>,
     metrics: Arc<Metrics>,
+    /// One thread pool per thread count, shared by the models configured with it, so that
+    /// models running at once do not each bring their own workers.
+    pools: Mutex<BTreeMap<usize, ThreadPool>>,
 }
 
 impl Repository {
@@ -96,6 +99,7 @@ impl Repository {
             models: RwLock::new(BTreeMap::new()),
             gate,
             metrics,
+            pools: Mutex::new(BTreeMap::new()),
         };
         let names: Vec<String> = repo.sources.read().keys().cloned().collect();
         for name in names {
@@ -285,11 +289,18 @@ impl Repository {
         bytes: &[u8],
         config: ModelConfig,
     ) -> Result<Arc<ServedModel>, String> {
+        let pool = self
+            .pools
+            .lock()
+            .entry(config.threads)
+            .or_insert_with(|| ThreadPool::new(config.threads))
+            .clone();
         ServedModel::load(
             name,
             version,
             bytes,
             config,
+            pool,
             self.gate.clone(),
             self.metrics.clone(),
         )
@@ -339,4 +350,35 @@ fn version_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_of_one_thread_count_share_one_pool() {
+        let root = std::env::temp_dir().join(format!("strata-pools-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (name, threads) in [("a", 2), ("b", 2), ("c", 1)] {
+            let dir = root.join(name).join("1");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("model.onnx"), EMBEDDED_MODEL).unwrap();
+            let config = format!("threads = {threads}\n");
+            std::fs::write(root.join(name).join("config.toml"), config).unwrap();
+        }
+        let repo = Repository::open(
+            Some(&root),
+            Arc::new(FairGate::new(1)),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        assert_eq!(repo.served().len(), 3);
+        let pools = repo.pools.lock();
+        assert_eq!(pools.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(pools[&2].threads(), 2);
+        drop(pools);
+        repo.shutdown();
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

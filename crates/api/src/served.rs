@@ -8,7 +8,9 @@ use crate::metrics::{Metrics, ModelLabels};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strata::{DType, Dim, IoInfo, Model, Session, SessionOptions, Tensor, Value, ValueKind};
+use strata::{
+    DType, Dim, IoInfo, Model, Session, SessionOptions, Tensor, ThreadPool, Value, ValueKind,
+};
 use strata_sched::{
     split_rows, stack_rows, BatchExecutor, BatchJob, DynamicBatcher, FairGate, Queued, Rejection,
     SubmitError,
@@ -187,18 +189,21 @@ fn has_batch_dim(inputs: &[IoInfo]) -> bool {
 }
 
 impl ServedModel {
-    /// Loads `bytes` as version `version` of `name` and starts its queue.
+    /// Loads `bytes` as version `version` of `name`, its session on `pool` (of
+    /// `config.threads` threads, shared with the other models of that many threads), and
+    /// starts its queue.
     pub fn load(
         name: &str,
         version: u64,
         bytes: &[u8],
         config: ModelConfig,
+        pool: ThreadPool,
         gate: Arc<FairGate>,
         metrics: Arc<Metrics>,
     ) -> Result<ServedModel, String> {
         let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
         let session = model
-            .session(SessionOptions::default().with_threads(config.threads))
+            .session(SessionOptions::default().with_thread_pool(pool))
             .map_err(|e| e.to_string())?;
         let inputs = model.inputs();
         let outputs = model.outputs();

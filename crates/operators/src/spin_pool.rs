@@ -151,6 +151,14 @@ impl SpinPool {
     /// A pool running jobs on the caller plus `threads - 1` workers (at least one thread).
     /// Workers the OS refuses to start are left out.
     pub fn new(threads: usize) -> Self {
+        Self::with_cpus(threads, &[])
+    }
+
+    /// As [`SpinPool::new`], worker `i` (1-based) pinned to CPU `cpus[(i - 1) % cpus.len()]`
+    /// (onnxruntime's `intra_op_thread_affinities`); the caller's thread is left as it is.
+    /// No pinning when `cpus` is empty, off Linux, or where the OS refuses it (the worker
+    /// then runs unpinned).
+    pub fn with_cpus(threads: usize, cpus: &[usize]) -> Self {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
@@ -165,9 +173,15 @@ impl SpinPool {
         let mut workers = 0;
         for i in 1..threads.max(1) {
             let s = Arc::clone(&shared);
+            let cpu = (!cpus.is_empty()).then(|| cpus[(i - 1) % cpus.len()]);
             let started = std::thread::Builder::new()
                 .name(format!("strata-worker-{i}"))
-                .spawn(move || worker_loop(&s, i));
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        placement::pin(cpu);
+                    }
+                    worker_loop(&s, i)
+                });
             if started.is_ok() {
                 workers += 1;
             }
@@ -263,7 +277,9 @@ fn wait_until(done: impl Fn() -> bool) {
 /// it, its own range of tasks first, until the pool is dropped.
 fn worker_loop(s: &Shared, home: usize) {
     IN_JOB.with(|f| f.set(true));
-    let mut seen = s.epoch.load(SeqCst);
+    // The epoch the pool started with: a worker starting after a job was published joins
+    // it (or finds the slot empty if it is over).
+    let mut seen = 0;
     while wait_for_job(s, &mut seen) {
         s.active.fetch_add(1, SeqCst);
         let job = s.job.load(SeqCst);
@@ -367,6 +383,19 @@ mod placement {
         // Back to every CPU allowed before: the thread stays where it was moved to.
         let restored = sched_setaffinity(me, &allowed).is_ok();
         moved && restored
+    }
+
+    /// Restricts the calling thread to `cpu`; false where that fails.
+    #[cfg(target_os = "linux")]
+    pub(super) fn pin(cpu: usize) -> bool {
+        use nix::sched::{sched_setaffinity, CpuSet};
+        let mut only = CpuSet::new();
+        only.set(cpu).is_ok() && sched_setaffinity(nix::unistd::Pid::from_raw(0), &only).is_ok()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn pin(_cpu: usize) -> bool {
+        false
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -513,6 +542,44 @@ mod tests {
             after.fetch_add(1, SeqCst);
         });
         assert_eq!(after.load(SeqCst), 10);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pinned_workers_run_on_their_cpu_only() {
+        let me = nix::unistd::Pid::from_raw(0);
+        let allowed = nix::sched::sched_getaffinity(me).unwrap();
+        let Some(cpu) = (0..nix::sched::CpuSet::count()).find(|&c| allowed.is_set(c).unwrap())
+        else {
+            return;
+        };
+        let pool = SpinPool::with_cpus(3, &[cpu]);
+        let main = std::thread::current().id();
+        let seen = Mutex::new(Vec::new());
+        // Long enough tasks that the workers claim some (a few rounds: the host may be busy).
+        for _ in 0..20 {
+            pool.run(12, &|_| {
+                std::thread::sleep(Duration::from_millis(2));
+                if std::thread::current().id() != main {
+                    let cpus = nix::sched::sched_getaffinity(me).unwrap();
+                    let on = nix::sched::sched_getcpu().unwrap();
+                    seen.lock().unwrap().push((cpus, on));
+                }
+            });
+            if !seen.lock().unwrap().is_empty() {
+                break;
+            }
+        }
+        let seen = seen.into_inner().unwrap();
+        assert!(!seen.is_empty(), "no worker took a task");
+        let mut only = nix::sched::CpuSet::new();
+        only.set(cpu).unwrap();
+        assert!(
+            seen.iter().all(|&(cpus, on)| cpus == only && on == cpu),
+            "{seen:?}"
+        );
+        // The caller is not pinned.
+        assert_eq!(nix::sched::sched_getaffinity(me).unwrap(), allowed);
     }
 
     #[cfg(target_os = "linux")]

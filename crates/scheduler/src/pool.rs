@@ -32,13 +32,19 @@ impl ThreadPool {
     /// A pool of `threads` threads; 0 means one per available core. If the operating system
     /// refuses to start the workers, the pool runs everything on the caller (one thread).
     pub fn new(threads: usize) -> Self {
+        Self::pinned(threads, &[])
+    }
+
+    /// As [`ThreadPool::new`], each worker pinned to one of `cpus` in turn (the calling
+    /// thread is not pinned; empty `cpus` pins nothing): see [`SpinPool::with_cpus`].
+    pub fn pinned(threads: usize, cpus: &[usize]) -> Self {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             threads
         };
         let workers = (threads > 1)
-            .then(|| SpinPool::new(threads))
+            .then(|| SpinPool::with_cpus(threads, cpus))
             .filter(|p| p.threads() > 1);
         ThreadPool {
             threads: workers.as_ref().map_or(1, SpinPool::threads),
@@ -87,12 +93,15 @@ mod tests {
     #[test]
     fn every_task_runs_once() {
         for threads in [1, 2, 3] {
-            let pool = ThreadPool::new(threads);
-            let hits: Vec<AtomicUsize> = (0..100).map(|_| AtomicUsize::new(0)).collect();
-            pool.run(100, &|i| {
-                hits[i].fetch_add(1, Ordering::Relaxed);
-            });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            // Pinned or not (CPU 0, where pinning works, for every worker).
+            for pool in [ThreadPool::new(threads), ThreadPool::pinned(threads, &[0])] {
+                assert_eq!(pool.threads(), threads);
+                let hits: Vec<AtomicUsize> = (0..100).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(100, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            }
         }
     }
 

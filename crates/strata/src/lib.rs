@@ -30,7 +30,7 @@ pub use strata_graph::{Dim, Fact, Graph, GraphError};
 pub use strata_memory::PoolStats;
 pub use strata_onnx::{ModelMetadata, OnnxError, ValueKind};
 pub use strata_ops::{OpRegistry, Value};
-pub use strata_sched::{ExecError, Profile};
+pub use strata_sched::{ExecError, Profile, ThreadPool};
 pub use strata_tensor::{DType, Tensor, TensorError};
 
 /// Tensor file formats: `.npy` and ONNX `TensorProto` `.pb`.

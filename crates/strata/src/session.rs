@@ -29,6 +29,11 @@ pub struct SessionOptions {
     /// their weights. 0 runs every batch whole. Outputs are the same either way (up to the
     /// rounding of a product's summation order). Default [`SUB_BATCH_BYTES`].
     pub sub_batch_bytes: usize,
+    /// A pool to run on instead of one of the session's own (`threads` is then ignored).
+    /// Sessions given clones of one pool share its workers: runs at once never start more
+    /// threads than the pool has (a run that finds the pool busy runs its kernels on its own
+    /// thread), so several sessions in one process do not oversubscribe the cores.
+    pub thread_pool: Option<ThreadPool>,
 }
 
 /// The most bytes the largest activation of one sub-batch may take: this host's per-core L2
@@ -41,6 +46,7 @@ impl Default for SessionOptions {
             threads: 0,
             optimize: true,
             sub_batch_bytes: SUB_BATCH_BYTES,
+            thread_pool: None,
         }
     }
 }
@@ -49,6 +55,12 @@ impl SessionOptions {
     /// These options with `threads` threads.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// These options running on `pool`, shared with every session given a clone of it.
+    pub fn with_thread_pool(mut self, pool: ThreadPool) -> Self {
+        self.thread_pool = Some(pool);
         self
     }
 
@@ -223,7 +235,10 @@ impl Session {
             declared_inputs,
             input_kinds,
             plan,
-            pool: ThreadPool::new(options.threads),
+            pool: match options.thread_pool {
+                Some(pool) => pool,
+                None => ThreadPool::new(options.threads),
+            },
             buffers,
             slots: SlotRecycler::default(),
             sub_batch,
