@@ -184,11 +184,12 @@ pub struct BatchStage {
 
 /// A batch-independent `graph` (see [`batch_axis`]) cut, along its execution `order`, into
 /// stages whose sub-batches may differ: a stage ends where one value alone carries on (a
-/// residual block's output, say) and the values after it take at most half the bytes per
+/// residual block's output, say), the values after it take at most half the bytes per
 /// item of the largest value so far in the stage, so that twice the items or more fit a
-/// sub-batch of `budget` bytes. Early layers with large activations then run one item at a
-/// time while late layers with small activations and large weights run many items per
-/// pass over their weights. One stage (the whole graph) when no cut pays; none when the
+/// sub-batch of `budget` bytes, and the weights read after it outweigh that value's bytes
+/// per item `CUT_WEIGHTS_PER_HANDED_BYTE` (2) times. Early layers with large activations
+/// then run one item at a time while late layers with small activations and large weights
+/// run many items per pass over their weights. One stage (the whole graph) when no cut pays; none when the
 /// graph is not batch-independent.
 pub fn batch_stages(graph: &Graph, order: &[NodeId], budget: usize) -> Vec<BatchStage> {
     if batch_axis(graph).is_none() {
