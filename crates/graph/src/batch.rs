@@ -262,7 +262,7 @@ fn weight_bytes(graph: &Graph, n: NodeId) -> usize {
         .iter()
         .flatten()
         .filter_map(|v| graph.constants.get(v))
-        .map(|t| t.len() * t.dtype().size_of())
+        .map(crate::graph::constant_bytes)
         .sum();
     constants + node.op.weight_bytes()
 }

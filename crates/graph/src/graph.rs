@@ -214,11 +214,13 @@ impl Graph {
 
     /// Bytes held by all constants.
     pub fn parameter_bytes(&self) -> usize {
-        self.constants
-            .values()
-            .map(|t| t.len() * t.dtype().size_of().max(1))
-            .sum()
+        self.constants.values().map(constant_bytes).sum()
     }
+}
+
+/// Bytes a constant holds (strings counted as one byte each).
+pub(crate) fn constant_bytes(t: &Tensor) -> usize {
+    t.len() * t.dtype().size_of().max(1)
 }
 
 /// Builds a [`Graph`] by value names, as frontends see them.

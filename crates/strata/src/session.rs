@@ -590,10 +590,7 @@ impl Joined {
         }
         let at = start * self.item_bytes;
         let bytes = &mut self.buffer.as_bytes_mut()[at..at + piece_items * self.item_bytes];
-        match t.is_contiguous() {
-            true => bytes.copy_from_slice(t.raw_bytes()?),
-            false => bytes.copy_from_slice(t.contiguous().raw_bytes()?),
-        }
+        bytes.copy_from_slice(t.contiguous().raw_bytes()?);
         Ok(())
     }
 
